@@ -1,0 +1,3 @@
+from broker_aggregator.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Fleet keys, broker configuration, node configs, Raspberry Pi OS images and flashing."""

@@ -1,0 +1,134 @@
+"""Load a YAML file into a pydantic model with errors that name the key, the value and the line.
+
+Each process has one config model (edge node, aggregator); both load through here so that a
+mistake reads the same everywhere::
+
+    Error: node.yaml line 7: retention.max_age_days = -3: Input should be greater than 0
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is meant for the operator."""
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map every key path in a composed YAML document to its 1-based line."""
+    lines: dict[tuple[Any, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, key_node.value)
+            lines[key_path] = key_node.start_mark.line + 1
+            lines.update(_line_index(value_node, key_path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            lines.update(_line_index(item, (*path, i)))
+    return lines
+
+
+def load_yaml_model(model: type[M], path: str | os.PathLike[str], **overrides: Any) -> M:
+    """Read ``path`` and validate it as ``model``; ``overrides`` (dotted keys) win over the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+    try:
+        composed = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+    lines = _line_index(composed) if composed is not None else {}
+    return validate_model(model, apply_overrides(data, overrides), source=str(p), lines=lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``kiosk.port``) in a nested dict; ``None`` values are ignored."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return data
+
+
+def validate_model(
+    model: type[M],
+    data: dict[str, Any],
+    *,
+    source: str = "config",
+    lines: dict[tuple[Any, ...], int] | None = None,
+) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, data, source, lines or {})) from None
+
+
+def format_errors(
+    exc: ValidationError, data: dict[str, Any], source: str, lines: dict[tuple[Any, ...], int]
+) -> str:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        line = _nearest_line(loc, lines)
+        where = f"{source} line {line}" if line else source
+        if err["type"] == "missing":
+            out.append(f"{where}: {key} is required")
+            continue
+        value = _lookup(data, loc)
+        shown = "***" if any("password" in str(p) or "secret" in str(p) for p in loc) else repr(value)
+        out.append(f"{where}: {key} = {shown}: {err['msg']}")
+    return "\n".join(out)
+
+
+def _nearest_line(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def masked_dump(model: BaseModel) -> dict[str, Any]:
+    """The effective config for the start-up log: JSON-safe, SecretStr values shown as ``**********``."""
+    return model.model_dump(mode="json")
+
+
+def read_secret(file: str | os.PathLike[str] | None, env: str | None = None) -> str | None:
+    """A secret from the environment variable ``env`` or else from ``file`` (stripped)."""
+    if env and os.environ.get(env):
+        return os.environ[env]
+    if file is None:
+        return None
+    try:
+        return Path(file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {file}: {exc.strerror or exc}") from exc
