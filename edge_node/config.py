@@ -32,30 +32,45 @@ class CameraConfig(_Section):
     height: int = Field(480, ge=64, le=4096, description="requested capture height (cameras)")
     fps: float = Field(15.0, gt=0, le=120, description="requested capture rate (cameras)")
     loop: bool = Field(False, description="files and folders: start again at the end")
-    realtime: bool = Field(True, description="files and folders: pace at native fps (false: as fast as possible)")
+    realtime: bool = Field(
+        True, description="files and folders: pace at native fps (false: as fast as possible)"
+    )
 
 
 class FaceConfig(_Section):
     model: Path | None = Field(
-        None, description="MediaPipe face_detection_short_range.tflite; default: models/ beside the bundle"
+        None,
+        description="MediaPipe face_detection_short_range.tflite; default: models/ beside the bundle",
     )
     min_confidence: float = Field(0.5, gt=0, lt=1, description="detector score threshold")
-    margin: float = Field(0.25, ge=0, le=1, description="extra border around the face box, as a fraction of its side")
+    margin: float = Field(
+        0.25, ge=0, le=1, description="extra border around the face box, as a fraction of its side"
+    )
 
 
 class ClipConfig(_Section):
-    gap_s: float = Field(1.0, gt=0, le=60, description="a clip ends after the face is absent this long")
+    gap_s: float = Field(
+        1.0, gt=0, le=60, description="a clip ends after the face is absent this long"
+    )
     max_s: float = Field(10.0, gt=0, le=600, description="a clip is cut at this length")
     min_frames: int = Field(8, ge=1, le=10_000, description="shorter clips are discarded")
 
 
 class RetentionConfig(_Section):
     max_age_days: float = Field(30.0, gt=0, description="clips older than this are deleted")
-    max_bytes: int = Field(2_000_000_000, gt=0, description="oldest clips go first above this database size")
-    check_every_s: float = Field(600.0, gt=0, description="how often retention runs (also at start)")
+    max_bytes: int = Field(
+        2_000_000_000, gt=0, description="oldest clips go first above this database size"
+    )
+    check_every_s: float = Field(
+        600.0, gt=0, description="how often retention runs (also at start)"
+    )
     thumbnails: bool = Field(False, description="opt-in: keep a few face thumbnails per clip")
-    thumbnails_per_clip: int = Field(3, ge=1, le=20, description="thumbnails kept per clip when enabled")
-    thumbnail_max_age_days: float = Field(7.0, gt=0, description="thumbnails are deleted after this")
+    thumbnails_per_clip: int = Field(
+        3, ge=1, le=20, description="thumbnails kept per clip when enabled"
+    )
+    thumbnail_max_age_days: float = Field(
+        7.0, gt=0, description="thumbnails are deleted after this"
+    )
 
 
 class KioskConfig(_Section):
@@ -70,13 +85,17 @@ class KioskConfig(_Section):
 
 class FederationConfig(_Section):
     enabled: bool = Field(False, description="take part in federation rounds")
-    broker_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// URL of the broker")
+    broker_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// URL of the broker"
+    )
     username: str | None = Field(None, description="broker user name (default: the node id)")
     password_file: Path | None = Field(None, description="file holding the broker password")
     ca_file: Path | None = Field(None, description="CA certificate for mqtts://")
     cert_file: Path | None = Field(None, description="client certificate (certificate auth)")
     key_file: Path | None = Field(None, description="client private key (certificate auth)")
-    fleet_public_key: Path | None = Field(None, description="Ed25519 public key that signs central bundles")
+    fleet_public_key: Path | None = Field(
+        None, description="Ed25519 public key that signs central bundles"
+    )
     topic_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix shared by the fleet")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
 
@@ -92,8 +111,15 @@ class AdaptationConfig(_Section):
     enabled: bool = Field(True, description="personalize v overnight")
     window_start: str = Field("02:00", description="local time the nightly window opens (HH:MM)")
     window_end: str = Field("05:00", description="local time the nightly window closes (HH:MM)")
-    p: int = Field(15, ge=0, le=10_000, description="at most P clips per class (paper: 15 CREMA-D, 50 MSP-IMPROV)")
-    p_threshold: float = Field(0.5, ge=0, le=1, description="drop clips whose pseudo-label confidence is below")
+    p: int = Field(
+        15,
+        ge=0,
+        le=10_000,
+        description="at most P clips per class (paper: 15 CREMA-D, 50 MSP-IMPROV)",
+    )
+    p_threshold: float = Field(
+        0.5, ge=0, le=1, description="drop clips whose pseudo-label confidence is below"
+    )
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
@@ -113,17 +139,25 @@ class AdaptationConfig(_Section):
 class NodeConfig(_Section):
     """Everything one edge node needs; see docs/config.md."""
 
-    node_id: str = Field("node-1", description="unique id of this node in the fleet (a topic level)")
+    node_id: str = Field(
+        "node-1", description="unique id of this node in the fleet (a topic level)"
+    )
     bundle: Path = Field(Path("bundle"), description="model bundle folder")
     db: Path = Field(Path("fedvfer.db"), description="SQLite database of clips")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")  # type: ignore[arg-type]
     face: FaceConfig = Field(default_factory=FaceConfig, description="face detection")  # type: ignore[arg-type]
     clips: ClipConfig = Field(default_factory=ClipConfig, description="clip segmentation")  # type: ignore[arg-type]
-    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="what is kept and for how long")  # type: ignore[arg-type]
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="what is kept and for how long"
+    )  # type: ignore[arg-type]
     kiosk: KioskConfig = Field(default_factory=KioskConfig, description="local display page")  # type: ignore[arg-type]
-    federation: FederationConfig = Field(default_factory=FederationConfig, description="MQTT federation")  # type: ignore[arg-type]
-    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig, description="nightly personalization")  # type: ignore[arg-type]
+    federation: FederationConfig = Field(
+        default_factory=FederationConfig, description="MQTT federation"
+    )  # type: ignore[arg-type]
+    adaptation: AdaptationConfig = Field(
+        default_factory=AdaptationConfig, description="nightly personalization"
+    )  # type: ignore[arg-type]
 
     @field_validator("node_id")
     @classmethod

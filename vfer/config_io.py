@@ -52,7 +52,9 @@ def load_yaml_model(model: type[M], path: str | os.PathLike[str], **overrides: A
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{p}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     lines = _line_index(composed) if composed is not None else {}
     return validate_model(model, apply_overrides(data, overrides), source=str(p), lines=lines)
 
@@ -96,7 +98,9 @@ def format_errors(
             out.append(f"{where}: {key} is required")
             continue
         value = _lookup(data, loc)
-        shown = "***" if any("password" in str(p) or "secret" in str(p) for p in loc) else repr(value)
+        shown = (
+            "***" if any("password" in str(p) or "secret" in str(p) for p in loc) else repr(value)
+        )
         out.append(f"{where}: {key} = {shown}: {err['msg']}")
     return "\n".join(out)
 

@@ -26,7 +26,9 @@ class Topics:
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "#+") or self.prefix.endswith("/"):
-            raise ValueError(f"topic prefix {self.prefix!r} must be non-empty, without # + or a trailing /")
+            raise ValueError(
+                f"topic prefix {self.prefix!r} must be non-empty, without # + or a trailing /"
+            )
 
     @property
     def central_bundle(self) -> str:
