@@ -42,7 +42,7 @@ class FaceConfig(_Section):
         None,
         description="MediaPipe face_detection_short_range.tflite; default: models/ beside the bundle",
     )
-    min_confidence: float = Field(0.5, gt=0, lt=1, description="detector score threshold")
+    min_confidence: float = Field(0.7, gt=0, lt=1, description="detector score threshold")
     margin: float = Field(
         0.25, ge=0, le=1, description="extra border around the face box, as a fraction of its side"
     )

@@ -1,15 +1,21 @@
-"""`python -m training`: Central (lab) side: the backbone f, training g and v, the paper's experiments, and the fleet simulation."""
+"""`python -m training`: the central (lab) side."""
 
 from __future__ import annotations
 
 import click
 
+from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
 from vfer.cli import run_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Central (lab) side: the backbone f, training g and v, the paper's experiments, and the fleet simulation."""
+    """Central (lab) side: the backbone f, training g and v, the paper's experiments, the fleet simulation."""
+
+
+cli.add_command(model_summary_cmd)
+cli.add_command(backbone_cmd)
+cli.add_command(export_bundle_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,285 @@
+"""The model bundle: one folder holding everything a node needs to run and personalize.
+
+::
+
+    bundle/
+      manifest.json          format version, classes in order, K, sha256 of every file,
+                             head version, federation round, created-at
+      backbone.tflite        f (uint8 224x224 RGB -> 1280 float32)
+      ifer_head.tflite       g (signature: embedding -> probs)
+      vfer_step.tflite       v's streaming step (embedding, h, c -> probs, h_out, c_out)
+      vfer_head.safetensors  v's weights, all of them, for on-device fine-tuning
+      ifer_head.safetensors  g's weights
+
+Loading verifies every hash and that K agrees across the manifest, the class list, both heads and
+v's weights; any mismatch is a :class:`BundleError` that says which file and what differs.
+A bundle is written into a temporary sibling folder and renamed into place, so a reader sees
+either no bundle or a whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vfer import weights as wio
+from vfer.atomic import fsync_dir
+from vfer.backbone import file_sha256
+from vfer.classes import validate_classes
+from vfer.heads_spec import ifer_spec, vfer_spec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BACKBONE = "backbone.tflite"
+IFER_TFLITE = "ifer_head.tflite"
+VFER_STEP = "vfer_step.tflite"
+VFER_WEIGHTS = "vfer_head.safetensors"
+IFER_WEIGHTS = "ifer_head.safetensors"
+REQUIRED = (BACKBONE, IFER_TFLITE, VFER_STEP, VFER_WEIGHTS, IFER_WEIGHTS)
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file and what is wrong."""
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = Field(FORMAT_VERSION, description="bundle layout version")
+    classes: list[str] = Field(description="class names, in the order of the heads' outputs")
+    num_classes: int = Field(ge=2, description="K")
+    files: dict[str, str] = Field(description="file name -> sha256 hex")
+    head_version: str = Field(
+        description="version of the heads, e.g. central-r2 or local-20261126T0300"
+    )
+    federation_round: int = Field(0, ge=0, description="central round the heads come from")
+    personalized: bool = Field(False, description="v was fine-tuned on this node")
+    parent: str | None = Field(None, description="head_version this one was derived from")
+    created_at: str = Field(description="ISO 8601 UTC")
+    notes: dict[str, str] = Field(default_factory=dict, description="free-form provenance")
+
+
+class Bundle:
+    """A verified bundle on disk. Build it with :meth:`load`."""
+
+    def __init__(self, path: Path, manifest: Manifest, bundle_id: str) -> None:
+        self.path = path
+        self.manifest = manifest
+        #: sha256 of manifest.json, which holds the hash of every file: one id for the whole bundle
+        self.bundle_id = bundle_id
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest.num_classes
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def vfer_weights(self) -> dict[str, np.ndarray]:
+        return wio.load(self.file(VFER_WEIGHTS))
+
+    def ifer_weights(self) -> dict[str, np.ndarray]:
+        return wio.load(self.file(IFER_WEIGHTS))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+        root = Path(path)
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"{root}: not a model bundle (no {MANIFEST})")
+        raw = mpath.read_bytes()
+        try:
+            manifest = Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BundleError(
+                f"{mpath}: invalid manifest: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+            ) from None
+        if manifest.format_version > FORMAT_VERSION:
+            raise BundleError(
+                f"{root}: bundle format {manifest.format_version} is newer than this software "
+                f"understands ({FORMAT_VERSION}); upgrade fedvfer"
+            )
+        bundle = cls(root, manifest, _sha256_bytes(raw))
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        m = self.manifest
+        try:
+            validate_classes(m.classes)
+        except ValueError as exc:
+            raise BundleError(f"{self.path}: {exc}") from None
+        if m.num_classes != len(m.classes):
+            raise BundleError(
+                f"{self.path}: num_classes {m.num_classes} but {len(m.classes)} class names"
+            )
+        for name in REQUIRED:
+            if name not in m.files:
+                raise BundleError(f"{self.path}: manifest lists no hash for {name}")
+        for name, expected in m.files.items():
+            p = self.file(name)
+            if not p.is_file():
+                raise BundleError(f"{self.path}: {name} is missing")
+            actual = file_sha256(p)
+            if actual != expected:
+                raise BundleError(
+                    f"{self.path}: {name} was modified or is corrupt (sha256 {actual[:12]}..., manifest says {expected[:12]}...)"
+                )
+        self._check_k()
+
+    def _check_k(self) -> None:
+        from vfer.runtime import IferHead, VferStep
+
+        k = self.manifest.num_classes
+        try:
+            wio.check(self.vfer_weights(), vfer_spec(k))
+            wio.check(self.ifer_weights(), ifer_spec(k))
+        except wio.WeightsError as exc:
+            raise BundleError(f"{self.path}: head weights do not match K={k}: {exc}") from None
+        with (
+            IferHead.from_path(self.file(IFER_TFLITE)) as g,
+            VferStep.from_path(self.file(VFER_STEP)) as v,
+        ):
+            for name, got in ((IFER_TFLITE, g.num_classes), (VFER_STEP, v.num_classes)):
+                if got != k:
+                    raise BundleError(
+                        f"{self.path}: {name} outputs {got} classes, manifest says {k}"
+                    )
+
+
+def _sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_bundle(
+    out: str | os.PathLike[str],
+    *,
+    classes: tuple[str, ...] | list[str],
+    backbone: str | os.PathLike[str],
+    ifer_weights: Mapping[str, np.ndarray],
+    vfer_weights: Mapping[str, np.ndarray],
+    head_version: str,
+    federation_round: int = 0,
+    personalized: bool = False,
+    parent: str | None = None,
+    notes: dict[str, str] | None = None,
+    ifer_tflite: bytes | str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Export both heads and write a complete bundle at ``out`` atomically.
+
+    ``ifer_tflite`` may hand over an already exported g (bytes or a file) to skip re-exporting it.
+    """
+    from vfer import export
+
+    classes = validate_classes(classes)
+    k = len(classes)
+    wio.check(ifer_weights, ifer_spec(k))
+    wio.check(vfer_weights, vfer_spec(k))
+    if isinstance(ifer_tflite, bytes):
+        g_bytes = ifer_tflite
+    elif ifer_tflite is not None:
+        g_bytes = Path(ifer_tflite).read_bytes()
+    else:
+        g_bytes = export.ifer_tflite(ifer_weights)
+    files: dict[str, bytes | Path] = {
+        BACKBONE: Path(backbone),
+        IFER_TFLITE: g_bytes,
+        VFER_STEP: export.vfer_step_tflite(vfer_weights),
+        VFER_WEIGHTS: wio.to_bytes(vfer_weights),
+        IFER_WEIGHTS: wio.to_bytes(ifer_weights),
+    }
+    return write_files(
+        out,
+        files,
+        classes=classes,
+        head_version=head_version,
+        federation_round=federation_round,
+        personalized=personalized,
+        parent=parent,
+        notes=notes or {},
+        overwrite=overwrite,
+    )
+
+
+def write_files(
+    out: str | os.PathLike[str],
+    files: Mapping[str, bytes | Path],
+    *,
+    classes: tuple[str, ...],
+    head_version: str,
+    federation_round: int,
+    personalized: bool,
+    parent: str | None,
+    notes: dict[str, str],
+    overwrite: bool = False,
+) -> Bundle:
+    """Write ``files`` (bytes, or paths to copy) plus a manifest into a new folder, atomically."""
+    target = Path(out)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise BundleError(f"{target} exists and is not empty (choose another --out or remove it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        hashes = {}
+        for name, content in files.items():
+            dest = tmp / name
+            if isinstance(content, bytes):
+                dest.write_bytes(content)
+            else:
+                if not Path(content).is_file():
+                    raise BundleError(f"{content}: no such file")
+                shutil.copyfile(content, dest)
+            _fsync_file(dest)
+            hashes[name] = file_sha256(dest)
+        manifest = Manifest(
+            classes=list(classes),
+            num_classes=len(classes),
+            files=hashes,
+            head_version=head_version,
+            federation_round=federation_round,
+            personalized=personalized,
+            parent=parent,
+            created_at=now_iso(),
+            notes=notes,
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
+        _fsync_file(tmp / MANIFEST)
+        fsync_dir(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle.load(target)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())

@@ -1,0 +1,288 @@
+"""The federation's wire format: typed pydantic envelopes with a schema version and a checksum.
+
+Two shapes travel (docs/mqtt.md has an example of each):
+
+* **Frames** carry weights: ``b"FVF1"``, a 4-byte big-endian header length, the header as
+  UTF-8 JSON (a pydantic model with ``schema``, ``kind``, ``body_size``, ``body_sha256``), then
+  the body, a safetensors blob (never pickle). Updates, the central v and partial sums.
+* **JSON** messages carry no weights: round, ack, status and the aggregator-internal
+  progress/close messages.
+
+Decoding never trusts the input: every failure raises :class:`MessageError` whose ``reason``
+is a short code (``checksum``, ``schema_version``, ...) that the aggregator logs and counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from typing import Any, Literal, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vfer import signing
+from vfer.topics import check_node_id
+
+SCHEMA_VERSION = 1
+MAGIC = b"FVF1"
+MAX_HEADER_BYTES = 64 * 1024
+_LEN = struct.Struct(">I")
+
+WeightDtype = Literal["float32", "float16"]
+
+
+class MessageError(ValueError):
+    """A payload that is not an acceptable message; ``reason`` is a stable short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        #: The decoded header when the envelope itself was fine (set by the caller that knows).
+        self.header: BaseModel | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    schema_: int = Field(SCHEMA_VERSION, alias="schema", description="wire schema version")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _NodeMessage(_Message):
+    node_id: str = Field(description="sender or addressee node id (a topic level)")
+
+    @field_validator("node_id")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        return check_node_id(v)
+
+
+class _Framed(_Message):
+    body_size: int = Field(0, ge=0, description="bytes of the body after the header")
+    body_sha256: str = Field("", description="hex sha256 of the body")
+
+
+class Personalization(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    p: int = Field(15, ge=0, le=10_000, description="at most P clips per class")
+    p_threshold: float = Field(0.5, ge=0, le=1, description="pseudo-label confidence threshold")
+    epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
+
+
+class RoundMsg(_Message):
+    """``<prefix>/round`` (retained): the open round."""
+
+    kind: Literal["round"] = "round"
+    round_id: int = Field(ge=1)
+    base_version: int = Field(ge=1, description="central version nodes must start from")
+    state: Literal["open", "closing", "finished"] = "open"
+    opened_at: float
+    deadline: float = Field(description="unix time the round closes if it has the minimum")
+    min_submissions: int = Field(ge=1)
+    max_submissions: int = Field(ge=1)
+    classes: list[str]
+    weight_dtype: WeightDtype = Field("float32", description="dtype nodes should send")
+    personalization: Personalization
+
+
+class UpdateHeader(_Framed, _NodeMessage):
+    """``<prefix>/nodes/<id>/update``: a node's personalized v after a round."""
+
+    kind: Literal["update"] = "update"
+    round_id: int = Field(ge=1)
+    base_version: int = Field(ge=1)
+    update_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    seq: int = Field(ge=1, description="per-node increasing number; a higher one replaces")
+    created_at: float
+    clips_per_class: dict[str, int] = Field(description="clips used per class")
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+    dtype: WeightDtype = "float32"
+
+    @field_validator("clips_per_class")
+    @classmethod
+    def _clips(cls, v: dict[str, int]) -> dict[str, int]:
+        if len(v) > 256 or any(n < 0 for n in v.values()):
+            raise ValueError("clip counts must be >= 0 for at most 256 classes")
+        return v
+
+    @property
+    def num_clips(self) -> int:
+        return sum(self.clips_per_class.values())
+
+
+class CentralHeader(_Framed):
+    """``<prefix>/central/bundle`` (retained): the signed central v."""
+
+    kind: Literal["central"] = "central"
+    version: int = Field(ge=1)
+    round_id: int = Field(ge=0, description="round it came from (0: the initial model)")
+    classes: list[str]
+    created_at: float
+    num_submissions: int = Field(0, ge=0)
+    weighting: str = "mean"
+    signature: str = Field("", description="base64 Ed25519 signature of the header without it")
+
+    def signing_bytes(self) -> bytes:
+        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+class AckMsg(_NodeMessage):
+    """``<prefix>/nodes/<id>/ack``: the update was stored (or will never be)."""
+
+    kind: Literal["ack"] = "ack"
+    round_id: int
+    update_id: str
+    status: Literal["stored", "rejected"]
+    reason: str | None = None
+
+
+class StatusMsg(_NodeMessage):
+    """``<prefix>/nodes/<id>/status`` (retained; the last will says offline)."""
+
+    kind: Literal["status"] = "status"
+    state: Literal["online", "offline"]
+    central_version: int | None = None
+    round_id: int | None = None
+    ts: float | None = None
+
+
+class ProgressMsg(_NodeMessage):
+    """``<prefix>/aggregator/progress``: a worker stored a node's update (worker to leader)."""
+
+    kind: Literal["progress"] = "progress"
+    worker_id: str
+    round_id: int
+    seq: int
+
+
+class CloseMsg(_Message):
+    """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these nodes."""
+
+    kind: Literal["close"] = "close"
+    round_id: int
+    assignments: dict[str, list[str]]
+
+
+class PartialHeader(_Framed):
+    """``<prefix>/aggregator/partial``: a worker's float64 sums over its assigned nodes."""
+
+    kind: Literal["partial"] = "partial"
+    worker_id: str
+    round_id: int
+    nodes: dict[str, int] = Field(description="node id -> seq actually summed")
+    total_weight: float = Field(ge=0)
+
+
+M = TypeVar("M", bound=_Message)
+F = TypeVar("F", bound=_Framed)
+
+
+def pack(header: _Framed, body: bytes) -> bytes:
+    """A frame: magic, header length, header JSON (with body size and sha256 filled in), body."""
+    full = header.model_copy(
+        update={"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    )
+    return _frame(full, body)
+
+
+def _frame(header: _Framed, body: bytes) -> bytes:
+    head = json.dumps(header.to_json_dict(), separators=(",", ":")).encode()
+    return MAGIC + _LEN.pack(len(head)) + head + body
+
+
+def unpack(payload: bytes, model: type[F]) -> tuple[F, bytes]:
+    """Split and check a frame: magic, header, schema, kind, size and checksum."""
+    if len(payload) < len(MAGIC) + _LEN.size or not payload.startswith(MAGIC):
+        raise MessageError("not_a_frame", f"{len(payload)} bytes without the {MAGIC!r} magic")
+    (n,) = _LEN.unpack_from(payload, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    if n > MAX_HEADER_BYTES or start + n > len(payload):
+        raise MessageError("truncated", f"header of {n} bytes does not fit the payload")
+    header = _validate(_json(payload[start : start + n]), model)
+    body = payload[start + n :]
+    if len(body) != header.body_size:
+        raise MessageError(
+            "truncated", f"body has {len(body)} bytes, header says {header.body_size}"
+        )
+    if hashlib.sha256(body).hexdigest() != header.body_sha256:
+        raise MessageError("checksum", "body sha256 differs from the header")
+    return header, body
+
+
+def to_json(msg: _Message) -> bytes:
+    return json.dumps(msg.to_json_dict(), separators=(",", ":")).encode()
+
+
+def from_json(payload: bytes, model: type[M]) -> M:
+    if len(payload) > MAX_HEADER_BYTES:
+        raise MessageError("oversized", f"{len(payload)} bytes for a JSON message")
+    return _validate(_json(payload), model)
+
+
+def sign_central(header: CentralHeader, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
+    """Pack a central frame; with ``key`` None it goes out unsigned (dev mode only)."""
+    full = header.model_copy(
+        update={
+            "body_size": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "signature": "",
+        }
+    )
+    if key is not None:
+        sig = base64.b64encode(signing.sign(key, full.signing_bytes())).decode()
+        full = full.model_copy(update={"signature": sig})
+    return _frame(full, body)
+
+
+def open_central(
+    payload: bytes, key: Ed25519PublicKey | None, *, allow_unsigned: bool = False
+) -> tuple[CentralHeader, bytes]:
+    """Unpack and verify a central frame against the fleet public key."""
+    header, body = unpack(payload, CentralHeader)
+    if not header.signature:
+        if allow_unsigned:
+            return header, body
+        raise MessageError("unsigned", f"central v{header.version} carries no signature")
+    if key is None:
+        raise MessageError("no_key", "no fleet public key to verify the central with")
+    try:
+        sig = base64.b64decode(header.signature, validate=True)
+    except ValueError as exc:
+        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
+    if not signing.verify(key, sig, header.signing_bytes()):
+        raise MessageError("bad_signature", f"central v{header.version} fails verification")
+    return header, body
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError("bad_header", f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MessageError("bad_header", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _validate(data: dict[str, Any], model: type[M]) -> M:
+    schema = data.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise MessageError(
+            "schema_version", f"schema {schema!r}, this side speaks {SCHEMA_VERSION}"
+        )
+    expected = model.model_fields["kind"].default if "kind" in model.model_fields else None
+    if expected is not None and data.get("kind") != expected:
+        raise MessageError("wrong_kind", f"kind {data.get('kind')!r}, expected {expected!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MessageError("invalid_header", f"{where}: {first['msg']}") from None
