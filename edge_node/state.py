@@ -1,0 +1,103 @@
+"""What the node shows and what the kiosk may ask of it: one thread-safe holder.
+
+The capture/inference loop writes :class:`LiveState` fields and the latest preview JPEG; the kiosk
+server reads snapshots (``/api/state``) and sets controls (pause recording, forget me). Neither
+side imports the other: they share only this object and the node's stop event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    head_version: str = ""
+    federation_round: int = 0
+    personalized: bool = False
+    bundle_id: str = ""
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FederationInfo:
+    enabled: bool = False
+    connected: bool = False
+    last_round: int | None = None
+    central_version: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Everything the kiosk page shows, as plain data (``/api/state`` is its JSON)."""
+
+    emotion: str | None = None  # current video emotion (VFER step argmax), None without a face
+    vfer_probs: dict[str, float] = field(default_factory=dict)  # clip so far
+    ifer_probs: dict[str, float] = field(default_factory=dict)  # this frame
+    face_present: bool = False
+    face_box: tuple[int, int, int, int] | None = None  # x, y, w, h in preview pixels
+    frame_size: tuple[int, int] | None = None  # preview width, height
+    recording: bool = False  # a clip is being recorded right now
+    paused: bool = False  # recording paused from the kiosk
+    clip_frames: int = 0
+    fps: float = 0.0
+    model: ModelInfo = field(default_factory=ModelInfo)
+    federation: FederationInfo = field(default_factory=FederationInfo)
+    last_adaptation: str | None = None  # ISO time of the last successful personalization
+    clips_stored: int = 0
+    updated_at: float = 0.0
+
+
+class NodeState:
+    """Thread-safe live state, preview frame and kiosk controls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = LiveState()
+        self._preview: bytes | None = None
+        self._preview_seq = 0
+        self.pause_requested = threading.Event()  # set: do not record (inference still runs)
+        self.forget_requested = threading.Event()  # set by the kiosk; the node deletes and clears it
+        self.forget_done = threading.Condition(self._lock)
+        self._forget_generation = 0
+
+    def update(self, **changes: Any) -> None:
+        with self._lock:
+            self._state = replace(self._state, updated_at=time.time(), **changes)
+
+    def snapshot(self) -> LiveState:
+        with self._lock:
+            return self._state
+
+    def as_json(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        data = asdict(snap)
+        data["paused"] = self.pause_requested.is_set()
+        return data
+
+    def set_preview(self, jpeg: bytes) -> None:
+        with self._lock:
+            self._preview = jpeg
+            self._preview_seq += 1
+
+    def preview(self) -> tuple[int, bytes | None]:
+        with self._lock:
+            return self._preview_seq, self._preview
+
+    def request_forget(self, timeout: float = 30.0) -> bool:
+        """Ask the node to delete every clip; True once it reports done within ``timeout``."""
+        with self._lock:
+            target = self._forget_generation + 1
+        self.forget_requested.set()
+        with self.forget_done:
+            return self.forget_done.wait_for(lambda: self._forget_generation >= target, timeout)
+
+    def forget_completed(self) -> None:
+        """Called by the node after it deleted everything and VACUUMed."""
+        with self.forget_done:
+            self._forget_generation += 1
+            self.forget_requested.clear()
+            self.forget_done.notify_all()
