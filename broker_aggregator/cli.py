@@ -2,14 +2,128 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
 import click
 
-from vfer.cli import run_cli
+from vfer.cli import UserError, run_cli, setup_logging
+from vfer.config_io import masked_dump
+
+log = logging.getLogger("broker_aggregator")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """The round service: collects personalized v heads over MQTT, averages them (FedAvg) and publishes the signed central v."""
+
+
+def _service_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="aggregator.yaml",
+        ),
+        click.option(
+            "--broker", help="broker URL, e.g. mqtt://127.0.0.1:1883 (overrides broker_url)"
+        ),
+        click.option(
+            "--initial-weights",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="safetensors of v for the first central (e.g. BUNDLE/vfer_head.safetensors)",
+        ),
+        click.option("--classes", help="4, 6 or a comma-separated list of class names"),
+        click.option(
+            "--state-db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file"
+        ),
+        click.option(
+            "--signing-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Ed25519 PKCS8 PEM private key",
+        ),
+        click.option(
+            "--insecure-unsigned",
+            is_flag=True,
+            default=None,
+            help="DEV ONLY: publish the central v unsigned",
+        ),
+        click.option("--worker-id", help="this worker's id (a topic level)"),
+        click.option("--rounds", type=int, help="rounds to run, then exit (0: forever)"),
+        click.option("--min-submissions", type=int, help="round.min_submissions"),
+        click.option("--max-submissions", type=int, help="round.max_submissions"),
+        click.option("--deadline-s", type=float, help="round.deadline_s"),
+        click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+            help="log level",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _load(kw: dict[str, Any]) -> Any:
+    from broker_aggregator.config import load_aggregator_config
+    from vfer.classes import parse_classes
+
+    classes = list(parse_classes(kw["classes"])) if kw.get("classes") else None
+    overrides = {
+        "broker_url": kw.get("broker"),
+        "initial_weights": str(kw["initial_weights"]) if kw.get("initial_weights") else None,
+        "classes": classes,
+        "state_db": str(kw["state_db"]) if kw.get("state_db") else None,
+        "signing_key_file": str(kw["signing_key"]) if kw.get("signing_key") else None,
+        "insecure_unsigned": kw.get("insecure_unsigned"),
+        "worker_id": kw.get("worker_id"),
+        "round.rounds": kw.get("rounds"),
+        "round.min_submissions": kw.get("min_submissions"),
+        "round.max_submissions": kw.get("max_submissions"),
+        "round.deadline_s": kw.get("deadline_s"),
+        "log_level": kw.get("log_level"),
+    }
+    return load_aggregator_config(kw.get("config"), **overrides)
+
+
+def _serve(kw: dict[str, Any], leader: bool) -> None:
+    from broker_aggregator.service import AggregatorService
+
+    cfg = _load(kw)
+    setup_logging(cfg.log_level)
+    log.info("effective config: %s", masked_dump(cfg))
+    if cfg.signing_key_file is None:
+        log.warning("!!! insecure_unsigned: nodes with a fleet key will ignore these centrals !!!")
+    if leader and cfg.initial_weights is None and not Path(cfg.state_db).exists():
+        raise UserError("a first start needs --initial-weights (or initial_weights in the config)")
+    service = AggregatorService(cfg, leader=leader)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.run()
+
+
+@cli.command()
+@_service_options
+def run(**kw: Any) -> None:
+    """Run the leader (rounds, policy, signing) with a worker: `run --config aggregator.yaml`."""
+    _serve(kw, leader=True)
+
+
+@cli.command()
+@_service_options
+def worker(**kw: Any) -> None:
+    """Run an extra worker that shares the update stream ($share) with the leader."""
+    _serve(kw, leader=False)
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""The aggregator's one config model (``aggregator.yaml``), partly written by ``provisioning``.
+
+Secrets stay out of the YAML: the broker password and the Ed25519 signing key are files named
+here. Unknown keys are rejected; every field says what it is and what values it allows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vfer.classes import EMOTIONS_6, validate_classes
+from vfer.config_io import apply_overrides, load_yaml_model, validate_model
+from vfer.messages import Personalization
+from vfer.topics import DEFAULT_PREFIX, Topics, check_node_id
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoundPolicyConfig(_Section):
+    min_submissions: int = Field(
+        2, ge=1, le=1_000_000, description="close at the deadline only with at least this many"
+    )
+    max_submissions: int = Field(
+        100, ge=1, le=1_000_000, description="close as soon as this many nodes submitted"
+    )
+    deadline_s: float = Field(
+        3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="seconds a round stays open (extended by as much when short of the minimum)",
+    )
+    rounds: int = Field(0, ge=0, description="rounds to run before exiting (0: forever)")
+
+    @model_validator(mode="after")
+    def _order(self) -> RoundPolicyConfig:
+        if self.min_submissions > self.max_submissions:
+            raise ValueError("round.min_submissions must not exceed round.max_submissions")
+        return self
+
+
+class AggregatorConfig(_Section):
+    """Everything ``python -m broker_aggregator run`` needs; see docs/mqtt.md."""
+
+    broker_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// URL of the broker"
+    )
+    username: str | None = Field(None, description="broker user name")
+    password_file: Path | None = Field(None, description="file holding the broker password")
+    ca_file: Path | None = Field(None, description="CA certificate for mqtts://")
+    signing_key_file: Path | None = Field(
+        None, description="Ed25519 private key (PKCS8 PEM) that signs the central v"
+    )
+    insecure_unsigned: bool = Field(
+        False, description="dev only: publish the central v unsigned when no signing key is given"
+    )
+    topic_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix shared by the fleet")
+    worker_id: str = Field(
+        "agg-1", description="this process's id among aggregator workers (a topic level)"
+    )
+    share_group: str = Field(
+        "fedvfer-aggregators", description="MQTT 5 shared-subscription group of the workers"
+    )
+    state_db: Path = Field(
+        Path("aggregator.db"), description="SQLite state: rounds, submissions, centrals"
+    )
+    initial_weights: Path | None = Field(
+        None,
+        description="safetensors of v (a bundle's vfer_head.safetensors); needed on the first start",
+    )
+    classes: list[str] = Field(
+        default_factory=lambda: list(EMOTIONS_6),
+        description="class names, in the head's output order",
+    )
+    round: RoundPolicyConfig = Field(
+        default_factory=RoundPolicyConfig, description="when a round closes"
+    )  # type: ignore[arg-type]
+    personalization: Personalization = Field(
+        default_factory=Personalization, description="parameters nodes personalize with"
+    )  # type: ignore[arg-type]
+    weighting: Literal["mean", "samples"] = Field(
+        "mean", description="'mean' as in the paper, or weighted by clips used"
+    )
+    max_update_norm: float = Field(
+        100.0,
+        gt=0,
+        description="reject an update whose L2 distance from its base central exceeds this",
+    )
+    max_abs_weight: float = Field(
+        1000.0, gt=0, description="reject an update with any |value| above this"
+    )
+    max_payload_bytes: int = Field(
+        4_000_000,
+        ge=1024,
+        description="reject larger update payloads (the broker's max_packet_size should be a little larger)",
+    )
+    float16_transport: bool = Field(
+        False, description="ask nodes to send float16 (half the bytes); float32 is always accepted"
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("mqtt://") or v.startswith("mqtts://")):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        return list(validate_classes(v))
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        Topics(v)
+        return v
+
+    @field_validator("worker_id", "share_group")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        return check_node_id(v)
+
+    @model_validator(mode="after")
+    def _key(self) -> AggregatorConfig:
+        if self.signing_key_file is None and not self.insecure_unsigned:
+            raise ValueError(
+                "signing_key_file is required (or set insecure_unsigned: true for a dev setup)"
+            )
+        return self
+
+
+def load_aggregator_config(
+    path: str | os.PathLike[str] | None = None, **overrides: Any
+) -> AggregatorConfig:
+    """Load ``aggregator.yaml`` (or only defaults when ``path`` is None) with dotted-key overrides."""
+    if path is None:
+        return validate_model(
+            AggregatorConfig, apply_overrides({}, overrides), source="command line"
+        )
+    return load_yaml_model(AggregatorConfig, path, **overrides)

@@ -1,0 +1,262 @@
+"""The leader: opens rounds, applies the round policy, combines partial sums, signs the central v.
+
+State lives in SQLite before anything is published, so a restart at any point republishes
+what was decided and carries on: an open round keeps collecting, a closing round asks the
+workers for their sums again, a finished round's central is republished (retained).
+All methods run on the service loop's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker_aggregator.config import AggregatorConfig
+from broker_aggregator.policy import Decision, RoundPolicy
+from broker_aggregator.store import RoundRow, State
+from broker_aggregator.worker import Publish
+from vfer import weights as wcodec
+from vfer.fedavg import EmptyAggregationError, RunningSum
+from vfer.heads_spec import trainable_names, vfer_spec
+from vfer.messages import (
+    CentralHeader,
+    CloseMsg,
+    PartialHeader,
+    ProgressMsg,
+    RoundMsg,
+    sign_central,
+    to_json,
+    unpack,
+)
+from vfer.topics import Topics
+
+log = logging.getLogger(__name__)
+
+RESEND_CLOSE_S = 2.0
+
+
+def load_initial_weights(path: str, num_classes: int) -> dict[str, np.ndarray]:
+    """The trainable v arrays from a safetensors file (a bundle's full head is fine)."""
+    spec = vfer_spec(num_classes)
+    raw = wcodec.load(path)
+    names = trainable_names(spec)
+    weights = {n: raw[n].astype(np.float32) for n in names if n in raw}
+    wcodec.check(weights, spec, trainable_only=True)
+    return weights
+
+
+class Leader:
+    def __init__(
+        self,
+        cfg: AggregatorConfig,
+        state: State,
+        topics: Topics,
+        publish: Publish,
+        key: Ed25519PrivateKey | None,
+        control_topics: dict[str, str],
+        local_close: Callable[[CloseMsg], None],
+        on_central: Callable[[int, Mapping[str, np.ndarray]], None],
+        on_round: Callable[[RoundMsg], None],
+    ) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.topics = topics
+        self._publish = publish
+        self._key = key
+        self._control = control_topics
+        self._local_close = local_close
+        self._on_central = on_central
+        self._on_round = on_round
+        r = cfg.round
+        self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
+        self._partials: dict[str, tuple[PartialHeader, RunningSum]] = {}
+        self._close: CloseMsg | None = None
+        self._close_sent = 0.0
+        self.done = False
+
+    # start and reconnect ------------------------------------------------------------------
+    def start(self, initial_weights: str | None) -> None:
+        if self.state.latest_central() is None:
+            if initial_weights is None:
+                raise ValueError("the state db has no central v yet: give initial_weights")
+            weights = load_initial_weights(initial_weights, len(self.cfg.classes))
+            self._store_central(0, weights, 0)
+        self._install_latest_central()
+        row = self.state.current_round()
+        if row is None or row.state == "finished":
+            self._open_next()
+        else:
+            self._announce_round(row)
+            if row.state == "closing":
+                self._start_closing(row)
+
+    def republish(self) -> None:
+        """After a (re)connect: the retained central and round, and a pending close."""
+        latest = self.state.latest_central()
+        if latest is not None:
+            self._publish(self.topics.central_bundle, latest[1], 1, True)
+        row = self.state.current_round()
+        if row is not None:
+            self._publish(self.topics.round, to_json(self._round_msg(row)), 1, True)
+        if self._close is not None:
+            self._publish(self._control["close"], to_json(self._close), 1, False)
+
+    # events --------------------------------------------------------------------------------
+    def on_progress(self, p: ProgressMsg) -> None:
+        row = self.state.current_round()
+        if row is None or row.round_id != p.round_id or row.state != "open":
+            return
+        if self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq):
+            log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
+        self.tick(time.time())
+
+    def on_partial(self, header: PartialHeader, sums: RunningSum) -> None:
+        if self._close is None or header.round_id != self._close.round_id:
+            return
+        self._partials[header.worker_id] = (header, sums)
+        self.tick(time.time())
+
+    def tick(self, now: float) -> None:
+        row = self.state.current_round()
+        if row is None or self.done:
+            return
+        if row.state == "open":
+            n = len(self.state.accepted(row.round_id))
+            decision = self.policy.decide(n, now, row.deadline)
+            if decision is Decision.EXTEND:
+                deadline = self.policy.next_deadline(now)
+                self.state.extend_round(row.round_id, deadline)
+                log.warning(
+                    "round %d: deadline passed with %d of at least %d submissions; extended to %s",
+                    row.round_id,
+                    n,
+                    self.policy.min_submissions,
+                    time.ctime(deadline),
+                )
+                self._announce_round(self.state.current_round() or row)
+            elif decision is Decision.CLOSE:
+                self.state.set_closing(row.round_id)
+                log.info("round %d closing with %d submissions", row.round_id, n)
+                self._start_closing(self.state.current_round() or row)
+        elif row.state == "closing":
+            self._try_finish(row, now)
+
+    # closing -------------------------------------------------------------------------------
+    def _start_closing(self, row: RoundRow) -> None:
+        self._announce_round(row)
+        assignments: dict[str, list[str]] = {}
+        for node, (worker, _seq) in sorted(self.state.accepted(row.round_id).items()):
+            assignments.setdefault(worker, []).append(node)
+        self._close = CloseMsg(round_id=row.round_id, assignments=assignments)
+        self._partials = {}
+        self._send_close()
+
+    def _send_close(self) -> None:
+        assert self._close is not None
+        self._close_sent = time.monotonic()
+        if set(self._close.assignments) - {self.cfg.worker_id}:
+            self._publish(self._control["close"], to_json(self._close), 1, False)
+        self._local_close(self._close)
+
+    def _try_finish(self, row: RoundRow, now: float) -> None:
+        if self._close is None:
+            self._start_closing(row)
+            return
+        waiting = sorted(set(self._close.assignments) - set(self._partials))
+        if waiting:
+            if time.monotonic() - self._close_sent > RESEND_CLOSE_S:
+                log.info("round %d: waiting for partial sums from %s", row.round_id, waiting)
+                self._send_close()
+            return
+        total = RunningSum()
+        for worker in sorted(self._partials):
+            total.merge(self._partials[worker][1])
+        try:
+            mean = total.mean()
+        except EmptyAggregationError:
+            log.error("round %d: no usable submissions; reopening it", row.round_id)
+            self._close = None
+            self.state.open_round(
+                row.round_id, row.base_version, now, self.policy.next_deadline(now)
+            )
+            self._announce_round(self.state.current_round() or row)
+            return
+        self._close = None
+        version = self._store_central(row.round_id, mean, total.count)
+        log.info(
+            "round %d finished: central v%d from %d submissions", row.round_id, version, total.count
+        )
+        self._install_latest_central()
+        self._open_next()
+
+    def _store_central(self, round_id: int, weights: Mapping[str, np.ndarray], n: int) -> int:
+        latest = self.state.latest_central()
+        version = (latest[0] if latest else 0) + 1
+        header = CentralHeader(
+            version=version,
+            round_id=round_id,
+            classes=list(self.cfg.classes),
+            created_at=time.time(),
+            num_submissions=n,
+            weighting=self.cfg.weighting,
+        )
+        frame = sign_central(header, wcodec.to_bytes(weights), self._key)
+        if round_id == 0:
+            self.state.add_central(version, 0, header.created_at, 0, frame)
+        else:
+            self.state.finish_round(round_id, version, header.created_at, n, frame)
+        return version
+
+    def _install_latest_central(self) -> None:
+        latest = self.state.latest_central()
+        assert latest is not None
+        version, frame = latest
+        _header, body = unpack(frame, CentralHeader)
+        self._on_central(version, wcodec.from_bytes(body))
+        self._publish(self.topics.central_bundle, frame, 1, True)
+
+    def _open_next(self) -> None:
+        finished = self.state.finished_rounds()
+        if self.cfg.round.rounds and finished >= self.cfg.round.rounds:
+            log.info("all %d rounds done", finished)
+            row = self.state.current_round()
+            if row is not None:
+                self._announce_round(row)
+            self.done = True
+            return
+        last = self.state.current_round()
+        latest = self.state.latest_central()
+        assert latest is not None
+        now = time.time()
+        round_id = (last.round_id if last else 0) + 1
+        self.state.open_round(round_id, latest[0], now, self.policy.next_deadline(now))
+        row = self.state.current_round()
+        assert row is not None
+        log.info(
+            "round %d open from central v%d until %s", round_id, latest[0], time.ctime(row.deadline)
+        )
+        self._announce_round(row)
+
+    def _round_msg(self, row: RoundRow) -> RoundMsg:
+        r = self.cfg.round
+        return RoundMsg(
+            round_id=row.round_id,
+            base_version=row.base_version,
+            state=row.state,  # type: ignore[arg-type]
+            opened_at=row.opened_at,
+            deadline=row.deadline,
+            min_submissions=r.min_submissions,
+            max_submissions=r.max_submissions,
+            classes=list(self.cfg.classes),
+            weight_dtype="float16" if self.cfg.float16_transport else "float32",
+            personalization=self.cfg.personalization,
+        )
+
+    def _announce_round(self, row: RoundRow) -> None:
+        msg = self._round_msg(row)
+        self._on_round(msg)
+        self._publish(self.topics.round, to_json(msg), 1, True)

@@ -1,0 +1,268 @@
+"""The aggregator process: one MQTT link, one loop thread, a worker and (usually) the leader.
+
+paho's thread only decodes and checks (pure functions in :mod:`broker_aggregator.validate`)
+and puts typed events on a queue; the loop thread owns SQLite and drives
+:class:`~broker_aggregator.worker.Worker` and :class:`~broker_aggregator.leader.Leader`.
+A process started with ``leader=False`` is an extra worker: it shares the update stream
+through ``$share/<group>/...`` and answers the leader's close requests with partial sums.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker_aggregator.config import AggregatorConfig
+from broker_aggregator.leader import Leader
+from broker_aggregator.store import State
+from broker_aggregator.transport import BrokerSettings, MqttLink
+from broker_aggregator.validate import CheckedUpdate, Expectations, inspect_update
+from broker_aggregator.worker import Worker
+from vfer import signing
+from vfer import weights as wcodec
+from vfer.config_io import read_secret
+from vfer.fedavg import RunningSum
+from vfer.heads_spec import vfer_spec
+from vfer.messages import (
+    CloseMsg,
+    MessageError,
+    PartialHeader,
+    ProgressMsg,
+    RoundMsg,
+    from_json,
+    open_central,
+    pack,
+    to_json,
+    unpack,
+)
+from vfer.topics import Topics
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    node_id: str | None
+    reason: str
+    header: object | None
+
+
+@dataclass(frozen=True)
+class _Central:
+    version: int
+    weights: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Partial:
+    header: PartialHeader
+    sums: RunningSum
+
+
+class _Connected:
+    pass
+
+
+def control_topics(topics: Topics) -> dict[str, str]:
+    """Aggregator-internal topics (worker <-> leader)."""
+    base = f"{topics.prefix}/aggregator"
+    return {"progress": f"{base}/progress", "close": f"{base}/close", "partial": f"{base}/partial"}
+
+
+class AggregatorService:
+    def __init__(self, cfg: AggregatorConfig, *, leader: bool = True) -> None:
+        self.cfg = cfg
+        self.is_leader = leader
+        self.topics = Topics(cfg.topic_prefix)
+        self.control = control_topics(self.topics)
+        self.events: queue.Queue[object] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.key: Ed25519PrivateKey | None = (
+            signing.load_private_key(cfg.signing_key_file) if cfg.signing_key_file else None
+        )
+        if self.key is None:
+            log.warning("INSECURE: the central v is published UNSIGNED (insecure_unsigned: true)")
+        self.public_key = self.key.public_key() if self.key else None
+        self.spec = vfer_spec(len(cfg.classes))
+        self.rejected = 0
+
+    # the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until :attr:`stop_event` is set or, on the leader, the configured rounds are done."""
+        cfg = self.cfg
+        state = State(cfg.state_db)
+        subs = [
+            (self.topics.shared_updates(cfg.share_group), 1),
+            (self.topics.round, 1),
+            (self.topics.central_bundle, 1),
+            (self.control["close"], 1),
+        ]
+        if self.is_leader:
+            subs += [(self.control["progress"], 1), (self.control["partial"], 1)]
+        password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
+        link = MqttLink(
+            BrokerSettings(
+                cfg.broker_url,
+                f"fedvfer-{cfg.worker_id}",
+                cfg.username,
+                password,
+                cfg.ca_file,
+                cfg.keepalive_s,
+            ),
+            subs,
+            self._on_message,
+            lambda: self.events.put(_Connected()),
+        )
+        self.link = link
+        self.worker = Worker(
+            cfg.worker_id,
+            state,
+            self.topics,
+            link.publish,
+            self._expectations(),
+            cfg.weighting,
+            self._report_progress,
+        )
+        self.leader = (
+            Leader(
+                cfg,
+                state,
+                self.topics,
+                link.publish,
+                self.key,
+                self.control,
+                lambda c: self.events.put(c),
+                self.worker.on_central,
+                self.worker.on_round,
+            )
+            if self.is_leader
+            else None
+        )
+        try:
+            if self.leader is not None:
+                self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
+            link.start()
+            self._loop(state)
+        finally:
+            link.flush(timeout=5.0)
+            link.stop()
+            state.close()
+
+    def _loop(self, state: State) -> None:
+        last_tick = 0.0
+        while not self.stop_event.is_set():
+            try:
+                ev: object | None = self.events.get(timeout=TICK_S)
+            except queue.Empty:
+                ev = None
+            if ev is not None:
+                self._dispatch(ev, state)
+            now = time.monotonic()
+            if self.leader is not None and now - last_tick >= TICK_S:
+                last_tick = now
+                self.leader.tick(time.time())
+                if self.leader.done:
+                    return
+
+    def _dispatch(self, ev: object, state: State) -> None:
+        w, lead = self.worker, self.leader
+        if isinstance(ev, CheckedUpdate):
+            w.handle_update(ev)
+        elif isinstance(ev, _Rejected):
+            self.rejected += 1
+            w.reject(ev.node_id, ev.reason, "", ev.header)
+        elif isinstance(ev, ProgressMsg):
+            if lead is not None:
+                lead.on_progress(ev)
+        elif isinstance(ev, CloseMsg):
+            result = w.partial(ev)
+            if result is not None:
+                if lead is not None:
+                    self.events.put(_Partial(*result))
+                else:
+                    header, sums = result
+                    body = wcodec.to_bytes(sums.sums) if sums.count else b""
+                    self.link.publish(self.control["partial"], pack(header, body), 1, False)
+        elif isinstance(ev, _Partial):
+            if lead is not None:
+                lead.on_partial(ev.header, ev.sums)
+        elif isinstance(ev, RoundMsg):
+            w.on_round(ev)
+        elif isinstance(ev, _Central):
+            w.on_central(ev.version, ev.weights)
+        elif isinstance(ev, _Connected) and lead is not None:
+            lead.republish()
+
+    def _report_progress(self, p: ProgressMsg) -> None:
+        if self.leader is not None:
+            self.events.put(p)
+        else:
+            self.link.publish(self.control["progress"], to_json(p), 1, False)
+
+    def _expectations(self) -> Expectations:
+        cfg = self.cfg
+        return Expectations(
+            spec=self.spec,
+            classes=tuple(cfg.classes),
+            max_payload_bytes=cfg.max_payload_bytes,
+            max_abs_weight=cfg.max_abs_weight,
+            max_update_norm=cfg.max_update_norm,
+            dtypes=("float32", "float16") if cfg.float16_transport else ("float32",),
+        )
+
+    # paho's thread: decode, check, enqueue; never raise --------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        t = self.topics
+        try:
+            if topic.endswith("/update"):
+                self._on_update(topic, payload)
+            elif topic == t.round:
+                self.events.put(from_json(payload, RoundMsg))
+            elif topic == t.central_bundle:
+                header, body = open_central(
+                    payload, self.public_key, allow_unsigned=self.cfg.insecure_unsigned
+                )
+                self.events.put(_Central(header.version, wcodec.from_bytes(body)))
+            elif topic == self.control["progress"]:
+                self.events.put(from_json(payload, ProgressMsg))
+            elif topic == self.control["close"]:
+                self.events.put(from_json(payload, CloseMsg))
+            elif topic == self.control["partial"]:
+                self._on_partial(payload)
+        except (MessageError, wcodec.WeightsError) as exc:
+            log.warning("ignored message on %s: %s", topic, exc)
+
+    def _on_update(self, topic: str, payload: bytes) -> None:
+        node = self.topics.node_of(topic)
+        try:
+            self.events.put(inspect_update(payload, node, self.worker.expect))
+        except MessageError as exc:
+            log.warning(
+                "rejected update from node %s on %s: reason=%s (%s)",
+                node,
+                topic,
+                exc.reason,
+                exc.detail,
+            )
+            self.events.put(_Rejected(node, exc.reason, exc.header))
+
+    def _on_partial(self, payload: bytes) -> None:
+        header, body = unpack(payload, PartialHeader)
+        sums = RunningSum()
+        if header.nodes:
+            arrays = wcodec.from_bytes(body)
+            sums = RunningSum(
+                {n: a.astype(np.float64) for n, a in arrays.items()},
+                header.total_weight,
+                len(header.nodes),
+            )
+        self.events.put(_Partial(header, sums))

@@ -1,0 +1,249 @@
+"""The aggregator's SQLite state (sqlite-utils, WAL): what survives a kill -9.
+
+Schema by numbered migrations, each in its own transaction, with a backup copy before an
+existing database is migrated; a database written by a newer version is refused.
+
+Tables: ``centrals`` (every signed central frame, exactly as published), ``rounds`` (the
+leader's rounds), ``accepted`` (the leader's view: which worker holds which node's update),
+``submissions`` (a worker's stored update bodies; one row per node and round, a resend
+replaces) and ``rejections`` (counts per round and reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+
+class StateError(RuntimeError):
+    """A state database this version cannot use."""
+
+
+_SCHEMA_1 = [
+    "CREATE TABLE centrals (version INTEGER PRIMARY KEY, round_id INTEGER, created_at REAL, "
+    "num_submissions INTEGER, frame BLOB NOT NULL)",
+    "CREATE TABLE rounds (round_id INTEGER PRIMARY KEY, base_version INTEGER, state TEXT, "
+    "opened_at REAL, deadline REAL, closed_at REAL, result_version INTEGER, "
+    "num_submissions INTEGER, extensions INTEGER DEFAULT 0)",
+    "CREATE TABLE accepted (round_id INTEGER, node_id TEXT, worker_id TEXT, seq INTEGER, "
+    "PRIMARY KEY (round_id, node_id))",
+    "CREATE TABLE submissions (round_id INTEGER, node_id TEXT, seq INTEGER, update_id TEXT, "
+    "factor REAL, received_at REAL, dtype TEXT, body BLOB, PRIMARY KEY (round_id, node_id))",
+    "CREATE TABLE rejections (round_id INTEGER, reason TEXT, count INTEGER, "
+    "PRIMARY KEY (round_id, reason))",
+]
+
+
+def _m1(db: sqlite_utils.Database) -> None:
+    for sql in _SCHEMA_1:
+        db.conn.execute(sql)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1]
+
+
+def open_db(path: str | os.PathLike[str]) -> sqlite_utils.Database:
+    """Open (create, migrate) the state database in WAL mode."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(p), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=10000")
+    migrate(db, p)
+    return db
+
+
+def migrate(db: sqlite_utils.Database, path: Path) -> None:
+    current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if current > len(MIGRATIONS):
+        raise StateError(
+            f"{path} has schema {current}, newer than this aggregator's {len(MIGRATIONS)}: "
+            "upgrade fedvfer or use another state_db"
+        )
+    if 0 < current < len(MIGRATIONS):
+        backup = path.with_name(f"{path.name}.bak-v{current}")
+        target = sqlite3.connect(str(backup))
+        db.conn.backup(target)
+        target.close()
+        log.info("backed up %s to %s before migrating", path, backup)
+    for number in range(current + 1, len(MIGRATIONS) + 1):
+        db.conn.execute("BEGIN")
+        try:
+            MIGRATIONS[number - 1](db)
+            db.conn.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+        log.info("state db %s migrated to schema %d", path, number)
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    round_id: int
+    base_version: int
+    state: str
+    opened_at: float
+    deadline: float
+    extensions: int
+
+
+class State:
+    """Typed access to the tables; one instance per thread that owns the connection."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.db = open_db(path)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # centrals -------------------------------------------------------------------------
+    def latest_central(self) -> tuple[int, bytes] | None:
+        row = self.db.execute(
+            "SELECT version, frame FROM centrals ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def add_central(
+        self, version: int, round_id: int, created_at: float, n: int, frame: bytes
+    ) -> None:
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO centrals VALUES (?, ?, ?, ?, ?)",
+            [version, round_id, created_at, n, frame],
+        )
+
+    # rounds ---------------------------------------------------------------------------
+    def current_round(self) -> RoundRow | None:
+        row = self.db.execute(
+            "SELECT round_id, base_version, state, opened_at, deadline, extensions FROM rounds "
+            "ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
+        return RoundRow(*row) if row else None
+
+    def finished_rounds(self) -> int:
+        return int(
+            self.db.execute("SELECT count(*) FROM rounds WHERE state='finished'").fetchone()[0]
+        )
+
+    def open_round(
+        self, round_id: int, base_version: int, opened_at: float, deadline: float
+    ) -> None:
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO rounds (round_id, base_version, state, opened_at, deadline, "
+            "extensions) VALUES (?, ?, 'open', ?, ?, 0)",
+            [round_id, base_version, opened_at, deadline],
+        )
+
+    def extend_round(self, round_id: int, deadline: float) -> None:
+        self.db.execute(
+            "UPDATE rounds SET deadline=?, extensions=extensions+1 WHERE round_id=?",
+            [deadline, round_id],
+        )
+
+    def set_closing(self, round_id: int) -> None:
+        self.db.execute("UPDATE rounds SET state='closing' WHERE round_id=?", [round_id])
+
+    def finish_round(
+        self, round_id: int, version: int, created_at: float, n: int, frame: bytes
+    ) -> None:
+        """Store the new central and finish the round in one transaction; drop the bodies."""
+        c = self.db.conn
+        c.execute("BEGIN")
+        try:
+            self.add_central(version, round_id, created_at, n, frame)
+            c.execute(
+                "UPDATE rounds SET state='finished', closed_at=?, result_version=?, "
+                "num_submissions=? WHERE round_id=?",
+                [created_at, version, n, round_id],
+            )
+            c.execute("DELETE FROM submissions WHERE round_id<=?", [round_id])
+            c.execute("DELETE FROM centrals WHERE version<?", [version - 4])
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    # leader: who holds what ------------------------------------------------------------
+    def record_accepted(self, round_id: int, node_id: str, worker_id: str, seq: int) -> bool:
+        """Remember the newest (seq) holder of a node's update; True when it is new or newer."""
+        row = self.db.execute(
+            "SELECT seq FROM accepted WHERE round_id=? AND node_id=?", [round_id, node_id]
+        ).fetchone()
+        if row is not None and int(row[0]) >= seq:
+            return False
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?)",
+            [round_id, node_id, worker_id, seq],
+        )
+        return True
+
+    def accepted(self, round_id: int) -> dict[str, tuple[str, int]]:
+        rows = self.db.execute(
+            "SELECT node_id, worker_id, seq FROM accepted WHERE round_id=?", [round_id]
+        ).fetchall()
+        return {r[0]: (r[1], int(r[2])) for r in rows}
+
+    # worker: bodies ---------------------------------------------------------------------
+    def stored_seq(self, round_id: int, node_id: str) -> tuple[int, str] | None:
+        row = self.db.execute(
+            "SELECT seq, update_id FROM submissions WHERE round_id=? AND node_id=?",
+            [round_id, node_id],
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def store_submission(
+        self,
+        round_id: int,
+        node_id: str,
+        seq: int,
+        update_id: str,
+        factor: float,
+        received_at: float,
+        dtype: str,
+        body: bytes,
+    ) -> None:
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [round_id, node_id, seq, update_id, factor, received_at, dtype, body],
+        )
+
+    def submissions(
+        self, round_id: int, nodes: list[str]
+    ) -> Iterator[tuple[str, int, float, bytes]]:
+        """(node, seq, factor, body) of the given nodes, one at a time, in node-id order."""
+        for node in sorted(nodes):
+            row = self.db.execute(
+                "SELECT seq, factor, body FROM submissions WHERE round_id=? AND node_id=?",
+                [round_id, node],
+            ).fetchone()
+            if row is not None:
+                yield node, int(row[0]), float(row[1]), bytes(row[2])
+
+    def submitted_nodes(self, round_id: int) -> list[tuple[str, int]]:
+        rows = self.db.execute(
+            "SELECT node_id, seq FROM submissions WHERE round_id=? ORDER BY node_id", [round_id]
+        ).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def count_rejection(self, round_id: int, reason: str) -> None:
+        self.db.execute(
+            "INSERT INTO rejections(round_id, reason, count) VALUES (?, ?, 1) "
+            "ON CONFLICT(round_id, reason) DO UPDATE SET count=count+1",
+            [round_id, reason],
+        )
+
+    def rejections(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT reason, sum(count) FROM rejections GROUP BY reason"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}

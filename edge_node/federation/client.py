@@ -1,0 +1,363 @@
+"""The node's federation client: rounds in, personalized v out, verified central v in.
+
+Usable on its own (the edge node's service and the fleet simulator both drive it)::
+
+    from edge_node.config import FederationConfig
+    from edge_node.federation import FederationClient, NodeUpdate
+
+    settings = FederationConfig(enabled=True, broker_url="mqtt://127.0.0.1:1883",
+                                fleet_public_key="FLEET/fleet_public_key.pem")
+    with FederationClient("pi-7", settings, "outbox.db") as fed:
+        rnd = fed.wait_round(timeout=60)            # RoundMsg: id, base version, P, lr, ...
+        central = fed.latest_central()              # CentralModel: version, weights, classes
+        ...                                         # personalize from central.weights
+        fed.submit(NodeUpdate(round_id=rnd.round_id, base_version=rnd.base_version,
+                              weights=trainable_v, clips_per_class={"happiness": 12, ...}))
+        new = fed.wait_central(newer_than=central.version, timeout=600)
+
+Nothing calls back into your code from paho's thread: new rounds and centrals are waited for
+with :meth:`wait_round` / :meth:`wait_central` (a condition variable) or polled. Updates go
+through a persistent SQLite outbox and are resent after reconnects (and every ``resend_s``)
+until the aggregator acknowledges them. A central v is installed only when its Ed25519
+signature verifies against the fleet public key and its version is newer than the installed
+one; everything else is logged and ignored. The node's status topic is retained, with a last
+will that says ``offline``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_node.config import FederationConfig
+from edge_node.federation.outbox import Outbox
+from edge_node.federation.transport import BrokerSettings, MqttLink
+from vfer import signing
+from vfer import weights as wcodec
+from vfer.config_io import read_secret
+from vfer.heads_spec import vfer_spec
+from vfer.messages import (
+    AckMsg,
+    MessageError,
+    RoundMsg,
+    StatusMsg,
+    UpdateHeader,
+    from_json,
+    open_central,
+    pack,
+    to_json,
+)
+from vfer.topics import Topics, check_node_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    """What a node sends after personalizing: v's trainable weights and how it got them."""
+
+    round_id: int
+    base_version: int
+    weights: Mapping[str, np.ndarray]
+    clips_per_class: Mapping[str, int]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CentralModel:
+    """A verified central v: trainable weights by name (float32)."""
+
+    version: int
+    round_id: int
+    classes: tuple[str, ...]
+    weights: dict[str, np.ndarray]
+    sha256: str
+
+
+class FederationClient:
+    def __init__(
+        self,
+        node_id: str,
+        settings: FederationConfig,
+        outbox_db: str | os.PathLike[str],
+        *,
+        public_key: Ed25519PublicKey | str | os.PathLike[str] | None = None,
+        allow_unsigned: bool = False,
+        resend_s: float = 30.0,
+    ) -> None:
+        self.node_id = check_node_id(node_id)
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        key_src = public_key if public_key is not None else settings.fleet_public_key
+        if isinstance(key_src, Ed25519PublicKey):
+            self._key: Ed25519PublicKey | None = key_src
+        elif key_src is not None:
+            self._key = signing.load_public_key(key_src)
+        else:
+            self._key = None
+        if self._key is None and not allow_unsigned:
+            raise ValueError("a fleet public key is required (or allow_unsigned=True for dev)")
+        if self._key is None:
+            log.warning("INSECURE: node %s accepts UNSIGNED central models", node_id)
+        self.allow_unsigned = allow_unsigned
+        self.resend_s = resend_s
+        self.outbox = Outbox(outbox_db)
+        self._cond = threading.Condition()
+        self._round: RoundMsg | None = None
+        self._central: CentralModel | None = None
+        self._events: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rejected_centrals = 0
+        self._submit_lock = threading.Lock()
+        saved = self.outbox.load_central()
+        if saved is not None:
+            self._central = self._verify_central(saved[1], installed=None)
+        password = read_secret(settings.password_file, "FEDVFER_BROKER_PASSWORD")
+        offline = StatusMsg(node_id=node_id, state="offline")
+        self.link = MqttLink(
+            BrokerSettings(
+                url=settings.broker_url,
+                client_id=f"fedvfer-node-{node_id}",
+                username=settings.username or (node_id if password else None),
+                password=password,
+                ca_file=settings.ca_file,
+                cert_file=settings.cert_file,
+                key_file=settings.key_file,
+                keepalive_s=settings.keepalive_s,
+                will=(self.topics.node_status(node_id), to_json(offline)),
+            ),
+            [
+                (self.topics.round, 1),
+                (self.topics.central_bundle, 1),
+                (self.topics.node_ack(node_id), 1),
+            ],
+            self._on_message,
+            lambda: self._events.put(("connected", None)),
+        )
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> FederationClient:
+        self._thread = threading.Thread(
+            target=self._outbox_loop, name=f"outbox-{self.node_id}", daemon=True
+        )
+        self._thread.start()
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.link.connected():
+            offline = StatusMsg(node_id=self.node_id, state="offline", ts=time.time())
+            self.link.publish(self.topics.node_status(self.node_id), to_json(offline), 1, True)
+            self.link.flush(timeout=2.0)
+        self.link.stop()
+        self.outbox.close()
+
+    def __enter__(self) -> FederationClient:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # rounds and centrals ---------------------------------------------------------------------
+    def current_round(self) -> RoundMsg | None:
+        """The latest round announcement (open, closing or finished), or None yet."""
+        with self._cond:
+            return self._round
+
+    def wait_round(self, timeout: float, after: int = 0) -> RoundMsg | None:
+        """Block until an OPEN round with id > ``after`` is announced; None on timeout."""
+
+        def ready() -> bool:
+            r = self._round
+            return r is not None and r.state == "open" and r.round_id > after
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout)
+            return self._round if ready() else None
+
+    def latest_central(self) -> CentralModel | None:
+        """The newest central v that verified against the fleet key, or None yet."""
+        with self._cond:
+            return self._central
+
+    def wait_central(self, timeout: float, newer_than: int = 0) -> CentralModel | None:
+        """Block until a verified central with version > ``newer_than`` is installed."""
+
+        def ready() -> bool:
+            return self._central is not None and self._central.version > newer_than
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout)
+            return self._central if ready() else None
+
+    # updates --------------------------------------------------------------------------------
+    def submit(self, update: NodeUpdate) -> str:
+        """Store ``update`` in the outbox (durably) and send it; returns its update id."""
+        spec = vfer_spec(len(self._classes_hint()))
+        dtype = "float32"
+        r = self.current_round()
+        if r is not None and r.round_id == update.round_id and r.weight_dtype == "float16":
+            dtype = "float16"
+        arrays = {n: np.asarray(a, dtype=np.float32) for n, a in update.weights.items()}
+        wcodec.check(arrays, spec, trainable_only=True)
+        body = wcodec.to_bytes({n: a.astype(dtype) for n, a in arrays.items()})
+        update_id = uuid.uuid4().hex
+        with self._submit_lock:
+            seq = self.outbox.next_seq()
+            header = UpdateHeader(
+                node_id=self.node_id,
+                round_id=update.round_id,
+                base_version=update.base_version,
+                update_id=update_id,
+                seq=seq,
+                created_at=time.time(),
+                clips_per_class=dict(update.clips_per_class),
+                metrics=dict(update.metrics),
+                dtype=dtype,  # type: ignore[arg-type]
+            )
+            topic = self.topics.node_update(self.node_id)
+            self.outbox.add(seq, update_id, update.round_id, topic, pack(header, body))
+        self._events.put(("submitted", update_id))
+        return update_id
+
+    def wait_acked(self, update_id: str, timeout: float) -> str | None:
+        """Poll the outbox until ``update_id`` is settled: 'stored', 'rejected', 'superseded'."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.outbox.status(update_id)
+            if st is not None and st[0] != "pending":
+                return st[0]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def pending(self) -> int:
+        return self.outbox.pending_count()
+
+    def _classes_hint(self) -> tuple[str, ...]:
+        r, c = self.current_round(), self.latest_central()
+        if c is not None:
+            return c.classes
+        if r is not None:
+            return tuple(r.classes)
+        raise ValueError("no round or central v known yet: wait_round() before submit()")
+
+    # the outbox thread: sends, resends, settles acks --------------------------------------------
+    def _outbox_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, data = self._events.get(timeout=min(self.resend_s, 1.0))
+            except queue.Empty:
+                kind, data = "tick", None
+            try:
+                if kind == "ack":
+                    assert isinstance(data, AckMsg)
+                    if self.outbox.mark_done(data.update_id, data.status, data.reason):
+                        log.info(
+                            "update %s %s%s",
+                            data.update_id,
+                            data.status,
+                            f" ({data.reason})" if data.reason else "",
+                        )
+                elif kind == "central":
+                    assert isinstance(data, tuple)
+                    self.outbox.save_central(*data)
+                elif kind == "connected":
+                    self._publish_status()
+                    self._send_due(0.0)
+                elif kind == "submitted":
+                    self._send_due(self.resend_s)
+                else:
+                    self._send_due(self.resend_s)
+            except Exception:  # the outbox thread must survive a bad moment
+                log.exception("outbox step %s failed", kind)
+
+    def _send_due(self, older_than_s: float) -> None:
+        if not self.link.connected():
+            return
+        for item in self.outbox.due(older_than_s):
+            if self.link.publish(item.topic, item.payload, 1, False):
+                self.outbox.mark_sent(item.update_id)
+
+    def _publish_status(self) -> None:
+        c, r = self.latest_central(), self.current_round()
+        msg = StatusMsg(
+            node_id=self.node_id,
+            state="online",
+            central_version=c.version if c else None,
+            round_id=r.round_id if r else None,
+            ts=time.time(),
+        )
+        self.link.publish(self.topics.node_status(self.node_id), to_json(msg), 1, True)
+
+    # paho's thread: decode, verify, hand over; never raise -------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == self.topics.round:
+                msg = from_json(payload, RoundMsg)
+                with self._cond:
+                    self._round = msg
+                    self._cond.notify_all()
+            elif topic == self.topics.central_bundle:
+                central = self._verify_central(payload, installed=self.latest_central())
+                if central is not None:
+                    with self._cond:
+                        self._central = central
+                        self._cond.notify_all()
+                    self._events.put(("central", (central.version, payload)))
+                    self._events.put(("connected", None))  # refresh the status topic
+            elif topic == self.topics.node_ack(self.node_id):
+                ack = from_json(payload, AckMsg)
+                if ack.node_id == self.node_id:
+                    self._events.put(("ack", ack))
+        except MessageError as exc:
+            log.warning("ignored message on %s: reason=%s (%s)", topic, exc.reason, exc.detail)
+
+    def _verify_central(
+        self, payload: bytes, installed: CentralModel | None
+    ) -> CentralModel | None:
+        try:
+            header, body = open_central(payload, self._key, allow_unsigned=self.allow_unsigned)
+            if installed is not None and header.version <= installed.version:
+                if header.version < installed.version:
+                    raise MessageError(
+                        "not_newer", f"v{header.version} <= installed v{installed.version}"
+                    )
+                return None  # the same central again (retained redelivery)
+            weights = wcodec.from_bytes(body)
+            wcodec.check(weights, vfer_spec(len(header.classes)), trainable_only=True)
+        except (MessageError, wcodec.WeightsError, ValueError) as exc:
+            self.rejected_centrals += 1
+            reason = exc.reason if isinstance(exc, MessageError) else "bad_weights"
+            log.warning("rejected central: reason=%s (%s)", reason, exc)
+            return None
+        log.info("installed central v%d (round %d)", header.version, header.round_id)
+        return CentralModel(
+            header.version,
+            header.round_id,
+            tuple(header.classes),
+            {n: a.astype(np.float32) for n, a in weights.items()},
+            header.body_sha256,
+        )
+
+
+def default_outbox(db: Path) -> Path:
+    """Where the node keeps its outbox: beside its clip database."""
+    return db.with_name(f"{db.stem}.outbox.sqlite")
