@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
+from training.demo import demo_cmd
 from vfer.cli import run_cli
 
 
@@ -16,6 +17,7 @@ def cli() -> None:
 cli.add_command(model_summary_cmd)
 cli.add_command(backbone_cmd)
 cli.add_command(export_bundle_cmd)
+cli.add_command(demo_cmd)
 
 
 def main() -> None:
