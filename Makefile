@@ -35,7 +35,7 @@ demo: venv system-deps
 	$(PY) -m training demo
 
 bench: venv system-deps
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output benchmarks/results
