@@ -92,7 +92,7 @@ def connect(
         wrapper.granted.put([r.value for r in rcs])
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        wrapper.messages.put((msg.topic, msg.payload))
+        wrapper.messages.put((msg.topic, bytes(msg.payload)))
 
     def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         wrapper.connected.set()
