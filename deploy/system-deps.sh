@@ -2,7 +2,7 @@
 # Install the Debian packages that fedvfer's tests, demo and provisioning use, where missing.
 # Never fails the build by itself: a test that needs a missing tool says so when it skips.
 set -u
-want=(mosquitto mosquitto-clients mtools dosfstools fdisk chromium docker-compose)
+want=(mosquitto mosquitto-clients mtools dosfstools fdisk chromium docker-compose cloud-init)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
