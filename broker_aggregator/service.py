@@ -51,8 +51,9 @@ TICK_S = 0.2
 
 @dataclass(frozen=True)
 class _Rejected:
-    node_id: str | None
+    node_id: str
     reason: str
+    detail: str
     header: object | None
 
 
@@ -179,7 +180,7 @@ class AggregatorService:
             w.handle_update(ev)
         elif isinstance(ev, _Rejected):
             self.rejected += 1
-            w.reject(ev.node_id, ev.reason, "", ev.header)
+            w.reject(ev.node_id, ev.reason, ev.detail, ev.header)
         elif isinstance(ev, ProgressMsg):
             if lead is not None:
                 lead.on_progress(ev)
@@ -246,14 +247,7 @@ class AggregatorService:
         try:
             self.events.put(inspect_update(payload, node, self.worker.expect))
         except MessageError as exc:
-            log.warning(
-                "rejected update from node %s on %s: reason=%s (%s)",
-                node,
-                topic,
-                exc.reason,
-                exc.detail,
-            )
-            self.events.put(_Rejected(node, exc.reason, exc.header))
+            self.events.put(_Rejected(node or topic, exc.reason, exc.detail, exc.header))
 
     def _on_partial(self, payload: bytes) -> None:
         header, body = unpack(payload, PartialHeader)

@@ -21,7 +21,9 @@ import numpy as np
 from vfer.heads_spec import vfer_spec
 
 
-def random_v(num_classes: int, rng: np.random.Generator, *, trainable_only: bool = True) -> dict[str, np.ndarray]:
+def random_v(
+    num_classes: int, rng: np.random.Generator, *, trainable_only: bool = True
+) -> dict[str, np.ndarray]:
     """A v head with the spec's names and shapes; BN statistics are (0, 1) when included."""
     out: dict[str, np.ndarray] = {}
     for name, ws in vfer_spec(num_classes).items():
@@ -42,9 +44,7 @@ def personalized(
     base: Mapping[str, np.ndarray], rng: np.random.Generator, step: float = 0.01
 ) -> dict[str, np.ndarray]:
     """``base`` plus a small random move per weight (what on-device fine-tuning looks like)."""
-    return {
-        n: (a + rng.normal(0.0, step, a.shape)).astype(np.float32) for n, a in base.items()
-    }
+    return {n: (a + rng.normal(0.0, step, a.shape)).astype(np.float32) for n, a in base.items()}
 
 
 class AggregatorProcess:
@@ -61,7 +61,9 @@ class AggregatorProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "broker_aggregator", self.command, *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         return self
 

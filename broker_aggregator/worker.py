@@ -125,8 +125,9 @@ class Worker:
             ProgressMsg(node_id=h.node_id, worker_id=self.worker_id, round_id=h.round_id, seq=h.seq)
         )
 
-    def reject(self, node_id: str | None, reason: str, detail: str, header: object | None) -> None:
-        """Count a rejection; tell the node when its own envelope was readable and final."""
+    def reject(self, node_id: str, reason: str, detail: str, header: object | None) -> None:
+        """Log and count a rejection; tell the node when its own envelope was readable and final."""
+        log.warning("rejected update from node %s: reason=%s (%s)", node_id, reason, detail)
         round_id = self.expect.round_id or 0
         self.state.count_rejection(round_id, reason)
         if isinstance(header, UpdateHeader) and reason != "ahead":

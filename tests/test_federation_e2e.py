@@ -20,9 +20,8 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto no
 
 # Explicit limits (docs/mqtt.md): the default max_queued_messages (1000) silently drops QoS 1.
 # As root, mosquitto drops to its own user and could not write the log/persistence in tmp_path.
-BROKER_CONF = (
-    "max_packet_size 4200000\nmax_queued_messages 10000\nmax_inflight_messages 100\n"
-    + ("user root\n" if os.geteuid() == 0 else "")
+BROKER_CONF = "max_packet_size 4200000\nmax_queued_messages 10000\nmax_inflight_messages 100\n" + (
+    "user root\n" if os.geteuid() == 0 else ""
 )
 CLASSES = ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
 
@@ -46,8 +45,16 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 def aggregator_args(broker: Broker, fleet: dict[str, Path], tmp: Path, **kw: object) -> list[str]:
     args = [
-        "--broker", broker.url, "--initial-weights", str(fleet["initial"]), "--classes", "6",
-        "--state-db", str(tmp / "agg.db"), "--signing-key", str(fleet["priv"]),
+        "--broker",
+        broker.url,
+        "--initial-weights",
+        str(fleet["initial"]),
+        "--classes",
+        "6",
+        "--state-db",
+        str(tmp / "agg.db"),
+        "--signing-key",
+        str(fleet["priv"]),
     ]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
@@ -74,13 +81,17 @@ def play_round(
         central = node.wait_central(timeout=20, newer_than=rnd.base_version - 1)
         assert central is not None and central.version == rnd.base_version
         weights = personalized(central.weights, rng)
-        node.submit(NodeUpdate(rnd.round_id, rnd.base_version, weights, {"happiness": 3, "anger": 2}))
+        node.submit(
+            NodeUpdate(rnd.round_id, rnd.base_version, weights, {"happiness": 3, "anger": 2})
+        )
         sent.append(weights)
         round_id = rnd.round_id
     return round_id, sent
 
 
-def assert_central_is_mean(central: dict[str, np.ndarray], sent: list[dict[str, np.ndarray]]) -> None:
+def assert_central_is_mean(
+    central: dict[str, np.ndarray], sent: list[dict[str, np.ndarray]]
+) -> None:
     for name, arr in central.items():
         expected = np.mean(np.stack([s[name].astype(np.float64) for s in sent]), axis=0)
         np.testing.assert_allclose(arr, expected, rtol=1e-6, atol=1e-7, err_msg=name)

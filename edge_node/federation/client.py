@@ -158,6 +158,7 @@ class FederationClient:
 
     def stop(self) -> None:
         self._stop.set()
+        self._events.put(("stop", None))
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.link.connected():
@@ -282,8 +283,8 @@ class FederationClient:
                 elif kind == "connected":
                     self._publish_status()
                     self._send_due(0.0)
-                elif kind == "submitted":
-                    self._send_due(self.resend_s)
+                elif kind == "stop":
+                    return
                 else:
                     self._send_due(self.resend_s)
             except Exception:  # the outbox thread must survive a bad moment

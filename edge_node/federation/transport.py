@@ -120,6 +120,8 @@ class MqttLink:
             left = deadline - time.monotonic()
             if left <= 0 or not self.client.is_connected():
                 return
+            if info.rc != mqtt.MQTT_ERR_SUCCESS or info.is_published():
+                continue
             try:
                 info.wait_for_publish(left)
             except (RuntimeError, ValueError):
