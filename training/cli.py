@@ -6,6 +6,7 @@ import click
 
 from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
 from training.demo import demo_cmd
+from training.synthetic.cli import synth_cmd
 from vfer.cli import run_cli
 
 
@@ -18,6 +19,7 @@ cli.add_command(model_summary_cmd)
 cli.add_command(backbone_cmd)
 cli.add_command(export_bundle_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(synth_cmd)
 
 
 def main() -> None:
