@@ -6,6 +6,7 @@ Who may do what (``P`` is the topic prefix, ``fedvfer`` by default)::
     node X      write P/nodes/X/#            read P/round, P/central/#, P/nodes/X/ack
     aggregator  write P/round, P/central/#, P/nodes/+/ack
                 read  P/nodes/+/update, P/nodes/+/status (also as $share/<group>/...)
+                both  P/aggregator/# (worker <-> leader control topics)
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def acl_file(prefix: str) -> str:
         f"topic write {p}/nodes/+/ack\n"
         f"topic read {t.all_updates}\n"
         f"topic read {t.all_status}\n"
+        "# Its workers and leader talk among themselves here.\n"
+        f"topic readwrite {p}/aggregator/#\n"
         "\n"
         "# Every authenticated client (each node's user name is its node id): its own subtree,\n"
         "# its own acks, the round and the central bundle. Patterns apply to all users.\n"

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
     mosquitto_binary() is None, reason="mosquitto not installed (apt-get install mosquitto)"
 )
 NOT_AUTHORIZED = 135
+NO_MATCHING_SUBSCRIBERS = 16
 
 
 @dataclass
@@ -129,6 +130,9 @@ def test_node_acl_over_tls(fleet: Fleet) -> None:
         assert b.publish("fedvfer/nodes/node-b/update", b"b") == 0
         assert agg.next_message() == ("fedvfer/nodes/node-b/update", b"b")
         _nothing(a)
+        # Nor may a node speak on the aggregators' own control topics.
+        assert a.publish("fedvfer/aggregator/close", b"forged") == NOT_AUTHORIZED
+        assert agg.publish("fedvfer/aggregator/close", b"{}") == NO_MATCHING_SUBSCRIBERS  # allowed
         # The aggregator cannot pose as a node.
         assert agg.publish("fedvfer/nodes/node-a/update", b"forged") == NOT_AUTHORIZED
     finally:

@@ -82,6 +82,17 @@ def test_aggregator_yaml_has_exactly_the_agreed_keys(fleet: Path) -> None:
     assert data["topic_prefix"] == "fedvfer"
 
 
+def test_colleagues_loaders_accept_the_files(fleet: Path) -> None:
+    """The aggregator's own config loader and the bundle-signing module read what we wrote."""
+    aggregator_config = pytest.importorskip("broker_aggregator.config")
+    signing = pytest.importorskip("vfer.signing")
+    cfg = aggregator_config.load_aggregator_config(fleet / "aggregator/aggregator.yaml")
+    assert cfg.username == "aggregator" and cfg.broker_url == "mqtts://broker.lan:8883"
+    private = signing.load_private_key(cfg.signing_key_file)
+    public = signing.load_public_key(fleet / "fleet_public_key.pem")
+    assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
+
+
 def test_add_node_writes_a_config_the_node_loads(fleet: Path) -> None:
     folder = add_node(fleet, "kiosk-7", camera="0", window=("01:30", "04:00"), retention_days=14)
     cfg = load_node_config(folder / "node.yaml")

@@ -78,6 +78,7 @@ def test_acl_grants_exactly_the_contract() -> None:
         "topic write fedvfer/nodes/+/ack",
         "topic read fedvfer/nodes/+/update",
         "topic read fedvfer/nodes/+/status",
+        "topic readwrite fedvfer/aggregator/#",
     ]
     patterns = [line for line in lines if line.startswith("pattern")]
     assert patterns == [
