@@ -35,6 +35,13 @@ class CameraConfig(_Section):
     realtime: bool = Field(
         True, description="files and folders: pace at native fps (false: as fast as possible)"
     )
+    retry_initial_s: float = Field(
+        0.5, gt=0, le=60, description="live cameras: first reconnect delay (doubles each failure)"
+    )
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="live cameras: longest reconnect delay")
+    retry_attempts: int = Field(
+        0, ge=0, description="live cameras: give up after this many failures in a row (0: never)"
+    )
 
 
 class FaceConfig(_Section):
@@ -45,6 +52,9 @@ class FaceConfig(_Section):
     min_confidence: float = Field(0.7, gt=0, lt=1, description="detector score threshold")
     margin: float = Field(
         0.25, ge=0, le=1, description="extra border around the face box, as a fraction of its side"
+    )
+    select: Literal["largest", "tracked"] = Field(
+        "largest", description="several faces: the largest, or the one nearest the previous face"
     )
 
 
@@ -80,6 +90,12 @@ class KioskConfig(_Section):
     preview_fps: float = Field(15.0, gt=0, le=60, description="camera preview rate on the page")
     operator_password_file: Path | None = Field(
         None, description="file holding the operator page password (none: operator page disabled)"
+    )
+    state_rate_hz: float = Field(
+        10.0, gt=0, le=30, description="how often the page's state stream may push an update"
+    )
+    forget_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="how long 'forget me' waits for the node to delete clips"
     )
 
 
