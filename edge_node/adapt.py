@@ -1,0 +1,210 @@
+"""Overnight personalization of v on the node (the paper's Sec. 3.3), run once.
+
+1. Pseudo-label every stored clip with the mean of its per-frame IFER probabilities (Eq. 1) and
+   select at most P per class above p_threshold (:func:`vfer.selection.select_clips`).
+2. Fine-tune v from the *central* v on the selected clips' cached embeddings (no backbone).
+3. Guard: NaN, or a worse fit to the pseudo labels than the central v: keep the central head.
+4. Write the new bundle version (new ``vfer_step.tflite`` and v weights, everything else copied
+   from the central bundle) and switch to it atomically (:mod:`edge_node.bundles`).
+
+The new bundle's manifest notes carry what federation needs: the clips used per class and the
+central version it started from. The node keeps displaying with this personalized head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from edge_node import bundles
+from vfer import weights as wio
+from vfer.bundle import (
+    BACKBONE,
+    IFER_TFLITE,
+    IFER_WEIGHTS,
+    VFER_STEP,
+    VFER_WEIGHTS,
+    Bundle,
+    now_iso,
+    write_files,
+)
+from vfer.heads_spec import trainable_names, vfer_spec
+from vfer.selection import select_clips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptParams:
+    p: int = 15
+    p_threshold: float = 0.5
+    epochs: int = 2
+    lr: float = 1e-3
+    min_clips: int = 4
+    batch_size: int = 8
+    seed: int = 0
+
+
+class ClipSource(Protocol):
+    """What adaptation needs from the clip store (``edge_node.store.ClipStore`` provides it)."""
+
+    def candidates(self, classes: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
+        """Ids and (N, K) mean IFER probabilities of the clips recorded with these classes."""
+        ...
+
+    def frame_embeddings(self, clip_id: int) -> np.ndarray: ...
+
+
+@dataclass
+class AdaptResult:
+    status: Literal["adapted", "skipped", "rejected"]
+    reason: str
+    classes: tuple[str, ...]
+    selected_per_class: dict[str, int]
+    candidates_per_class: dict[str, int]
+    below_threshold: int
+    clips_total: int
+    base_version: str
+    base_round: int
+    new_version: str | None = None
+    loss_before: float | None = None
+    loss_after: float | None = None
+    step_changed: bool = False
+    seconds: float = 0.0
+    trainable: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, object]:
+        out = {k: v for k, v in self.__dict__.items() if k != "trainable"}
+        out["classes"] = list(self.classes)
+        return out
+
+
+def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptResult:
+    """Run one personalization against ``bundle_path`` (a bundle folder or the node's managed link)."""
+    t0 = time.perf_counter()
+    central = bundles.central_bundle(bundle_path)
+    classes = central.classes
+    ids, probs = source.candidates(classes)
+    result = AdaptResult(
+        status="skipped",
+        reason="",
+        classes=classes,
+        selected_per_class={c: 0 for c in classes},
+        candidates_per_class={c: 0 for c in classes},
+        below_threshold=0,
+        clips_total=len(ids),
+        base_version=central.manifest.head_version,
+        base_round=central.manifest.federation_round,
+    )
+    if not ids:
+        result.reason = "no stored clips recorded with these classes"
+        return _done(result, t0)
+    sel = select_clips(probs, params.p, params.p_threshold)
+    result.selected_per_class = {c: int(n) for c, n in zip(classes, sel.per_class, strict=True)}
+    result.candidates_per_class = {
+        c: int(n) for c, n in zip(classes, sel.candidates_per_class, strict=True)
+    }
+    result.below_threshold = sel.below_threshold
+    if sel.count < params.min_clips:
+        result.reason = (
+            f"only {sel.count} clips pass the rule (minimum {params.min_clips}); not adapting"
+        )
+        return _done(result, t0)
+
+    from vfer.personalize import finetune_v
+
+    clips = [source.frame_embeddings(ids[int(i)]) for i in sel.indices]  # only the selected ones
+    start = central.vfer_weights()
+    tuned = finetune_v(
+        start,
+        clips,
+        sel.labels,
+        epochs=params.epochs,
+        lr=params.lr,
+        batch_size=params.batch_size,
+        seed=params.seed,
+    )
+    result.loss_before, result.loss_after = tuned.loss_before, tuned.loss_after
+    if not np.isfinite(tuned.loss_after) or not all(
+        np.isfinite(a).all() for a in tuned.weights.values()
+    ):
+        return _reject(result, bundle_path, central, "the fine-tuned head produced NaN or Inf", t0)
+    if tuned.loss_after > tuned.loss_before:
+        return _reject(
+            result,
+            bundle_path,
+            central,
+            f"the fine-tuned head fits the pseudo labels worse (loss {tuned.loss_after:.4f} > {tuned.loss_before:.4f})",
+            t0,
+        )
+    result.trainable = {
+        n: tuned.weights[n] for n in trainable_names(vfer_spec(central.num_classes))
+    }
+    version = _write_personalized(bundle_path, central, tuned.weights, result)
+    old_step = bundles.load_active(bundle_path).file(VFER_STEP).read_bytes()
+    bundles.switch_to(bundle_path, version)
+    result.new_version = version
+    result.step_changed = bundles.load_active(bundle_path).file(VFER_STEP).read_bytes() != old_step
+    result.status = "adapted"
+    result.reason = f"fine-tuned on {sel.count} clips"
+    return _done(result, t0)
+
+
+def _write_personalized(
+    bundle_path: Path, central: Bundle, weights: dict[str, np.ndarray], result: AdaptResult
+) -> str:
+    from vfer.export import vfer_step_tflite
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    version = f"local-{stamp}-{os.urandom(3).hex()}"
+    files: dict[str, bytes | Path] = {
+        BACKBONE: central.file(BACKBONE),
+        IFER_TFLITE: central.file(IFER_TFLITE),
+        IFER_WEIGHTS: central.file(IFER_WEIGHTS),
+        VFER_STEP: vfer_step_tflite(weights),
+        VFER_WEIGHTS: wio.to_bytes(weights),
+    }
+    bundles.ensure_managed(bundle_path)
+    write_files(
+        bundles.new_version_path(bundle_path, version),
+        files,
+        classes=central.classes,
+        head_version=version,
+        federation_round=central.manifest.federation_round,
+        personalized=True,
+        parent=central.manifest.head_version,
+        notes={
+            "clips_per_class": json.dumps(result.selected_per_class),
+            "base_version": central.manifest.head_version,
+            "base_round": str(central.manifest.federation_round),
+            "adapted_at": now_iso(),
+            "loss_before": f"{result.loss_before:.6f}",
+            "loss_after": f"{result.loss_after:.6f}",
+        },
+    )
+    return version
+
+
+def _reject(
+    result: AdaptResult, bundle_path: Path, central: Bundle, why: str, t0: float
+) -> AdaptResult:
+    log.warning("personalization rejected, keeping the central head: %s", why)
+    result.status, result.reason = "rejected", why
+    active = bundles.load_active(bundle_path)
+    if active.bundle_id != central.bundle_id:
+        bundles.ensure_managed(bundle_path)
+        bundles.switch_to(bundle_path, central.path.name)
+    return _done(result, t0)
+
+
+def _done(result: AdaptResult, t0: float) -> AdaptResult:
+    result.seconds = time.perf_counter() - t0
+    log.info("adaptation %s: %s (%.1f s)", result.status, result.reason, result.seconds)
+    return result

@@ -1,0 +1,100 @@
+"""Fine-tuning v on pseudo-labelled clips (the paper's Sec. 3.3), shared by the node and the lab.
+
+Only v is trained, from the central v, on the cached per-frame embeddings of the selected clips
+(the backbone never runs again): plain cross-entropy, Adam, a few epochs. BatchNorm keeps the
+central statistics (the model runs in inference mode while its weights train), so every node's v
+differs from the central one only in the trainable weights that federation averages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vfer.heads import build_vfer, get_weights, num_classes_of, set_weights
+from vfer.heads_spec import EMBEDDING_DIM
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    weights: dict[str, np.ndarray]  # all of v's weights after fine-tuning
+    loss_before: float  # mean cross-entropy of the starting v on the pseudo labels
+    loss_after: float
+    steps: int
+
+
+def pad_clips(clips: Sequence[np.ndarray], max_len: int | None = None) -> np.ndarray:
+    """Zero pre-pad (T_i, 1280) clips to (N, T, 1280); longer clips keep their last ``max_len`` frames."""
+    if not clips:
+        raise ValueError("no clips to pad")
+    longest = max(len(c) for c in clips)
+    t = min(longest, max_len) if max_len else longest
+    out = np.zeros((len(clips), t, EMBEDDING_DIM), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        arr = np.asarray(clip, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != EMBEDDING_DIM or len(arr) == 0:
+            raise ValueError(f"clip {i}: expected (frames, 1280) embeddings, got shape {arr.shape}")
+        arr = arr[-t:]
+        out[i, t - len(arr) :] = arr
+    return out
+
+
+def finetune_v(
+    start: Mapping[str, np.ndarray],
+    clips: Sequence[np.ndarray],
+    labels: Sequence[int] | np.ndarray,
+    *,
+    epochs: int = 2,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> FineTuneResult:
+    """Fine-tune v from ``start`` on ``clips`` with ``labels``; returns the new weights and losses."""
+    import keras
+    import tensorflow as tf
+
+    k = num_classes_of(start, "v")
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) != len(clips):
+        raise ValueError(f"{len(clips)} clips but {len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"labels must be in 0..{k - 1}")
+    x = pad_clips(clips)
+    keras.utils.set_random_seed(seed)
+    model = build_vfer(k)
+    set_weights(model, start)
+    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    variables = model.trainable_variables
+    # One trace each for any batch size and clip length (eager LSTM steps are ~10x slower).
+    signature = [
+        tf.TensorSpec([None, None, EMBEDDING_DIM], tf.float32),
+        tf.TensorSpec([None], tf.int64),
+    ]
+
+    @tf.function(input_signature=signature)
+    def mean_loss(xb: Any, yb: Any) -> Any:
+        return loss_fn(yb, model(xb, training=False))
+
+    @tf.function(input_signature=signature)
+    def train_step(xb: Any, yb: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=False))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    before = float(mean_loss(x, y))
+
+    rng = np.random.default_rng(seed)
+    steps = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            train_step(tf.constant(x[idx]), tf.constant(y[idx]))
+            steps += 1
+    after = float(mean_loss(x, y))
+    return FineTuneResult(get_weights(model), before, after, steps)
