@@ -125,7 +125,7 @@ class Leader:
         if row is None or self.done:
             return
         if row.state == "open":
-            n = len(self.state.accepted(row.round_id))
+            n = self.state.accepted_count(row.round_id)
             decision = self.policy.decide(n, now, row.deadline)
             if decision is Decision.EXTEND:
                 deadline = self.policy.next_deadline(now)

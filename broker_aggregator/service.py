@@ -47,6 +47,7 @@ from vfer.topics import Topics
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,9 @@ class AggregatorService:
                 ev: object | None = self.events.get(timeout=TICK_S)
             except queue.Empty:
                 ev = None
-            if ev is not None:
+            if isinstance(ev, CheckedUpdate | _Rejected):
+                self._update_batch(ev, state)
+            elif ev is not None:
                 self._dispatch(ev, state)
             now = time.monotonic()
             if self.leader is not None and now - last_tick >= TICK_S:
@@ -173,6 +176,31 @@ class AggregatorService:
                 self.leader.tick(time.time())
                 if self.leader.done:
                     return
+
+    def _update_batch(self, first: object, state: State) -> None:
+        """Store a run of queued updates in one transaction, then acknowledge them all."""
+        batch, other = [first], None
+        while len(batch) < BATCH:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(ev, CheckedUpdate | _Rejected):
+                other = ev
+                break
+            batch.append(ev)
+        self.worker.hold()
+        state.begin()
+        try:
+            for ev in batch:
+                self._dispatch(ev, state)
+        except BaseException:
+            state.rollback()
+            raise
+        state.commit()
+        self.worker.release()  # acks and progress only for what is committed
+        if other is not None:
+            self._dispatch(other, state)
 
     def _dispatch(self, ev: object, state: State) -> None:
         w, lead = self.worker, self.leader

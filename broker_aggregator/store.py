@@ -107,6 +107,21 @@ class State:
     def close(self) -> None:
         self.db.conn.close()
 
+    def begin(self) -> None:
+        self.db.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.conn.execute("ROLLBACK")
+
+    def accepted_count(self, round_id: int) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM accepted WHERE round_id=?", [round_id]
+        ).fetchone()
+        return int(row[0])
+
     # centrals -------------------------------------------------------------------------
     def latest_central(self) -> tuple[int, bytes] | None:
         row = self.db.execute(

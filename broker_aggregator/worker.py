@@ -58,6 +58,7 @@ class Worker:
         self._central: Mapping[str, np.ndarray] = {}
         self._round: RoundMsg | None = None
         self.stored = 0
+        self._held: list[AckMsg | ProgressMsg] | None = None
 
     # what the round and central topics tell us ----------------------------------------
     def on_round(self, msg: RoundMsg) -> None:
@@ -121,9 +122,13 @@ class Worker:
         self._ack(
             AckMsg(node_id=h.node_id, round_id=h.round_id, update_id=h.update_id, status="stored")
         )
-        self._report(
-            ProgressMsg(node_id=h.node_id, worker_id=self.worker_id, round_id=h.round_id, seq=h.seq)
+        progress = ProgressMsg(
+            node_id=h.node_id, worker_id=self.worker_id, round_id=h.round_id, seq=h.seq
         )
+        if self._held is not None:
+            self._held.append(progress)
+        else:
+            self._report(progress)
 
     def reject(self, node_id: str, reason: str, detail: str, header: object | None) -> None:
         """Log and count a rejection; tell the node when its own envelope was readable and final."""
@@ -141,7 +146,22 @@ class Worker:
                 )
             )
 
+    def hold(self) -> None:
+        """Keep acks and progress reports until :meth:`release` (after the commit)."""
+        self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for msg in held:
+            if isinstance(msg, AckMsg):
+                self._ack(msg)
+            else:
+                self._report(msg)
+
     def _ack(self, ack: AckMsg) -> None:
+        if self._held is not None:
+            self._held.append(ack)
+            return
         self._publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
 
     def announce(self, round_id: int) -> None:
