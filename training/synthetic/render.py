@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from training.synthetic.expressions import Timeline
-from training.synthetic.face import Appearance, Projector, draw_face
+from training.synthetic.face import Appearance, Projector
+from training.synthetic.features import draw_face
 
 PAD = 16  # grain frames are this much larger than the image, so shifted windows differ
 GRAIN_FRAMES = 4
