@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 BATCH = 64
+MAX_WAITING_UPDATES = 32
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class AggregatorService:
         self.topics = Topics(cfg.topic_prefix)
         self.control = control_topics(self.topics)
         self.events: queue.Queue[object] = queue.Queue()
+        # Back-pressure: at most this many checked updates wait in memory; paho's thread then
+        # stops reading and the broker queues the rest (memory flat in N).
+        self._slots = threading.BoundedSemaphore(MAX_WAITING_UPDATES)
         self.stop_event = threading.Event()
         self.key: Ed25519PrivateKey | None = (
             signing.load_private_key(cfg.signing_key_file) if cfg.signing_key_file else None
@@ -194,6 +198,8 @@ class AggregatorService:
         try:
             for ev in batch:
                 self._dispatch(ev, state)
+                if isinstance(ev, CheckedUpdate):
+                    self._slots.release()
         except BaseException:
             state.rollback()
             raise
@@ -273,7 +279,9 @@ class AggregatorService:
     def _on_update(self, topic: str, payload: bytes) -> None:
         node = self.topics.node_of(topic)
         try:
-            self.events.put(inspect_update(payload, node, self.worker.expect))
+            checked = inspect_update(payload, node, self.worker.expect)
+            self._slots.acquire()
+            self.events.put(checked)
         except MessageError as exc:
             self.events.put(_Rejected(node or topic, exc.reason, exc.detail, exc.header))
 

@@ -345,9 +345,9 @@ class FederationClient:
             weights = wcodec.from_bytes(body)
             wcodec.check(weights, vfer_spec(len(header.classes)), trainable_only=True)
         except (MessageError, wcodec.WeightsError, ValueError) as exc:
-            self.rejected_centrals += 1
             reason = exc.reason if isinstance(exc, MessageError) else "bad_weights"
             log.warning("rejected central: reason=%s (%s)", reason, exc)
+            self.rejected_centrals += 1  # after the log line: tests wait on this counter
             return None
         log.info("installed central v%d (round %d)", header.version, header.round_id)
         return CentralModel(
