@@ -38,7 +38,9 @@ class CameraConfig(_Section):
     retry_initial_s: float = Field(
         0.5, gt=0, le=60, description="live cameras: first reconnect delay (doubles each failure)"
     )
-    retry_max_s: float = Field(30.0, gt=0, le=3600, description="live cameras: longest reconnect delay")
+    retry_max_s: float = Field(
+        30.0, gt=0, le=3600, description="live cameras: longest reconnect delay"
+    )
     retry_attempts: int = Field(
         0, ge=0, description="live cameras: give up after this many failures in a row (0: never)"
     )
@@ -47,7 +49,7 @@ class CameraConfig(_Section):
 class FaceConfig(_Section):
     model: Path | None = Field(
         None,
-        description="MediaPipe face_detection_short_range.tflite; default: models/ beside the bundle",
+        description="MediaPipe face_detection_short_range.tflite; null: $FEDVFER_FACE_MODEL, else <bundle>/../models/",
     )
     min_confidence: float = Field(0.7, gt=0, lt=1, description="detector score threshold")
     margin: float = Field(
@@ -139,6 +141,10 @@ class AdaptationConfig(_Section):
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    trigger: Literal["window", "round"] = Field(
+        "window",
+        description="'window': once a night in the window; 'round': as soon as a federation round opens (simulation)",
+    )
 
     @field_validator("window_start", "window_end")
     @classmethod
