@@ -2,14 +2,248 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
 import click
 
-from vfer.cli import run_cli
+from vfer.cli import UserError, run_cli, setup_logging
+
+log = logging.getLogger(__name__)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """The Raspberry Pi program: camera, face clips in SQLite, real-time IFER/VFER, nightly personalization, federation client, kiosk page."""
+
+
+_PATH = click.Path(path_type=Path)
+
+
+@cli.command("run")
+@click.option("--config", "config_path", type=_PATH, help="node.yaml (default: built-in defaults)")
+@click.option(
+    "--source", help="picamera2, a webcam index, an rtsp/http URL, a video file or a folder"
+)
+@click.option("--bundle", type=_PATH, help="model bundle folder")
+@click.option("--db", type=_PATH, help="SQLite database of clips")
+@click.option("--kiosk-port", type=int, help="serve the kiosk page on this port (enables it)")
+@click.option("--no-kiosk", is_flag=True, help="headless, whatever node.yaml says")
+@click.option("--face-model", type=_PATH, help="face_detection_short_range.tflite")
+@click.option("--loop/--no-loop", default=None, help="files: start again at the end")
+@click.option("--max-frames", type=click.IntRange(min=1), help="stop after N frames (tests)")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), help="stop after S seconds"
+)
+def run_cmd(
+    config_path: Path | None,
+    source: str | None,
+    bundle: Path | None,
+    db: Path | None,
+    kiosk_port: int | None,
+    no_kiosk: bool,
+    face_model: Path | None,
+    loop: bool | None,
+    max_frames: int | None,
+    duration: float | None,
+) -> None:
+    """Capture, recognize and record until SIGTERM/SIGINT (or the source ends)."""
+    from edge_node.config import load_node_config
+    from edge_node.service import resolve_face_model, run_node, stop_on_signals
+
+    overrides: dict[str, Any] = {
+        "camera.source": source,
+        "camera.loop": loop,
+        "bundle": bundle,
+        "db": db,
+        "face.model": face_model,
+        "kiosk.port": kiosk_port,
+    }
+    if config_path is None and kiosk_port is None:
+        overrides["kiosk.enabled"] = False  # a quick start without YAML is headless
+    if kiosk_port is not None:
+        overrides["kiosk.enabled"] = True
+    if no_kiosk:
+        overrides["kiosk.enabled"] = False
+    config = load_node_config(config_path, **{k: _plain(v) for k, v in overrides.items()})
+    setup_logging(config.log_level)
+    face = resolve_face_model(config.face.model, config.bundle)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        summary = run_node(
+            config,
+            face_model=face,
+            stop=stop,
+            kiosk=config.kiosk.enabled,
+            max_frames=max_frames,
+            duration_s=duration,
+        )
+    click.echo(
+        f"{summary.frames} frames ({summary.fps:.1f} fps), {len(summary.clips_saved)} clips saved, "
+        f"{summary.clips_discarded} discarded, {summary.corrupt_frames} corrupt frames skipped"
+    )
+
+
+@cli.command("ingest")
+@click.option("--video", required=True, type=_PATH, help="a video file (or a folder of videos)")
+@click.option("--db", required=True, type=_PATH, help="SQLite database of clips")
+@click.option("--bundle", required=True, type=_PATH, help="model bundle folder")
+@click.option("--face-model", type=_PATH, help="face_detection_short_range.tflite")
+@click.option("--config", "config_path", type=_PATH, help="node.yaml for face/clips settings")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per stored clip")
+def ingest_cmd(
+    video: Path,
+    db: Path,
+    bundle: Path,
+    face_model: Path | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Process a video as fast as possible and print the clips stored, with their VFER prediction."""
+    from edge_node.config import load_node_config
+    from edge_node.service import resolve_face_model, run_node
+    from edge_node.store import ClipStore
+
+    if not video.exists():
+        raise UserError(f"no such video file or folder: {video}")
+    config = load_node_config(
+        config_path,
+        **{
+            "camera.source": str(video),
+            "camera.kind": "folder" if video.is_dir() else "file",
+            "camera.loop": False,
+            "camera.realtime": False,
+            "bundle": str(bundle),
+            "db": str(db),
+            "face.model": _plain(face_model),
+            "kiosk.enabled": False,
+        },
+    )
+    setup_logging("WARNING" if config.log_level == "INFO" else config.log_level)
+    summary = run_node(config, face_model=resolve_face_model(config.face.model, config.bundle))
+    with ClipStore(db) as store:
+        rows = [store.clip(i) for i in summary.clips_saved]
+    for row in rows:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "frames": row.frame_count,
+                        "face_ratio": round(row.face_ratio, 4),
+                        "duration_s": round(row.ended_at - row.started_at, 3),
+                        "prediction": row.prediction,
+                        "confidence": round(row.confidence, 4),
+                        "vfer_probs": dict(zip(row.classes, map(_r4, row.vfer_probs), strict=True)),
+                        "ifer_mean": dict(zip(row.classes, map(_r4, row.ifer_mean), strict=True)),
+                        "bundle_id": row.bundle_id,
+                    }
+                )
+            )
+        else:
+            click.echo(
+                f"clip {row.id}: {row.frame_count} frames, face {row.face_ratio:.0%}, "
+                f"VFER {row.prediction} ({row.confidence:.2f})"
+            )
+    if not as_json:
+        click.echo(
+            f"{len(rows)} clips stored from {summary.frames} frames "
+            f"({summary.face_frames} with a face, {summary.corrupt_frames} corrupt skipped)"
+        )
+
+
+@cli.command("forget")
+@click.option("--all", "everything", is_flag=True, help="delete every clip (required)")
+@click.option("--db", required=True, type=_PATH, help="SQLite database of clips")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def forget_cmd(everything: bool, db: Path, yes: bool) -> None:
+    """Delete every stored clip and VACUUM the database."""
+    from edge_node.store import ClipStore
+
+    if not everything:
+        raise UserError("say what to forget: --all deletes every clip")
+    if not db.is_file():
+        raise UserError(f"no such database: {db}")
+    with ClipStore(db) as store:
+        n = store.count()
+        if not yes:
+            click.confirm(f"Delete all {n} clips in {db}?", abort=True)
+        store.delete_all()
+        click.echo(f"deleted {n} clips; {db} is {store.size_bytes():,} bytes")
+
+
+@cli.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the node.yaml reference (docs/config.md's generated part) from the config model."""
+    click.echo(config_reference(), nl=False)
+
+
+def config_reference() -> str:
+    """Markdown tables of every NodeConfig section, from the fields' types, defaults and bounds."""
+    from pydantic import BaseModel
+
+    from edge_node.config import NodeConfig
+
+    def rows(model: type[BaseModel], prefix: str) -> list[str]:
+        out = ["| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                continue
+            default = "required" if f.is_required() else f"`{json.dumps(_plain(f.default))}`"
+            kind = _type_name(f.annotation)
+            bounds = ", ".join(
+                f"{op} {getattr(m, attr)}"
+                for m in f.metadata
+                for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                if getattr(m, attr, None) is not None
+            )
+            meaning = (f.description or "") + (f" ({bounds})" if bounds else "")
+            out.append(f"| `{prefix}{name}` | {kind} | {default} | {meaning} |")
+        return out
+
+    parts = ["## top level", "", *rows(NodeConfig, ""), ""]
+    for name, f in NodeConfig.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            parts += [
+                f"## {name}",
+                "",
+                f.description or "",
+                "",
+                *rows(f.annotation, f"{name}."),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def _type_name(annotation: Any) -> str:
+    from typing import Literal, get_args, get_origin
+
+    if get_origin(annotation) is Literal:
+        return "one of: " + ", ".join(str(a) for a in get_args(annotation))
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    text = text.replace("<class '", "").replace("'>", "").replace("Path", "path")
+    return text.replace(" | None", " or null")
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _r4(x: Any) -> float:
+    return round(float(x), 4)
+
+
+def _register_adaptation() -> None:
+    from edge_node.cli_adapt import adapt_cmd, model_group
+
+    cli.add_command(adapt_cmd)
+    cli.add_command(model_group)
+
+
+_register_adaptation()
 
 
 def main() -> None:

@@ -1,0 +1,182 @@
+"""The node's capture loop (``python -m edge_node run`` and ``ingest``): one stop event.
+
+Opens the store (retention at start and on a timer), the models, the face detector and the
+source, starts the kiosk when asked, and drives :class:`~edge_node.pipeline.Pipeline` until the
+source ends, ``--max-frames`` / ``--duration`` are reached, or the stop event is set (SIGTERM and
+SIGINT set it). On the way out the open clip is closed whole (one transaction) or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge_node.config import NodeConfig
+from edge_node.pipeline import Models, Pipeline, PipelineOptions
+from edge_node.retention import DAY_S, RetentionPolicy
+from edge_node.segmenter import SegmentPolicy
+from edge_node.sources import FrameSource, open_source
+from edge_node.state import NodeState
+from edge_node.store import ClipStore
+from vfer.cli import UserError
+from vfer.faces import MODEL_URL, FaceCropper
+
+log = logging.getLogger(__name__)
+
+FACE_MODEL_NAME = "face_detection_short_range.tflite"
+FACE_MODEL_ENV = "FEDVFER_FACE_MODEL"
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    face_frames: int = 0
+    corrupt_frames: int = 0
+    clips_saved: list[int] = field(default_factory=list)
+    clips_discarded: int = 0
+    bundle_reloads: int = 0
+    seconds: float = 0.0
+    stopped: bool = False  # ended by the stop event (signal), not by the source or a limit
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_face_model(configured: Path | None, bundle: Path) -> Path:
+    """The face detector: configured path, else $FEDVFER_FACE_MODEL, else <bundle>/../models/."""
+    if configured is not None:
+        candidates = [Path(configured)]
+    else:
+        env = os.environ.get(FACE_MODEL_ENV)
+        candidates = [Path(env)] if env else []
+        candidates.append(Path(os.path.realpath(bundle)).parent / "models" / FACE_MODEL_NAME)
+        candidates.append(Path(bundle).absolute().parent / "models" / FACE_MODEL_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise UserError(
+        f"face detector model not found (looked at {', '.join(str(p) for p in candidates)}); "
+        f"download {FACE_MODEL_NAME} from {MODEL_URL} and pass --face-model PATH, "
+        f"set face.model in node.yaml or {FACE_MODEL_ENV}"
+    )
+
+
+def retention_policy(config: NodeConfig) -> RetentionPolicy:
+    r = config.retention
+    return RetentionPolicy(r.max_age_days * DAY_S, r.max_bytes, r.thumbnail_max_age_days * DAY_S)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (main thread only); previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "%s received: finishing the current frame and stopping", signal.Signals(signum).name
+        )
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _start_kiosk(state: NodeState, config: NodeConfig, stop: threading.Event) -> Any:
+    try:
+        from edge_node.kiosk import start_kiosk  # type: ignore[attr-defined]
+    except ImportError as exc:
+        log.error("kiosk enabled but edge_node.kiosk is not available (%s); running headless", exc)
+        return None
+    return start_kiosk(state, config.kiosk, config.db, stop)
+
+
+def run_node(
+    config: NodeConfig,
+    *,
+    face_model: Path,
+    stop: threading.Event | None = None,
+    state: NodeState | None = None,
+    source: FrameSource | None = None,
+    kiosk: bool = False,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
+) -> RunSummary:
+    """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set."""
+    stop = stop or threading.Event()
+    state = state or NodeState()
+    policy = retention_policy(config)
+    source = source or open_source(config.camera)
+    summary = RunSummary()
+    t_start = time.monotonic()
+    with ClipStore(config.db) as store:
+        store.apply_retention(policy, time.time())
+        models = Models.load(config.bundle)
+        f = config.face
+        cropper = FaceCropper.from_path(face_model, f.min_confidence, f.margin, f.select)
+        options = PipelineOptions(
+            policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),
+            preview=kiosk,
+            preview_fps=config.kiosk.preview_fps,
+            thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
+        )
+        pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
+        handle = _start_kiosk(state, config, stop) if kiosk else None
+        log.info(
+            "node %s: source %s, bundle %s (%s), db %s",
+            config.node_id,
+            source.name,
+            models.bundle.bundle_id[:12],
+            models.bundle.manifest.head_version,
+            config.db,
+        )
+        next_retention = time.monotonic() + config.retention.check_every_s
+        try:
+            for frame in source.frames(stop):
+                pipeline.process(frame)
+                now = time.monotonic()
+                if now >= next_retention:
+                    next_retention = now + config.retention.check_every_s
+                    store.apply_retention(policy, time.time())
+                    pipeline.retry_recording()
+                if (max_frames is not None and pipeline.counters.frames >= max_frames) or (
+                    duration_s is not None and now - t_start >= duration_s
+                ):
+                    break
+            summary.stopped = stop.is_set()
+            pipeline.finish()
+        finally:
+            if handle is not None:
+                stop.set()
+                handle.stop()
+            pipeline.close()
+            cropper.close()
+    c = pipeline.counters
+    summary.frames, summary.face_frames = c.frames, c.face_frames
+    summary.clips_saved, summary.clips_discarded = list(c.saved), c.discarded
+    summary.bundle_reloads, summary.corrupt_frames = c.reloads, source.corrupt
+    summary.seconds = time.monotonic() - t_start
+    log.info(
+        "stopped after %s frames (%.1f fps): %s clips saved, %s discarded, %s corrupt frames",
+        summary.frames,
+        summary.fps,
+        len(summary.clips_saved),
+        summary.clips_discarded,
+        summary.corrupt_frames,
+    )
+    return summary
