@@ -86,7 +86,7 @@ def default_store_opener(store_path: Path | None) -> Callable[[], ClipReader] | 
     def open_store() -> ClipReader:
         from edge_node.store import ClipStore  # the node's store; imported only when needed
 
-        return ClipStore(store_path)  # type: ignore[no-any-return]
+        return ClipStore(store_path)
 
     return open_store
 
@@ -453,7 +453,9 @@ def start_kiosk(
         raise OSError(
             exc.errno, f"kiosk cannot listen on {config.host}:{config.port}: {exc.strerror}"
         ) from exc
-    thread = threading.Thread(target=server.serve_forever, name="kiosk-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.1,), name="kiosk-http", daemon=True
+    )
     thread.start()
     handle = KioskHandle(server, ctx, thread)
     if not _is_loopback(config.host):

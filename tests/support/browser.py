@@ -71,7 +71,12 @@ def launch_browser() -> Iterator[Any]:
 
 
 def open_page(browser: Any, url: str, size: tuple[int, int], **context_args: Any) -> Any:
-    """A new page at ``size`` showing ``url`` (waits for the DOM, not for the endless preview)."""
+    """A new page at ``size`` showing ``url`` (waits for the DOM, not for the endless preview).
+
+    The page's Content-Security-Policy forbids eval, which Playwright's ``wait_for_function``
+    needs, so it is bypassed unless ``bypass_csp=False`` is passed.
+    """
+    context_args.setdefault("bypass_csp", True)
     context = browser.new_context(viewport={"width": size[0], "height": size[1]}, **context_args)
     page = context.new_page()
     page.goto(url, wait_until="domcontentloaded")

@@ -49,12 +49,18 @@ function drawChart(data) {
     $("chart-legend").replaceChildren();
     return;
   }
-  const W = 1000, H = 240, left = 30, bottom = 22;
-  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
-    "aria-label": "prediction mix over time" }, null, SVG);
-  const slot = (W - left) / buckets.length;
-  const barW = Math.max(2, slot * 0.8);
-  buckets.forEach((b, i) => {
+  // A continuous time axis: hours (or days) without clips are empty slots, at most MAX_SLOTS.
+  const MAX_SLOTS = 200;
+  const bs = data.timeline.bucket_s;
+  const first = Math.max(buckets[0].t, buckets[buckets.length - 1].t - (MAX_SLOTS - 1) * bs);
+  const byT = new Map(buckets.map((b) => [b.t, b]));
+  const slots = [];
+  for (let t = first; t <= buckets[buckets.length - 1].t + 1e-6; t += bs) slots.push(byT.get(t) || { t, counts: {} });
+  const W = Math.max(300, box.clientWidth), H = 240, left = 34, bottom = 22;
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "prediction mix over time" }, null, SVG);
+  const slot = (W - left) / slots.length;
+  const barW = Math.max(2, Math.min(slot * 0.8, 48));
+  slots.forEach((b, i) => {
     const total = Object.values(b.counts).reduce((a, n) => a + n, 0) || 1;
     let y = H - bottom;
     data.classes.forEach((name, j) => {
@@ -66,10 +72,10 @@ function drawChart(data) {
       svg.append(rect);
     });
   });
-  const step = Math.max(1, Math.ceil(buckets.length / 6));
-  for (let i = 0; i < buckets.length; i += step) {
-    const label = new Date(buckets[i].t * 1000);
-    const text = data.timeline.bucket_s >= 86400 ? label.toLocaleDateString() : label.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const step = Math.max(1, Math.ceil(slots.length / 8));
+  for (let i = 0; i < slots.length; i += step) {
+    const label = new Date(slots[i].t * 1000);
+    const text = bs >= 86400 ? label.toLocaleDateString() : label.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     svg.append(el("text", { x: left + i * slot, y: H - 6, class: "axis" }, text, SVG));
   }
   svg.append(el("text", { x: 0, y: 12, class: "axis" }, "100%", SVG));
