@@ -136,7 +136,7 @@ def run_node(
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
-        handle = _start_kiosk(state, config, stop) if kiosk else None
+        handle = None
         log.info(
             "node %s: source %s, bundle %s (%s), db %s",
             config.node_id,
@@ -147,6 +147,8 @@ def run_node(
         )
         next_retention = time.monotonic() + config.retention.check_every_s
         try:
+            if kiosk:
+                handle = _start_kiosk(state, config, stop)
             for frame in source.frames(stop):
                 pipeline.process(frame)
                 now = time.monotonic()

@@ -235,3 +235,57 @@ def test_models_load_reports_the_bundle(edge_bundles: EdgeBundles) -> None:
         assert info.head_version == "test-b" and len(info.classes) == 6
     finally:
         m.close()
+
+
+def test_run_node_serves_the_kiosk_and_stops_on_the_event(
+    edge_bundles: EdgeBundles, tmp_path: Path
+) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = load_node_config(
+        None,
+        **{
+            "bundle": str(edge_bundles.a),
+            "db": str(tmp_path / "n.db"),
+            "kiosk.port": port,
+            "clips.min_frames": 1,
+        },
+    )
+    state, stop = NodeState(), threading.Event()
+    source = VideoFileSource(require(HAP), loop=True, realtime=True)
+    result: list[object] = []
+    node = threading.Thread(
+        target=lambda: result.append(
+            run_node(
+                config,
+                face_model=edge_bundles.face_model,
+                stop=stop,
+                state=state,
+                source=source,
+                kiosk=True,
+            )
+        )
+    )
+    node.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(600):  # until the first preview is out (at most 60 s)
+            if state.preview()[0] > 0:
+                break
+            deadline.wait(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as r:
+            live = json.loads(r.read())
+        assert live["face_present"] is True and live["model"]["head_version"] == "test-a"
+    finally:
+        stop.set()
+        node.join(timeout=60)
+    assert not node.is_alive()
+    [summary] = result
+    assert summary.stopped and summary.frames > 0  # type: ignore[attr-defined]
+    with ClipStore(tmp_path / "n.db") as store:
+        assert store.count() == len(summary.clips_saved) >= 1  # type: ignore[attr-defined]

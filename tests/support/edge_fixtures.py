@@ -1,8 +1,9 @@
 """Edge-node test fixtures: real bundles (built once per test session), a Picamera2 stand-in.
 
-Import the fixtures into a test module (``from tests.support.edge_fixtures import edge_bundles``).
-pytest makes one fixture definition per importing module, so the bundles are memoized here by
-the session's base temp folder: TensorFlow exports the heads once per session, not per module.
+A test module declares its own session fixture over :func:`build_bundles` (importing a fixture
+into several modules makes pytest run it once per module). The bundles are memoized here by the
+session's base temp folder, so TensorFlow exports the heads once per session, not per module.
+The benchmark calls :func:`build_bundles` on its own temp folder.
 """
 
 from __future__ import annotations
