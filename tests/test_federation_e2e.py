@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +18,7 @@ from vfer import weights as wcodec
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed")
 
 # Explicit limits (docs/mqtt.md): the default max_queued_messages (1000) silently drops QoS 1.
-# As root, mosquitto drops to its own user and could not write the log/persistence in tmp_path.
-BROKER_CONF = "max_packet_size 4200000\nmax_queued_messages 10000\nmax_inflight_messages 100\n" + (
-    "user root\n" if os.geteuid() == 0 else ""
-)
+BROKER_CONF = "max_packet_size 4200000\nmax_queued_messages 10000\nmax_inflight_messages 100\n"
 CLASSES = ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
 
 

@@ -87,6 +87,8 @@ def test_broker_restart_mid_round_loses_nothing(
         first = submit_all(nodes[:3], rng)
         assert agg.wait_for_log("pi-2 submitted", 20), agg.log()[-2000:]
         broker.stop()
+        # the broker could write its log and its persistence file (tests/support/mosquitto.py)
+        assert "mosquitto version" in broker.log_text() and (store / "mosquitto.db").exists()
         rest = submit_all(nodes[3:], rng)  # into the outbox while the broker is down
         assert all(n.pending() == 1 for n in nodes[3:])
         broker = start_mosquitto(tmp_path / "mosquitto", conf, port=broker.port)

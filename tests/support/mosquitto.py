@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -57,6 +59,8 @@ def start_mosquitto(workdir: Path, conf_body: str = "", port: int | None = None)
 
     ``conf_body`` may contain ``{port}``; when it defines its own ``listener`` lines, pass the port
     it uses. Without any listener in conf_body a plain anonymous loopback listener is added.
+    When running as root, ``user root`` is added (unless conf_body sets ``user``) so the broker
+    can write its log and persistence in ``workdir``.
     """
     binary = mosquitto_binary()
     if binary is None:
@@ -67,8 +71,14 @@ def start_mosquitto(workdir: Path, conf_body: str = "", port: int | None = None)
     body = conf_body.replace("{port}", str(port))
     if "listener" not in body:
         body = f"listener {port} 127.0.0.1\nallow_anonymous true\n" + body
+    # As root, mosquitto drops to the `mosquitto` user, which cannot write the log or the
+    # persistence file inside pytest's private tmp folders: stay root (a test broker only).
+    stay_root = os.geteuid() == 0 and not re.search(r"(?m)^\s*user\s", body)
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"persistence false\nlog_dest file {log}\nlog_type all\n{body}\n")
+    conf.write_text(
+        ("user root\n" if stay_root else "")
+        + f"persistence false\nlog_dest file {log}\nlog_type all\n{body}\n"
+    )
     proc = subprocess.Popen(
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
