@@ -61,6 +61,7 @@ def resolve_face_model(configured: Path | None, bundle: Path) -> Path:
         candidates = [Path(env)] if env else []
         candidates.append(Path(os.path.realpath(bundle)).parent / "models" / FACE_MODEL_NAME)
         candidates.append(Path(bundle).absolute().parent / "models" / FACE_MODEL_NAME)
+    candidates = list(dict.fromkeys(candidates))
     for path in candidates:
         if path.is_file():
             return path
@@ -123,7 +124,6 @@ def run_node(
     policy = retention_policy(config)
     source = source or open_source(config.camera)
     summary = RunSummary()
-    t_start = time.monotonic()
     with ClipStore(config.db) as store:
         store.apply_retention(policy, time.time())
         models = Models.load(config.bundle)
@@ -145,7 +145,8 @@ def run_node(
             models.bundle.manifest.head_version,
             config.db,
         )
-        next_retention = time.monotonic() + config.retention.check_every_s
+        t_start = time.monotonic()  # after loading: fps and --duration count the loop only
+        next_retention = t_start + config.retention.check_every_s
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)
