@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
+from training.cli_train import register as register_train
 from training.demo import demo_cmd
 from training.synthetic.cli import synth_cmd
 from vfer.cli import run_cli
@@ -20,6 +21,7 @@ cli.add_command(backbone_cmd)
 cli.add_command(export_bundle_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(synth_cmd)
+register_train(cli)
 
 
 def main() -> None:

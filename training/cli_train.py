@@ -1,0 +1,209 @@
+"""Commands `preprocess`, `train` and `experiment` of `python -m training`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from vfer.classes import parse_classes
+from vfer.cli import UserError, setup_logging
+
+CORPUS_CHOICES = ("synthetic", "crema-d", "msp-improv", "affectnet", "manifest")
+#: the paper's default class set per corpus (--classes overrides)
+DEFAULT_CLASSES = {
+    "crema-d": "6",
+    "affectnet": "6",
+    "msp-improv": "4",
+    "synthetic": "4",
+    "manifest": "4",
+}
+
+_path = click.Path(path_type=Path)
+
+
+def _classes(corpus: str, value: str | None) -> tuple[str, ...]:
+    try:
+        return parse_classes(value or DEFAULT_CLASSES[corpus])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--classes") from None
+
+
+def _models_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option(
+        "--face-model", type=_path, help="MediaPipe face_detection_short_range.tflite"
+    )(f)
+    f = click.option(
+        "--backbone", type=_path, help="f as .tflite (default: cut from the shared model)"
+    )(f)
+    return f
+
+
+def _load(corpus: str, root: Path | None, classes: tuple[str, ...], seed: int) -> object:
+    from training.corpora import load_corpus
+
+    if root is None:
+        raise UserError(f"--corpus {corpus} needs --root PATH")
+    if not root.exists():
+        raise UserError(f"{root}: no such corpus folder")
+    return load_corpus(corpus, root, classes, seed=seed)
+
+
+@click.command("preprocess")
+@click.option("--corpus", type=click.Choice(CORPUS_CHOICES), required=True)
+@click.option("--root", type=_path, required=True, help="corpus folder (or manifest.csv)")
+@click.option("--cache", type=_path, required=True, help="embedding cache folder")
+@click.option("--classes", default=None, help="4, 6 or a comma list (default: the corpus's)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_models_options
+def preprocess_cmd(
+    corpus: str,
+    root: Path,
+    cache: Path,
+    classes: str | None,
+    seed: int,
+    backbone: Path | None,
+    face_model: Path | None,
+) -> None:
+    """Face-crop every frame and run f once per frame into the cache (resumable)."""
+    from training.experiments.setup import resolve_models
+    from training.preprocess import EmbeddingCache, ensure, real_pipeline
+
+    loaded = _load(corpus, root, _classes(corpus, classes), seed)
+    bb, fm = resolve_models(backbone, face_model, cache)
+    store = EmbeddingCache.for_models(cache, bb, fm)
+    stats = ensure(store, [r.path for r in loaded], real_pipeline(bb, fm))  # type: ignore[attr-defined]
+    click.echo(json.dumps(stats.summary()))
+    if stats.failed:
+        raise UserError(
+            f"{len(stats.failed)} sources could not be decoded, first: {stats.failed[0]}"
+        )
+
+
+@click.command("train")
+@click.option("--corpus", type=click.Choice(CORPUS_CHOICES), required=True)
+@click.option("--root", type=_path, required=True, help="corpus folder (or manifest.csv)")
+@click.option("--cache", type=_path, required=True, help="embedding cache folder")
+@click.option("--out", type=_path, required=True, help="bundle folder to write")
+@click.option("--classes", default=None, help="4, 6 or a comma list (default: the corpus's)")
+@click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_models_options
+def train_cmd(
+    corpus: str,
+    root: Path,
+    cache: Path,
+    out: Path,
+    classes: str | None,
+    quick: bool,
+    seed: int,
+    backbone: Path | None,
+    face_model: Path | None,
+) -> None:
+    """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0)."""
+    from training.experiments.setup import resolve_models
+    from training.train import FULL, QUICK, train_central
+
+    setup_logging("INFO")
+    loaded = _load(corpus, root, _classes(corpus, classes), seed)
+    bb, fm = resolve_models(backbone, face_model, cache)
+    t0 = time.perf_counter()
+    bundle = train_central(
+        loaded,  # type: ignore[arg-type]
+        cache,
+        out,
+        QUICK if quick else FULL,
+        backbone=bb,
+        face_model=fm,
+        seed=seed,
+    )
+    click.echo(
+        f"wrote {bundle.path} ({bundle.manifest.head_version}, K={bundle.num_classes}) "
+        f"in {time.perf_counter() - t0:.0f} s; loss log {out.name}.train_log.jsonl beside it"
+    )
+
+
+@click.command("experiment")
+@click.argument("name", type=click.Choice(["table1", "within", "cross", "fedavg", "all"]))
+@click.option("--corpus", type=click.Choice(CORPUS_CHOICES), required=True)
+@click.option("--root", type=_path, help="corpus folder; synthetic without it is generated")
+@click.option("--out", type=_path, required=True, help="report folder")
+@click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--classes", type=click.Choice(["4", "6"]), default=None, help="default: the corpus's"
+)
+@click.option(
+    "--cache", type=_path, help="work folder for corpora, embeddings, models (default OUT/work)"
+)
+@click.option("--target", type=click.Choice(CORPUS_CHOICES), help="cross: the corpus B")
+@click.option("--target-root", type=_path, help="cross: corpus B's folder")
+@click.option("--rounds", type=click.IntRange(1, 100), help="fedavg rounds (default 2)")
+@_models_options
+def experiment_cmd(
+    name: str,
+    corpus: str,
+    root: Path | None,
+    out: Path,
+    quick: bool,
+    seed: int,
+    classes: str | None,
+    cache: Path | None,
+    target: str | None,
+    target_root: Path | None,
+    rounds: int | None,
+    backbone: Path | None,
+    face_model: Path | None,
+) -> None:
+    """Run a paper experiment; writes OUT/report.json, OUT/report.md and OUT/*.png."""
+    from training.experiments import ExperimentOptions, run_experiment
+
+    setup_logging("INFO")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices
+    if root is not None and not root.exists():
+        raise UserError(f"{root}: no such corpus folder")
+    if target_root is not None and target is None:
+        target = corpus
+    options = ExperimentOptions(
+        corpus=corpus,
+        out=out,
+        root=root,
+        quick=quick,
+        seed=seed,
+        classes=_classes(corpus, classes),
+        cache=cache,
+        backbone=backbone,
+        face_model=face_model,
+        target=target,
+        target_root=target_root,
+        rounds=rounds,
+    )
+    report = run_experiment(name, options)
+    click.echo(
+        f"wrote {out / 'report.json'} and {out / 'report.md'} in {report['meta']['seconds']:.0f} s"
+    )
+    for key in ("table1", "within", "cross", "fedavg"):
+        sec = report.get(key)
+        if not sec or "skipped" in sec:
+            continue
+        if key == "table1":
+            click.echo(
+                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f})"
+            )
+        else:
+            click.echo(
+                f"{key}: micro-F1 {sec['before']['micro']['f1']:.3f} -> {sec['after']['micro']['f1']:.3f}, "
+                f"mean per-subject change {sec['mean_subject_micro_f1_change']:+.4f} ({sec['sign']})"
+            )
+
+
+COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd)
+
+
+def register(group: click.Group) -> None:
+    """Add `preprocess`, `train` and `experiment` to the training CLI."""
+    for command in COMMANDS:
+        group.add_command(command)

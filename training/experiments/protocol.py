@@ -1,0 +1,201 @@
+"""The personalization protocol shared by ``within``, ``cross``, ``fedavg`` and the fleet simulation.
+
+Per test subject: split its clips (per class, seeded) into an *adaptation* part, used without its
+labels, and a held-out *evaluation* part; pseudo-label the adaptation clips with g (Eq. 1, the one
+rule in :mod:`vfer.selection`), fine-tune v from the central v on the selected clips
+(:func:`vfer.personalize.finetune_v`: 2 epochs, Adam 1e-3, plain cross-entropy), and score the
+central and the personalized v on the evaluation part. Nothing here looks at an evaluation label
+before scoring, and nothing is tuned on the result.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from training.corpora import Record
+from training.preprocess import EmbeddingCache
+from training.train import clip_data
+from vfer.metrics import scores
+from vfer.selection import mean_frame_probs, select_clips
+
+
+def sign_of(change: float, tol: float = 1e-9) -> str:
+    """The measured sign of a mean change, as reported (never tuned)."""
+    return "gain" if change > tol else "loss" if change < -tol else "no change"
+
+
+@dataclass(frozen=True)
+class SubjectSplit:
+    subject: str
+    adapt: list[Record]  # used unlabelled, for pseudo labels and fine-tuning
+    evaluate: list[Record]  # held out, scored before and after
+
+
+def split_subject(
+    records: Sequence[Record], fraction: float, seed: int, salt: int = 0
+) -> tuple[list[Record], list[Record]]:
+    """Per class, a seeded ``fraction`` (rounded down, at least one when a class has two clips) adapts."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"adapt fraction must be in (0, 1), got {fraction}")
+    adapt: list[Record] = []
+    held: list[Record] = []
+    for label in sorted({r.label for r in records}):
+        group = sorted((r for r in records if r.label == label), key=lambda r: str(r.path))
+        order = np.random.default_rng([seed, salt, zlib.crc32(label.encode())]).permutation(
+            len(group)
+        )
+        n = int(len(group) * fraction)
+        if len(group) >= 2:
+            n = min(max(n, 1), len(group) - 1)
+        adapt += [group[i] for i in order[:n]]
+        held += [group[i] for i in order[n:]]
+    return adapt, held
+
+
+def subject_splits(
+    records: Sequence[Record], fraction: float = 0.5, seed: int = 0
+) -> list[SubjectSplit]:
+    """The per-subject held-out splits of ``records`` (e.g. a corpus's test split), by subject id."""
+    out = []
+    for subject in sorted({r.subject for r in records}):
+        mine = [r for r in records if r.subject == subject]
+        adapt, held = split_subject(mine, fraction, seed, zlib.crc32(subject.encode()))
+        out.append(SubjectSplit(subject, adapt, held))
+    return out
+
+
+@dataclass
+class SubjectData:
+    """A subject's cached embeddings: adaptation clips (with g's mean probabilities) and eval clips."""
+
+    subject: str
+    adapt_clips: list[np.ndarray]
+    adapt_true: np.ndarray  # only for reporting pseudo-label accuracy
+    adapt_probs: np.ndarray  # (N, K) Eq. 1 mean of g's per-frame probabilities
+    eval_clips: list[np.ndarray]
+    eval_true: np.ndarray
+    no_face: int
+
+
+def subject_data(
+    split: SubjectSplit,
+    cache: EmbeddingCache,
+    classes: Sequence[str],
+    ifer: dict[str, np.ndarray],
+    heads: Any,
+) -> SubjectData:
+    a = clip_data(split.adapt, cache, classes)
+    e = clip_data(split.evaluate, cache, classes)
+    probs = np.zeros((0, len(classes)))
+    if a.clips:
+        frame_probs = heads.ifer(ifer, np.concatenate(a.clips))
+        bounds = np.cumsum([len(c) for c in a.clips])[:-1]
+        probs = mean_frame_probs(np.split(frame_probs, bounds))
+    return SubjectData(
+        split.subject, a.clips, a.labels, probs, e.clips, e.labels, len(a.no_face) + len(e.no_face)
+    )
+
+
+@dataclass
+class Personalized:
+    weights: dict[str, np.ndarray] | None  # None: nothing selected, the central v stays
+    selected: int
+    selected_per_class: list[int]
+    pseudo_label_accuracy: float | None
+    loss_before: float | None = None
+    loss_after: float | None = None
+
+
+def personalize(
+    data: SubjectData, start: dict[str, np.ndarray], profile: Any, seed: int
+) -> Personalized:
+    """Select by Eq. 1 and fine-tune v from ``start`` on the selection (Sec. 3.3)."""
+    from vfer.personalize import finetune_v
+
+    k = data.adapt_probs.shape[1]
+    if not data.adapt_clips:
+        return Personalized(None, 0, [0] * k, None)
+    sel = select_clips(data.adapt_probs, profile.p, profile.p_threshold)
+    per_class = [int(n) for n in sel.per_class]
+    if sel.count == 0:
+        return Personalized(None, 0, per_class, None)
+    acc = float(np.mean(sel.labels == data.adapt_true[sel.indices]))
+    tuned = finetune_v(
+        start,
+        [data.adapt_clips[int(i)] for i in sel.indices],
+        sel.labels,
+        epochs=profile.ft_epochs,
+        lr=profile.ft_lr,
+        batch_size=profile.ft_batch,
+        seed=seed,
+    )
+    return Personalized(
+        tuned.weights, sel.count, per_class, acc, tuned.loss_before, tuned.loss_after
+    )
+
+
+def predict(heads: Any, v: dict[str, np.ndarray], clips: list[np.ndarray]) -> np.ndarray:
+    if not clips:
+        return np.zeros(0, np.int64)
+    return np.argmax(heads.vfer(v, clips), axis=1)
+
+
+def run_personalization(
+    subjects: list[SubjectData],
+    central_v: dict[str, np.ndarray],
+    classes: Sequence[str],
+    heads: Any,
+    profile: Any,
+    seed: int,
+) -> dict[str, Any]:
+    """Before/after scores over all subjects' evaluation clips, and one row per subject."""
+    rows = []
+    y_all, before_all, after_all = [], [], []
+    for i, d in enumerate(subjects):
+        before = predict(heads, central_v, d.eval_clips)
+        p = personalize(d, central_v, profile, seed=seed * 1000 + i)
+        after = predict(heads, p.weights, d.eval_clips) if p.weights is not None else before
+        y_all.append(d.eval_true)
+        before_all.append(before)
+        after_all.append(after)
+        sb, sa = scores(d.eval_true, before, classes), scores(d.eval_true, after, classes)
+        rows.append(
+            {
+                "subject": d.subject,
+                "adapt_clips": len(d.adapt_clips),
+                "eval_clips": len(d.eval_clips),
+                "no_face_clips": d.no_face,
+                "selected": p.selected,
+                "selected_per_class": dict(zip(classes, p.selected_per_class, strict=True)),
+                "pseudo_label_accuracy": p.pseudo_label_accuracy,
+                "finetune_loss_before": p.loss_before,
+                "finetune_loss_after": p.loss_after,
+                "personalized": p.weights is not None,
+                "micro_f1_before": sb["micro"]["f1"],
+                "micro_f1_after": sa["micro"]["f1"],
+                "micro_f1_change": sa["micro"]["f1"] - sb["micro"]["f1"],
+                "macro_f1_before": sb["macro"]["f1"],
+                "macro_f1_after": sa["macro"]["f1"],
+                "macro_f1_change": sa["macro"]["f1"] - sb["macro"]["f1"],
+            }
+        )
+    y = np.concatenate(y_all) if y_all else np.zeros(0, np.int64)
+    before_s = scores(y, np.concatenate(before_all) if before_all else y, classes)
+    after_s = scores(y, np.concatenate(after_all) if after_all else y, classes)
+    changes = [r["micro_f1_change"] for r in rows]
+    mean_change = float(np.mean(changes)) if changes else 0.0
+    return {
+        "classes": list(classes),
+        "before": before_s,
+        "after": after_s,
+        "subjects": rows,
+        "mean_subject_micro_f1_change": mean_change,
+        "sign": sign_of(mean_change),
+        "subjects_improved": sum(c > 0 for c in changes),
+        "subjects_worse": sum(c < 0 for c in changes),
+    }

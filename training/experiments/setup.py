@@ -1,0 +1,295 @@
+"""What every experiment needs: options, profiles, the corpora (generated when synthetic), the cache,
+the central model, and predictions of g and v from cached embeddings.
+
+The synthetic pair used by ``cross``: corpus **A** is rendered with ``--seed`` at 320x240;
+corpus **B** with seed ``seed + 1000`` (other people, rooms, expression styles) by a different
+"camera": 240x180 at a lower frame rate (12 fps instead of 20; quick: 10 instead of 12). Both come from the same generator, so B is a milder shift than
+CREMA-D -> MSP-IMPROV, but a real one: no person, room or frame size of B is seen in training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.corpora import Corpus, load_corpus
+from training.preprocess import EmbeddingCache, ensure, real_pipeline
+from training.train import FULL, QUICK, TrainProfile, train_central
+from vfer.bundle import Bundle
+from vfer.classes import EMOTIONS_4
+from vfer.cli import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthSizes:
+    subjects: int
+    clips_per_class: int
+    test_subjects: int
+    dev_subjects: int
+    min_frames: int
+    max_frames: int
+    fps: float
+    width: int = 320
+    height: int = 240
+
+
+@dataclass(frozen=True)
+class ExperimentProfile:
+    """Everything the protocol fixes. The personalization values are the paper's Sec. 3.3."""
+
+    train: TrainProfile
+    synth_a: SynthSizes
+    synth_b: SynthSizes
+    p: int = 15  # clips per class kept by the selection rule (CREMA-D-like default)
+    p_threshold: float = 0.5
+    ft_epochs: int = 2
+    ft_lr: float = 1e-3
+    ft_batch: int = 8
+    rounds: int = 2
+    adapt_fraction: float = (
+        0.5  # of each test subject's clips (per class) used, unlabelled, to adapt
+    )
+
+
+PROFILES = {
+    "full": ExperimentProfile(
+        train=FULL,
+        synth_a=SynthSizes(24, 10, 6, 3, 50, 90, 20.0),
+        synth_b=SynthSizes(8, 10, 8, 0, 40, 72, 12.0, 240, 180),
+    ),
+    "quick": ExperimentProfile(
+        train=QUICK,
+        synth_a=SynthSizes(12, 6, 3, 2, 24, 36, 12.0),
+        synth_b=SynthSizes(3, 6, 3, 0, 24, 36, 10.0, 240, 180),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    corpus: str
+    out: Path
+    root: Path | None = None
+    quick: bool = False
+    seed: int = 0
+    classes: tuple[str, ...] = EMOTIONS_4
+    cache: Path | None = None
+    backbone: Path | None = None
+    face_model: Path | None = None
+    target: str | None = None  # cross: the corpus personalized and tested on
+    target_root: Path | None = None
+    rounds: int | None = None
+    profile_override: ExperimentProfile | None = None  # tests: tinier than quick
+    progress: bool = True
+
+    @property
+    def profile(self) -> ExperimentProfile:
+        base = self.profile_override or PROFILES["quick" if self.quick else "full"]
+        return replace(base, rounds=self.rounds) if self.rounds else base
+
+
+def shared_models_dir() -> Path | None:
+    """$FEDVFER_MODELS, else ../shared/models beside the working directory or the repository."""
+    env = os.environ.get("FEDVFER_MODELS")
+    here = Path(__file__).resolve().parents[2]
+    for c in (
+        [Path(env)]
+        if env
+        else [Path.cwd().parent / "shared" / "models", here.parent / "shared" / "models"]
+    ):
+        if (c / "face_detection_short_range.tflite").is_file():
+            return c
+    return None
+
+
+def resolve_models(
+    backbone: Path | None, face_model: Path | None, workdir: Path
+) -> tuple[Path, Path]:
+    """The backbone and face-detector files: given, or found in the shared model folder."""
+    models = shared_models_dir()
+    if face_model is None:
+        if models is None:
+            raise UserError(
+                "no face detector: pass --face-model or set FEDVFER_MODELS (README: 'Models')"
+            )
+        face_model = models / "face_detection_short_range.tflite"
+    if backbone is None:
+        cut = workdir / "backbone.tflite"
+        if not cut.is_file():
+            src = models / "tf2_mobilenet_v2_1.0_224_ptq.tflite" if models else None
+            if src is None or not src.is_file():
+                raise UserError(
+                    "no backbone: pass --backbone (make one with `python -m training backbone`)"
+                )
+            from training.backbone import from_tflite
+
+            workdir.mkdir(parents=True, exist_ok=True)
+            from_tflite(src, workdir)
+        backbone = cut
+    for p in (backbone, face_model):
+        if not Path(p).is_file():
+            raise UserError(f"{p}: no such model file")
+    return Path(backbone), Path(face_model)
+
+
+def synthetic_corpus(where: Path, sizes: SynthSizes, classes: tuple[str, ...], seed: int) -> Path:
+    """Generate (once) a synthetic corpus for these sizes and seed; returns its folder."""
+    from training.synthetic.generate import SynthConfig, generate
+
+    cfg = SynthConfig(
+        subjects=sizes.subjects,
+        clips_per_class=sizes.clips_per_class,
+        classes=classes,
+        seed=seed,
+        width=sizes.width,
+        height=sizes.height,
+        fps=sizes.fps,
+        min_frames=sizes.min_frames,
+        max_frames=sizes.max_frames,
+        dev_subjects=sizes.dev_subjects,
+        test_subjects=sizes.test_subjects,
+    )
+    tag = f"{len(classes)}c-s{seed}-{sizes.subjects}x{sizes.clips_per_class}-{sizes.width}x{sizes.height}-{sizes.fps:g}fps-{sizes.min_frames}_{sizes.max_frames}"
+    folder = where / f"synthetic-{tag}"
+    if not (folder / "manifest.csv").is_file():
+        log.info("generating the synthetic corpus %s", folder)
+        generate(cfg, folder, workers=min(2, os.cpu_count() or 1))
+    return folder
+
+
+class Heads:
+    """g and v as Keras models (built once per K) predicting from cached embeddings."""
+
+    def __init__(self) -> None:
+        self._g: dict[int, Any] = {}
+        self._v: dict[int, Any] = {}
+
+    def ifer(self, weights: dict[str, np.ndarray], frames: np.ndarray) -> np.ndarray:
+        from vfer.heads import build_ifer, num_classes_of, set_weights
+
+        k = num_classes_of(weights, "g")
+        model = self._g.setdefault(k, build_ifer(k))
+        set_weights(model, weights)
+        return np.asarray(model.predict(frames, batch_size=1024, verbose=0), dtype=np.float64)
+
+    def vfer(self, weights: dict[str, np.ndarray], clips: list[np.ndarray]) -> np.ndarray:
+        from vfer.heads import build_vfer, num_classes_of, set_weights
+        from vfer.personalize import pad_clips
+
+        k = num_classes_of(weights, "v")
+        model = self._v.setdefault(k, build_vfer(k))
+        set_weights(model, weights)
+        return np.asarray(model.predict(pad_clips(clips), batch_size=64, verbose=0), np.float64)
+
+
+@dataclass
+class Central:
+    """A trained central model and the corpus it came from."""
+
+    corpus: Corpus
+    bundle: Bundle
+    ifer: dict[str, np.ndarray]
+    vfer: dict[str, np.ndarray]
+    train_log: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Context:
+    """One run's shared state: models, cache, corpora and central models (each trained once)."""
+
+    def __init__(self, options: ExperimentOptions) -> None:
+        import keras
+
+        self.options = options
+        self.profile = options.profile
+        self.out = options.out
+        self.work = options.cache or options.out / "work"
+        self.backbone, self.face_model = resolve_models(
+            options.backbone, options.face_model, self.work
+        )
+        self.cache = EmbeddingCache.for_models(
+            self.work / "embeddings", self.backbone, self.face_model
+        )
+        self.heads = Heads()
+        self._centrals: dict[tuple[str, tuple[str, ...]], Central] = {}
+        self.preprocess_stats: dict[str, dict[str, object]] = {}
+        keras.utils.set_random_seed(options.seed)
+
+    def corpus(self, which: str, classes: tuple[str, ...]) -> Corpus:
+        """``"source"`` (``--corpus``) or ``"target"`` (``cross``'s corpus B), embedded in the cache."""
+        o = self.options
+        name, root = (
+            (o.corpus, o.root) if which == "source" else (o.target or o.corpus, o.target_root)
+        )
+        if root is None:
+            if name != "synthetic":
+                flag = "--root" if which == "source" else "--target-root"
+                raise UserError(f"--corpus {name} needs {flag} PATH (only synthetic is generated)")
+            sizes = self.profile.synth_a if which == "source" else self.profile.synth_b
+            seed = o.seed if which == "source" else o.seed + 1000
+            root = synthetic_corpus(self.work / "corpora", sizes, _synth_classes(classes), seed)
+        corpus = load_corpus(name, root, classes, seed=o.seed)
+        if not corpus.records:
+            raise UserError(f"{name} at {root}: no clips of the classes {', '.join(classes)}")
+        stats = ensure(
+            self.cache,
+            [r.path for r in corpus.records],
+            real_pipeline(self.backbone, self.face_model),
+            progress=o.progress,
+            description=f"embedding {name} frames",
+        )
+        self.preprocess_stats[f"{which}:{name}"] = stats.summary()
+        if stats.failed:
+            bad = {s.split(": ", 1)[0] for s in stats.failed}
+            corpus = replace(corpus, records=[r for r in corpus.records if str(r.path) not in bad])
+        return corpus
+
+    def central(self, classes: tuple[str, ...]) -> Central:
+        """The central g and v trained on the source corpus's train split (once per class set)."""
+        key = (self.options.corpus, classes)
+        if key not in self._centrals:
+            corpus = self.corpus("source", classes)
+            where = self.work / "models" / f"central-{len(classes)}c-s{self.options.seed}"
+            bundle = train_central(
+                corpus,
+                self.work / "embeddings",
+                where,
+                self.profile.train,
+                backbone=self.backbone,
+                face_model=self.face_model,
+                seed=self.options.seed,
+                progress=self.options.progress,
+            )
+            log_path = where.with_name(where.name + ".train_log.jsonl")
+            rows = (
+                [_json_row(x) for x in log_path.read_text().splitlines()]
+                if log_path.is_file()
+                else []
+            )
+            self._centrals[key] = Central(
+                corpus, bundle, bundle.ifer_weights(), bundle.vfer_weights(), rows
+            )
+        return self._centrals[key]
+
+
+def _synth_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
+    from vfer.classes import EMOTIONS_6
+
+    if set(classes) <= set(EMOTIONS_4):
+        return EMOTIONS_4
+    if set(classes) <= set(EMOTIONS_6):
+        return EMOTIONS_6
+    raise UserError(f"the synthetic corpus has the classes of {EMOTIONS_6}, not {classes}")
+
+
+def _json_row(text: str) -> dict[str, Any]:
+    import json
+
+    row: dict[str, Any] = json.loads(text)
+    return row
