@@ -53,6 +53,11 @@ def _service_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="DEV ONLY: publish the central v unsigned",
         ),
+        click.option(
+            "--mqtt-version",
+            type=click.Choice(["5", "3.1.1", "auto"]),
+            help="MQTT protocol (auto: 5, else 3.1.1; 3.1.1 means a single worker)",
+        ),
         click.option("--worker-id", help="this worker's id (a topic level)"),
         click.option("--rounds", type=int, help="rounds to run, then exit (0: forever)"),
         click.option("--min-submissions", type=int, help="round.min_submissions"),
@@ -82,6 +87,7 @@ def _load(kw: dict[str, Any]) -> Any:
         "signing_key_file": str(kw["signing_key"]) if kw.get("signing_key") else None,
         "insecure_unsigned": kw.get("insecure_unsigned"),
         "worker_id": kw.get("worker_id"),
+        "mqtt_version": kw.get("mqtt_version"),
         "round.rounds": kw.get("rounds"),
         "round.min_submissions": kw.get("min_submissions"),
         "round.max_submissions": kw.get("max_submissions"),
@@ -110,6 +116,8 @@ def _serve(kw: dict[str, Any], leader: bool) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     service.run()
+    if service.fatal:
+        raise UserError(service.fatal)
 
 
 @cli.command()

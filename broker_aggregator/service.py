@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.leader import Leader
 from broker_aggregator.store import State
-from broker_aggregator.transport import BrokerSettings, MqttLink
 from broker_aggregator.validate import CheckedUpdate, Expectations, inspect_update
 from broker_aggregator.worker import Worker
 from vfer import signing
@@ -42,6 +41,7 @@ from vfer.messages import (
     to_json,
     unpack,
 )
+from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -100,20 +100,15 @@ class AggregatorService:
         self.public_key = self.key.public_key() if self.key else None
         self.spec = vfer_spec(len(cfg.classes))
         self.rejected = 0
+        self._warned_311 = False
+        #: Why the service stopped on its own with an error (the CLI exits non-zero with it).
+        self.fatal: str | None = None
 
     # the loop ----------------------------------------------------------------------------
     def run(self) -> None:
         """Run until :attr:`stop_event` is set or, on the leader, the configured rounds are done."""
         cfg = self.cfg
         state = State(cfg.state_db)
-        subs = [
-            (self.topics.shared_updates(cfg.share_group), 1),
-            (self.topics.round, 1),
-            (self.topics.central_bundle, 1),
-            (self.control["close"], 1),
-        ]
-        if self.is_leader:
-            subs += [(self.control["progress"], 1), (self.control["partial"], 1)]
         password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
         link = MqttLink(
             BrokerSettings(
@@ -123,8 +118,11 @@ class AggregatorService:
                 password,
                 cfg.ca_file,
                 cfg.keepalive_s,
+                mqtt_version=cfg.mqtt_version,
+                max_inflight=100,
+                reconnect_max_delay_s=5,
             ),
-            subs,
+            self._subscriptions,
             self._on_message,
             lambda: self.events.put(_Connected()),
         )
@@ -162,6 +160,33 @@ class AggregatorService:
             link.flush(timeout=5.0)
             link.stop()
             state.close()
+
+    def _subscriptions(self, protocol: str) -> list[tuple[str, int]]:
+        """What to subscribe to on a connection that speaks ``protocol`` (paho's thread)."""
+        t = self.topics
+        if protocol == "5":
+            updates = t.shared_updates(self.cfg.share_group)
+        elif self.is_leader:
+            updates = t.all_updates
+            if not self._warned_311:
+                self._warned_311 = True
+                log.warning(
+                    "MQTT 3.1.1: no shared subscription; this aggregator reads %s directly and "
+                    "must be the ONLY worker (extra workers need MQTT 5 $share)",
+                    updates,
+                )
+        else:
+            self.fatal = (
+                "this broker connection speaks MQTT 3.1.1, and an extra worker needs MQTT 5 "
+                "shared subscriptions ($share): run the leader alone, or use an MQTT 5 broker"
+            )
+            log.error("%s; stopping", self.fatal)
+            self.stop_event.set()
+            return []
+        subs = [(updates, 1), (t.round, 1), (t.central_bundle, 1), (self.control["close"], 1)]
+        if self.is_leader:
+            subs += [(self.control["progress"], 1), (self.control["partial"], 1)]
+        return subs
 
     def _loop(self, state: State) -> None:
         last_tick = 0.0

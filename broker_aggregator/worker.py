@@ -32,7 +32,7 @@ from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes, int, bool], None]
+Publish = Callable[[str, bytes, int, bool], object]
 
 
 class Worker:

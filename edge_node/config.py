@@ -116,6 +116,9 @@ class FederationConfig(_Section):
     )
     topic_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix shared by the fleet")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    mqtt_version: Literal["5", "3.1.1", "auto"] = Field(
+        "auto", description="MQTT protocol: '5', '3.1.1', or 'auto' (5, else 3.1.1)"
+    )
 
     @field_validator("broker_url")
     @classmethod

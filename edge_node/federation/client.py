@@ -42,7 +42,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_node.config import FederationConfig
 from edge_node.federation.outbox import Outbox
-from edge_node.federation.transport import BrokerSettings, MqttLink
 from vfer import signing
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
@@ -58,6 +57,7 @@ from vfer.messages import (
     pack,
     to_json,
 )
+from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics, check_node_id
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class FederationClient:
                 key_file=settings.key_file,
                 keepalive_s=settings.keepalive_s,
                 will=(self.topics.node_status(node_id), to_json(offline)),
+                mqtt_version=settings.mqtt_version,
             ),
             [
                 (self.topics.round, 1),
