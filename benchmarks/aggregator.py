@@ -202,8 +202,11 @@ def float16_effect(base: dict[str, np.ndarray], nodes: int = 100) -> dict[str, f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 and 100 submissions only (< 1 min)")
+    ap.add_argument("--sizes", help="comma-separated N to run instead, e.g. 1000")
     args = ap.parse_args()
     sizes = [10, 100] if args.quick else [10, 100, 1000, 2000]
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
     base = random_v(6, np.random.default_rng(0))
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedvfer-bench-") as tmp:

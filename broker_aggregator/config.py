@@ -103,6 +103,11 @@ class AggregatorConfig(_Section):
         False, description="ask nodes to send float16 (half the bytes); float32 is always accepted"
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    fsync_updates: bool = Field(
+        False,
+        description="fsync update bodies and the SQLite commit before acking: survives a power "
+        "loss, not only a crash of the process (slower)",
+    )
     mqtt_version: Literal["5", "3.1.1", "auto"] = Field(
         "auto",
         description="MQTT protocol: '5', '3.1.1', or 'auto' (5, falling back to 3.1.1 when the "

@@ -23,6 +23,7 @@ from vfer import weights as wcodec
 from vfer.fedavg import EmptyAggregationError, RunningSum
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import (
+    AckMsg,
     CentralHeader,
     CloseMsg,
     PartialHeader,
@@ -106,13 +107,37 @@ class Leader:
             self._publish(self._control["close"], to_json(self._close), 1, False)
 
     # events --------------------------------------------------------------------------------
-    def on_progress(self, p: ProgressMsg) -> None:
+    def on_progress(self, p: ProgressMsg) -> AckMsg | None:
+        """A worker stored an update: count it while the round is open; the node's answer.
+
+        ``stored`` only for an update that counts (it is in ``accepted``, so the close assigns
+        it); an update stored by a worker after this leader decided to close is answered
+        ``rejected``/``round_closed``, so its node knows it was left out. Runs inside the
+        loop's transaction; the caller publishes the ack after the commit.
+        """
         row = self.state.current_round()
-        if row is None or row.round_id != p.round_id or row.state != "open":
-            return
-        if self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq):
-            log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
-        self.tick(time.time())
+        if row is None or p.round_id > row.round_id:
+            return None  # not known here yet (a worker ahead of a restarting leader)
+        counted = self.state.accepted_one(p.round_id, p.node_id)
+        if counted is not None and counted[1] == p.seq:
+            return self._ack(p, None)  # already counts (a resend or a re-announce)
+        if row.round_id != p.round_id or row.state != "open":
+            return self._ack(p, "round_closed")
+        if counted is not None and counted[1] > p.seq:
+            return self._ack(p, "replay")
+        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id)
+        log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
+        return self._ack(p, None)
+
+    @staticmethod
+    def _ack(p: ProgressMsg, reason: str | None) -> AckMsg:
+        return AckMsg(
+            node_id=p.node_id,
+            round_id=p.round_id,
+            update_id=p.update_id,
+            status="rejected" if reason else "stored",
+            reason=reason,
+        )
 
     def on_partial(self, header: PartialHeader, sums: RunningSum) -> None:
         if self._close is None or header.round_id != self._close.round_id:
@@ -148,9 +173,9 @@ class Leader:
     # closing -------------------------------------------------------------------------------
     def _start_closing(self, row: RoundRow) -> None:
         self._announce_round(row)
-        assignments: dict[str, list[str]] = {}
-        for node, (worker, _seq) in sorted(self.state.accepted(row.round_id).items()):
-            assignments.setdefault(worker, []).append(node)
+        assignments: dict[str, dict[str, int]] = {}
+        for node, (worker, seq) in sorted(self.state.accepted(row.round_id).items()):
+            assignments.setdefault(worker, {})[node] = seq
         self._close = CloseMsg(round_id=row.round_id, assignments=assignments)
         self._partials = {}
         self._send_close()
@@ -174,7 +199,11 @@ class Leader:
             return
         total = RunningSum()
         for worker in sorted(self._partials):
-            total.merge(self._partials[worker][1])
+            header, sums = self._partials[worker]
+            if header.nodes != self._close.assignments[worker]:
+                lost = sorted(set(self._close.assignments[worker]) - set(header.nodes))
+                log.error("round %d: %s could not sum %s", row.round_id, worker, lost[:10])
+            total.merge(sums)
         try:
             mean = total.mean()
         except EmptyAggregationError:

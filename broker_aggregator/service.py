@@ -30,6 +30,7 @@ from vfer.config_io import read_secret
 from vfer.fedavg import RunningSum
 from vfer.heads_spec import vfer_spec
 from vfer.messages import (
+    AckMsg,
     CloseMsg,
     MessageError,
     PartialHeader,
@@ -75,6 +76,9 @@ class _Connected:
     pass
 
 
+_BATCHED = (CheckedUpdate, _Rejected, ProgressMsg)
+
+
 def control_topics(topics: Topics) -> dict[str, str]:
     """Aggregator-internal topics (worker <-> leader)."""
     base = f"{topics.prefix}/aggregator"
@@ -108,7 +112,7 @@ class AggregatorService:
     def run(self) -> None:
         """Run until :attr:`stop_event` is set or, on the leader, the configured rounds are done."""
         cfg = self.cfg
-        state = State(cfg.state_db)
+        state = State(cfg.state_db, fsync=cfg.fsync_updates)
         password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
         link = MqttLink(
             BrokerSettings(
@@ -127,15 +131,7 @@ class AggregatorService:
             lambda: self.events.put(_Connected()),
         )
         self.link = link
-        self.worker = Worker(
-            cfg.worker_id,
-            state,
-            self.topics,
-            link.publish,
-            self._expectations(),
-            cfg.weighting,
-            self._report_progress,
-        )
+        self.worker = Worker(cfg.worker_id, state, self.topics, self._expectations(), cfg.weighting)
         self.leader = (
             Leader(
                 cfg,
@@ -146,7 +142,7 @@ class AggregatorService:
                 self.control,
                 lambda c: self.events.put(c),
                 self.worker.on_central,
-                self.worker.on_round,
+                lambda msg: self._requeue(self.worker.on_round(msg)),
             )
             if self.is_leader
             else None
@@ -195,55 +191,74 @@ class AggregatorService:
                 ev: object | None = self.events.get(timeout=TICK_S)
             except queue.Empty:
                 ev = None
-            if isinstance(ev, CheckedUpdate | _Rejected):
-                self._update_batch(ev, state)
+            if isinstance(ev, _BATCHED):
+                self._group_commit(ev, state)
             elif ev is not None:
-                self._dispatch(ev, state)
+                self._dispatch(ev)
             now = time.monotonic()
             if self.leader is not None and now - last_tick >= TICK_S:
                 last_tick = now
                 self.leader.tick(time.time())
-                if self.leader.done:
-                    return
+            if self.leader is not None and self.leader.done:
+                return
 
-    def _update_batch(self, first: object, state: State) -> None:
-        """Store a run of queued updates in one transaction, then acknowledge them all."""
+    def _group_commit(self, first: object, state: State) -> None:
+        """Store a run of queued updates (and count progress) in one transaction, then answer.
+
+        Nodes hear ``stored`` only after the commit and only from the leader, once the update
+        counts in the round; workers' own rejections are answered after the commit too.
+        """
         batch, other = [first], None
         while len(batch) < BATCH:
             try:
                 ev = self.events.get_nowait()
             except queue.Empty:
                 break
-            if not isinstance(ev, CheckedUpdate | _Rejected):
+            if not isinstance(ev, _BATCHED):
                 other = ev
                 break
             batch.append(ev)
-        self.worker.hold()
+        acks: list[AckMsg] = []
+        progress: list[ProgressMsg] = []
         state.begin()
         try:
             for ev in batch:
-                self._dispatch(ev, state)
-                if isinstance(ev, CheckedUpdate):
-                    self._slots.release()
+                out = self._handle(ev)
+                if isinstance(out, ProgressMsg) and self.leader is not None:
+                    out = self.leader.on_progress(out)
+                if isinstance(out, AckMsg):
+                    acks.append(out)
+                elif isinstance(out, ProgressMsg):
+                    progress.append(out)
         except BaseException:
             state.rollback()
             raise
         state.commit()
-        self.worker.release()  # acks and progress only for what is committed
+        for ack in acks:
+            self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
+        for p in progress:
+            self.link.publish(self.control["progress"], to_json(p), 1, False)
+        if self.leader is not None:
+            self.leader.tick(time.time())
         if other is not None:
-            self._dispatch(other, state)
+            self._dispatch(other)
 
-    def _dispatch(self, ev: object, state: State) -> None:
-        w, lead = self.worker, self.leader
+    def _handle(self, ev: object) -> object:
         if isinstance(ev, CheckedUpdate):
-            w.handle_update(ev)
-        elif isinstance(ev, _Rejected):
+            self._slots.release()
+            return self.worker.handle_update(ev)
+        if isinstance(ev, _Rejected):
             self.rejected += 1
-            w.reject(ev.node_id, ev.reason, ev.detail, ev.header)
-        elif isinstance(ev, ProgressMsg):
-            if lead is not None:
-                lead.on_progress(ev)
-        elif isinstance(ev, CloseMsg):
+            return self.worker.reject(ev.node_id, ev.reason, ev.detail, ev.header)
+        return ev  # progress: from a remote worker, or re-announced after a (re)open
+
+    def _requeue(self, progress: list[ProgressMsg]) -> None:
+        for p in progress:
+            self.events.put(p)
+
+    def _dispatch(self, ev: object) -> None:
+        w, lead = self.worker, self.leader
+        if isinstance(ev, CloseMsg):
             result = w.partial(ev)
             if result is not None:
                 if lead is not None:
@@ -256,17 +271,16 @@ class AggregatorService:
             if lead is not None:
                 lead.on_partial(ev.header, ev.sums)
         elif isinstance(ev, RoundMsg):
-            w.on_round(ev)
+            progress = w.on_round(ev)
+            if lead is not None:
+                self._requeue(progress)
+            else:
+                for p in progress:
+                    self.link.publish(self.control["progress"], to_json(p), 1, False)
         elif isinstance(ev, _Central):
             w.on_central(ev.version, ev.weights)
         elif isinstance(ev, _Connected) and lead is not None:
             lead.republish()
-
-    def _report_progress(self, p: ProgressMsg) -> None:
-        if self.leader is not None:
-            self.events.put(p)
-        else:
-            self.link.publish(self.control["progress"], to_json(p), 1, False)
 
     def _expectations(self) -> Expectations:
         cfg = self.cfg

@@ -4,9 +4,11 @@ Schema by numbered migrations, each in its own transaction, with a backup copy b
 existing database is migrated; a database written by a newer version is refused.
 
 Tables: ``centrals`` (every signed central frame, exactly as published), ``rounds`` (the
-leader's rounds), ``accepted`` (the leader's view: which worker holds which node's update),
-``submissions`` (a worker's stored update bodies; one row per node and round, a resend
-replaces) and ``rejections`` (counts per round and reason).
+leader's rounds), ``accepted`` (the leader's view: which worker holds which (node, seq), the
+updates that count), ``updates`` (a worker's index of stored bodies: one row per node, seq
+and round; the bodies live in append-only files, :mod:`broker_aggregator.payloads`) and
+``rejections`` (counts per round and reason). Schema 1 kept the bodies in a ``submissions``
+table; migration 2 moves them into the files.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
+
+from broker_aggregator.payloads import PayloadFiles
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +46,54 @@ _SCHEMA_1 = [
 ]
 
 
-def _m1(db: sqlite_utils.Database) -> None:
+def _m1(db: sqlite_utils.Database, path: Path) -> None:
     for sql in _SCHEMA_1:
         db.conn.execute(sql)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1]
+def _m2(db: sqlite_utils.Database, path: Path) -> None:
+    """Bodies move from SQLite BLOBs into append-only files; one index row per (node, seq)."""
+    c = db.conn
+    c.execute(
+        "CREATE TABLE updates (round_id INTEGER, node_id TEXT, seq INTEGER, update_id TEXT, "
+        "factor REAL, received_at REAL, dtype TEXT, offset INTEGER, length INTEGER, "
+        "PRIMARY KEY (round_id, node_id, seq))"
+    )
+    c.execute("ALTER TABLE accepted ADD COLUMN update_id TEXT")
+    files = PayloadFiles(payload_dir(path))
+    rows = c.execute(
+        "SELECT round_id, node_id, seq, update_id, factor, received_at, dtype, body "
+        "FROM submissions ORDER BY round_id, node_id"
+    )
+    for r in rows:
+        offset, length = files.append(int(r[0]), bytes(r[7]))
+        c.execute(
+            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [*r[:7], offset, length]
+        )
+    files.sync()
+    files.close()
+    c.execute("DROP TABLE submissions")
 
 
-def open_db(path: str | os.PathLike[str]) -> sqlite_utils.Database:
-    """Open (create, migrate) the state database in WAL mode."""
+MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2]
+
+
+def payload_dir(db_path: Path) -> Path:
+    return db_path.with_name(f"{db_path.name}.payloads")
+
+
+def open_db(path: str | os.PathLike[str], *, fsync: bool = False) -> sqlite_utils.Database:
+    """Open (create, migrate) the state database in WAL mode.
+
+    ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process (kill -9), a
+    power loss may take the last commits with it; ``fsync=True`` makes it ``FULL``.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(p), isolation_level=None)
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
     db.execute("PRAGMA busy_timeout=10000")
     migrate(db, p)
     return db
@@ -79,7 +115,7 @@ def migrate(db: sqlite_utils.Database, path: Path) -> None:
     for number in range(current + 1, len(MIGRATIONS) + 1):
         db.conn.execute("BEGIN")
         try:
-            MIGRATIONS[number - 1](db)
+            MIGRATIONS[number - 1](db, path)
             db.conn.execute(f"PRAGMA user_version={number}")
         except BaseException:
             db.conn.execute("ROLLBACK")
@@ -101,16 +137,22 @@ class RoundRow:
 class State:
     """Typed access to the tables; one instance per thread that owns the connection."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.db = open_db(path)
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.db = open_db(path, fsync=fsync)
+        self.fsync = fsync
+        self.payloads = PayloadFiles(payload_dir(Path(path)))
 
     def close(self) -> None:
+        self.payloads.close()
         self.db.conn.close()
 
     def begin(self) -> None:
         self.db.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
+        """Commit; with ``fsync`` the bodies appended in this transaction reach the disk first."""
+        if self.fsync:
+            self.payloads.sync()
         self.db.conn.execute("COMMIT")
 
     def rollback(self) -> None:
@@ -181,26 +223,35 @@ class State:
                 "num_submissions=? WHERE round_id=?",
                 [created_at, version, n, round_id],
             )
-            c.execute("DELETE FROM submissions WHERE round_id<=?", [round_id])
+            c.execute("DELETE FROM updates WHERE round_id<=?", [round_id])
             c.execute("DELETE FROM centrals WHERE version<?", [version - 4])
         except BaseException:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+        self.payloads.drop_through(round_id)
 
-    # leader: who holds what ------------------------------------------------------------
-    def record_accepted(self, round_id: int, node_id: str, worker_id: str, seq: int) -> bool:
-        """Remember the newest (seq) holder of a node's update; True when it is new or newer."""
-        row = self.db.execute(
-            "SELECT seq FROM accepted WHERE round_id=? AND node_id=?", [round_id, node_id]
-        ).fetchone()
-        if row is not None and int(row[0]) >= seq:
-            return False
+    def drop_bodies_through(self, round_id: int) -> None:
+        """A worker's cleanup once the leader finished ``round_id`` (its index and files)."""
+        self.db.execute("DELETE FROM updates WHERE round_id<=?", [round_id])
+        self.payloads.drop_through(round_id)
+
+    # leader: which (node, seq) counts, held by which worker ---------------------------------
+    def record_accepted(
+        self, round_id: int, node_id: str, worker_id: str, seq: int, update_id: str
+    ) -> None:
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?)",
-            [round_id, node_id, worker_id, seq],
+            "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?, ?)",
+            [round_id, node_id, worker_id, seq, update_id],
         )
-        return True
+
+    def accepted_one(self, round_id: int, node_id: str) -> tuple[str, int] | None:
+        """(worker, seq) of the node's update that counts in ``round_id``, or None."""
+        row = self.db.execute(
+            "SELECT worker_id, seq FROM accepted WHERE round_id=? AND node_id=?",
+            [round_id, node_id],
+        ).fetchone()
+        return (str(row[0]), int(row[1])) if row else None
 
     def accepted(self, round_id: int) -> dict[str, tuple[str, int]]:
         rows = self.db.execute(
@@ -210,13 +261,15 @@ class State:
 
     # worker: bodies ---------------------------------------------------------------------
     def stored_seq(self, round_id: int, node_id: str) -> tuple[int, str] | None:
+        """(seq, update_id) of the newest update stored for the node in ``round_id``."""
         row = self.db.execute(
-            "SELECT seq, update_id FROM submissions WHERE round_id=? AND node_id=?",
+            "SELECT seq, update_id FROM updates WHERE round_id=? AND node_id=? "
+            "ORDER BY seq DESC LIMIT 1",
             [round_id, node_id],
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else None
 
-    def store_submission(
+    def store_update(
         self,
         round_id: int,
         node_id: str,
@@ -227,28 +280,36 @@ class State:
         dtype: str,
         body: bytes,
     ) -> None:
+        """Append the body to the round's file and index it (inside the caller's transaction)."""
+        offset, length = self.payloads.append(round_id, body)
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [round_id, node_id, seq, update_id, factor, received_at, dtype, body],
+            "INSERT OR REPLACE INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [round_id, node_id, seq, update_id, factor, received_at, dtype, offset, length],
         )
 
-    def submissions(
-        self, round_id: int, nodes: list[str]
+    def bodies(
+        self, round_id: int, wanted: dict[str, int]
     ) -> Iterator[tuple[str, int, float, bytes]]:
-        """(node, seq, factor, body) of the given nodes, one at a time, in node-id order."""
-        for node in sorted(nodes):
-            row = self.db.execute(
-                "SELECT seq, factor, body FROM submissions WHERE round_id=? AND node_id=?",
-                [round_id, node],
-            ).fetchone()
-            if row is not None:
-                yield node, int(row[0]), float(row[1]), bytes(row[2])
+        """(node, seq, factor, body) of exactly the wanted (node -> seq), in node-id order."""
+        with self.payloads.reader(round_id) as read:
+            for node in sorted(wanted):
+                row = self.db.execute(
+                    "SELECT factor, offset, length FROM updates "
+                    "WHERE round_id=? AND node_id=? AND seq=?",
+                    [round_id, node, wanted[node]],
+                ).fetchone()
+                body = read(int(row[1]), int(row[2])) if row else None
+                if row is not None and body is not None:
+                    yield node, wanted[node], float(row[0]), body
 
-    def submitted_nodes(self, round_id: int) -> list[tuple[str, int]]:
+    def latest_updates(self, round_id: int) -> list[tuple[str, int, str]]:
+        """(node, seq, update_id) of each node's newest stored update, in node-id order."""
         rows = self.db.execute(
-            "SELECT node_id, seq FROM submissions WHERE round_id=? ORDER BY node_id", [round_id]
+            "SELECT node_id, max(seq), update_id FROM updates WHERE round_id=? "
+            "GROUP BY node_id ORDER BY node_id",
+            [round_id],
         ).fetchall()
-        return [(r[0], int(r[1])) for r in rows]
+        return [(r[0], int(r[1]), str(r[2])) for r in rows]
 
     def count_rejection(self, round_id: int, reason: str) -> None:
         self.db.execute(

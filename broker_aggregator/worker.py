@@ -1,9 +1,12 @@
-"""An aggregator worker: stores checked updates on receipt, acknowledges them, sums on request.
+"""An aggregator worker: stores checked updates on receipt, reports them, sums on request.
 
 Several workers can share the update stream (MQTT 5 ``$share``); each keeps the bodies it
-received in its own SQLite file and, when the leader closes the round, answers with the float64
-sum of the nodes assigned to it. The worker inside the leader's process is the same class.
-All methods run on the service loop's thread (it owns the SQLite connection).
+received in its own state (SQLite index, append-only body files) and reports each stored
+update to the leader, which alone tells the node ``stored`` once the update counts in the round.
+A worker answers a node itself only with a final rejection. When the leader closes the round,
+the worker answers with the float64 sum of exactly the (node, seq) it was assigned, in node-id
+order. The worker inside the leader's process is the same class. All methods run on the
+service loop's thread (it owns the SQLite connection), inside the loop's transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from vfer.messages import (
     ProgressMsg,
     RoundMsg,
     UpdateHeader,
-    to_json,
 )
 from vfer.topics import Topics
 
@@ -41,35 +43,33 @@ class Worker:
         worker_id: str,
         state: State,
         topics: Topics,
-        publish: Publish,
         expectations: Expectations,
         weighting: str,
-        report_progress: Callable[[ProgressMsg], None],
     ) -> None:
         self.worker_id = worker_id
         self.state = state
         self.topics = topics
-        self._publish = publish
         #: Read by paho's thread to check updates; replaced whole, never mutated.
         self.expect = expectations
         self.weighting = weighting
-        self._report = report_progress
         self._central_version: int | None = None
         self._central: Mapping[str, np.ndarray] = {}
         self._round: RoundMsg | None = None
         self.stored = 0
-        self._held: list[AckMsg | ProgressMsg] | None = None
 
     # what the round and central topics tell us ----------------------------------------
-    def on_round(self, msg: RoundMsg) -> None:
+    def on_round(self, msg: RoundMsg) -> list[ProgressMsg]:
+        """A round announcement; returns progress to re-report when a round (re)opens."""
         cur = self._round
         order = {"open": 0, "closing": 1, "finished": 2}
         if cur is not None and (msg.round_id, order[msg.state]) < (cur.round_id, order[cur.state]):
-            return  # an older retained round arriving late
+            return []  # an older retained round arriving late
         self._round = msg
         self._refresh()
-        if msg.state == "open":
-            self.announce(msg.round_id)
+        done_through = msg.round_id if msg.state == "finished" else msg.round_id - 1
+        if done_through > 0:
+            self.state.drop_bodies_through(done_through)
+        return self.announce(msg.round_id) if msg.state == "open" else []
 
     def on_central(self, version: int, weights: Mapping[str, np.ndarray]) -> None:
         if self._central_version is not None and version <= self._central_version:
@@ -94,18 +94,19 @@ class Worker:
         )
 
     # updates ----------------------------------------------------------------------------
-    def handle_update(self, checked: CheckedUpdate) -> None:
+    def handle_update(self, checked: CheckedUpdate) -> ProgressMsg | AckMsg | None:
+        """Store a checked update; progress for the leader, or the node's rejection ack."""
         h = checked.header
         exp = self.expect
         if h.round_id != exp.round_id or not exp.round_open:
-            self.reject(h.node_id, "round_closed", f"round {h.round_id} closed before storing", h)
-            return
+            return self.reject(
+                h.node_id, "round_closed", f"round {h.round_id} closed before storing", h
+            )
         verdict = admit(self.state.stored_seq(h.round_id, h.node_id), h.seq, h.update_id)
         if verdict is Admission.REPLAY:
-            self.reject(h.node_id, "replay", f"seq {h.seq} is older than the stored update", h)
-            return
+            return self.reject(h.node_id, "replay", f"seq {h.seq} is older than the stored one", h)
         if verdict in (Admission.STORE, Admission.REPLACE):
-            self.state.store_submission(
+            self.state.store_update(
                 h.round_id,
                 h.node_id,
                 h.seq,
@@ -118,78 +119,59 @@ class Worker:
             self.stored += 1
             log.debug("stored %s from %s (%s)", h.update_id, h.node_id, verdict.value)
         else:
-            log.info("duplicate update %s from %s acknowledged again", h.update_id, h.node_id)
-        self._ack(
-            AckMsg(node_id=h.node_id, round_id=h.round_id, update_id=h.update_id, status="stored")
+            log.info("duplicate update %s from %s reported again", h.update_id, h.node_id)
+        return ProgressMsg(
+            node_id=h.node_id,
+            worker_id=self.worker_id,
+            round_id=h.round_id,
+            seq=h.seq,
+            update_id=h.update_id,
         )
-        progress = ProgressMsg(
-            node_id=h.node_id, worker_id=self.worker_id, round_id=h.round_id, seq=h.seq
-        )
-        if self._held is not None:
-            self._held.append(progress)
-        else:
-            self._report(progress)
 
-    def reject(self, node_id: str, reason: str, detail: str, header: object | None) -> None:
-        """Log and count a rejection; tell the node when its own envelope was readable and final."""
+    def reject(
+        self, node_id: str, reason: str, detail: str, header: object | None
+    ) -> AckMsg | None:
+        """Log and count a rejection; the node's ack when its own envelope was readable and final."""
         log.warning("rejected update from node %s: reason=%s (%s)", node_id, reason, detail)
         round_id = self.expect.round_id or 0
         self.state.count_rejection(round_id, reason)
         if isinstance(header, UpdateHeader) and reason != "ahead":
-            self._ack(
-                AckMsg(
-                    node_id=header.node_id,
-                    round_id=header.round_id,
-                    update_id=header.update_id,
-                    status="rejected",
-                    reason=reason,
-                )
+            return AckMsg(
+                node_id=header.node_id,
+                round_id=header.round_id,
+                update_id=header.update_id,
+                status="rejected",
+                reason=reason,
             )
+        return None
 
-    def hold(self) -> None:
-        """Keep acks and progress reports until :meth:`release` (after the commit)."""
-        self._held = []
-
-    def release(self) -> None:
-        held, self._held = self._held or [], None
-        for msg in held:
-            if isinstance(msg, AckMsg):
-                self._ack(msg)
-            else:
-                self._report(msg)
-
-    def _ack(self, ack: AckMsg) -> None:
-        if self._held is not None:
-            self._held.append(ack)
-            return
-        self._publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
-
-    def announce(self, round_id: int) -> None:
-        """Tell the leader again about every update stored for ``round_id`` (after restarts)."""
-        for node, seq in self.state.submitted_nodes(round_id):
-            self._report(
-                ProgressMsg(node_id=node, worker_id=self.worker_id, round_id=round_id, seq=seq)
+    def announce(self, round_id: int) -> list[ProgressMsg]:
+        """Progress for every update stored for ``round_id`` (after restarts)."""
+        return [
+            ProgressMsg(
+                node_id=node, worker_id=self.worker_id, round_id=round_id, seq=seq, update_id=uid
             )
+            for node, seq, uid in self.state.latest_updates(round_id)
+        ]
 
     # closing ----------------------------------------------------------------------------
     def partial(self, close: CloseMsg) -> tuple[PartialHeader, RunningSum] | None:
-        """The sum over the nodes the leader assigned to this worker, or None if none."""
-        nodes = close.assignments.get(self.worker_id)
-        if nodes is None:
+        """The sum over exactly the (node, seq) the leader assigned to this worker, or None."""
+        wanted = close.assignments.get(self.worker_id)
+        if wanted is None:
             return None
         if self._round is not None and self._round.round_id == close.round_id:
             self._round = self._round.model_copy(update={"state": "closing"})
             self._refresh()
         acc = RunningSum()
         summed: dict[str, int] = {}
-        for node, seq, factor, body in self.state.submissions(close.round_id, nodes):
-            weights = wcodec.from_bytes(body)
-            acc.add({n: a.astype(np.float32) for n, a in weights.items()}, factor)
+        for node, seq, factor, body in self.state.bodies(close.round_id, wanted):
+            acc.add(wcodec.from_bytes(body), factor)
             summed[node] = seq
-        missing = sorted(set(nodes) - set(summed))
+        missing = sorted(set(wanted) - set(summed))
         if missing:
-            log.warning(
-                "round %d: no stored update for assigned nodes %s", close.round_id, missing[:10]
+            log.error(
+                "round %d: no stored body for assigned updates of %s", close.round_id, missing[:10]
             )
         header = PartialHeader(
             worker_id=self.worker_id,

@@ -154,20 +154,27 @@ class StatusMsg(_NodeMessage):
 
 
 class ProgressMsg(_NodeMessage):
-    """``<prefix>/aggregator/progress``: a worker stored a node's update (worker to leader)."""
+    """``<prefix>/aggregator/progress``: a worker stored a node's update (worker to leader).
+
+    The leader answers the node (the ``stored`` ack) only once it has counted the update in
+    the round, so a node is never told ``stored`` for an update the round will leave out.
+    """
 
     kind: Literal["progress"] = "progress"
     worker_id: str
     round_id: int
     seq: int
+    update_id: str
 
 
 class CloseMsg(_Message):
-    """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these nodes."""
+    """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these updates."""
 
     kind: Literal["close"] = "close"
     round_id: int
-    assignments: dict[str, list[str]]
+    assignments: dict[str, dict[str, int]] = Field(
+        description="worker id -> {node id: seq}: exactly the updates that count"
+    )
 
 
 class PartialHeader(_Framed):
