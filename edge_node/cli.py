@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from edge_node.cli_adapt import adapt_cmd, model_group
 from vfer.cli import UserError, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--duration", type=click.FloatRange(min=0, min_open=True), help="stop after S seconds"
 )
+@click.option(
+    "--keep-running", is_flag=True, help="stay up after a file/folder source ends (until SIGTERM)"
+)
 def run_cmd(
     config_path: Path | None,
     source: str | None,
@@ -49,10 +53,11 @@ def run_cmd(
     loop: bool | None,
     max_frames: int | None,
     duration: float | None,
+    keep_running: bool,
 ) -> None:
     """Capture, recognize and record until SIGTERM/SIGINT (or the source ends)."""
     from edge_node.config import load_node_config
-    from edge_node.service import resolve_face_model, run_node, stop_on_signals
+    from edge_node.service import resolve_face_model, serve, stop_on_signals
 
     overrides: dict[str, Any] = {
         "camera.source": source,
@@ -73,13 +78,14 @@ def run_cmd(
     face = resolve_face_model(config.face.model, config.bundle)
     stop = threading.Event()
     with stop_on_signals(stop):
-        summary = run_node(
+        summary = serve(
             config,
             face_model=face,
             stop=stop,
             kiosk=config.kiosk.enabled,
             max_frames=max_frames,
             duration_s=duration,
+            keep_running=keep_running,
         )
     click.echo(
         f"{summary.frames} frames ({summary.fps:.1f} fps), {len(summary.clips_saved)} clips saved, "
@@ -236,14 +242,8 @@ def _r4(x: Any) -> float:
     return round(float(x), 4)
 
 
-def _register_adaptation() -> None:
-    from edge_node.cli_adapt import adapt_cmd, model_group
-
-    cli.add_command(adapt_cmd)
-    cli.add_command(model_group)
-
-
-_register_adaptation()
+cli.add_command(adapt_cmd)
+cli.add_command(model_group)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from vfer.runtime import IferHead, VferStep
 
 log = logging.getLogger(__name__)
 
-PREVIEW_WIDTH = 640
+PREVIEW_WIDTH = 480  # enough for the kiosk's preview tile; JPEG cost grows with area
 THUMBNAIL_EVERY = 5  # frames between thumbnail candidates (opt-in thumbnails only)
 
 
@@ -317,7 +317,7 @@ class Pipeline:
             clip_frames=len(clip.times) if clip is not None else 0,
             fps=round(self._fps, 1),
         )
-        if self.options.preview and now >= self._next_preview:
+        if self.options.preview and now >= self._next_preview and self.state.preview_wanted(now):
             self._next_preview = now + 1.0 / self.options.preview_fps
             small = (
                 frame.rgb
@@ -325,7 +325,7 @@ class Pipeline:
                 else cv2.resize(frame.rgb, (pw, ph), interpolation=cv2.INTER_AREA)
             )
             ok, jpeg = cv2.imencode(
-                ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75]
+                ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70]
             )
             if ok:
                 self.state.set_preview(jpeg.tobytes())

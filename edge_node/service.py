@@ -183,3 +183,48 @@ def run_node(
         summary.corrupt_frames,
     )
     return summary
+
+
+def serve(
+    config: NodeConfig,
+    *,
+    face_model: Path,
+    stop: threading.Event,
+    kiosk: bool = False,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
+    keep_running: bool = False,
+) -> RunSummary:
+    """The whole node: the capture loop plus, when configured, the personalizer thread.
+
+    The personalizer adapts v in the nightly window (or per federation round) and talks to the
+    aggregator; it shares the capture loop's state and stop event. With ``keep_running`` the node
+    stays up after a file or folder source ends (kiosk, federation) until ``stop`` is set.
+    """
+    from edge_node.personalizer import Personalizer
+
+    state = NodeState()
+    personalizer = None
+    if config.adaptation.enabled or config.federation.enabled:
+        personalizer = Personalizer(config, state, stop)
+        personalizer.start()
+    try:
+        summary = run_node(
+            config,
+            face_model=face_model,
+            stop=stop,
+            state=state,
+            kiosk=kiosk,
+            max_frames=max_frames,
+            duration_s=duration_s,
+        )
+        if keep_running and not summary.stopped:
+            log.info("source ended; staying up for personalization and federation until stopped")
+            while not stop.wait(1.0):
+                if personalizer is not None and personalizer.error is not None:
+                    raise UserError(f"personalizer failed: {personalizer.error}")
+    finally:
+        stop.set()
+        if personalizer is not None:
+            personalizer.join(timeout=60)
+    return summary

@@ -59,8 +59,11 @@ class NodeState:
         self._state = LiveState()
         self._preview: bytes | None = None
         self._preview_seq = 0
+        self._preview_asked = -1e9  # monotonic time a viewer last asked for the preview
         self.pause_requested = threading.Event()  # set: do not record (inference still runs)
-        self.forget_requested = threading.Event()  # set by the kiosk; the node deletes and clears it
+        self.forget_requested = (
+            threading.Event()
+        )  # set by the kiosk; the node deletes and clears it
         self.forget_done = threading.Condition(self._lock)
         self._forget_generation = 0
 
@@ -84,8 +87,18 @@ class NodeState:
             self._preview_seq += 1
 
     def preview(self) -> tuple[int, bytes | None]:
+        """The latest preview JPEG; reading it tells the pipeline someone is watching."""
         with self._lock:
+            self._preview_asked = time.monotonic()
             return self._preview_seq, self._preview
+
+    def preview_wanted(self, now: float, within_s: float = 2.0) -> bool:
+        """True while a viewer read the preview in the last ``within_s`` seconds (monotonic time).
+
+        The pipeline encodes preview JPEGs only then: nobody watching costs nothing.
+        """
+        with self._lock:
+            return now - self._preview_asked <= within_s
 
     def request_forget(self, timeout: float = 30.0) -> bool:
         """Ask the node to delete every clip; True once it reports done within ``timeout``."""

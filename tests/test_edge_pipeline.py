@@ -138,7 +138,9 @@ def test_live_state_pause_and_forget(
             state,
             PipelineOptions(POLICY, preview=True, preview_fps=1000),
         )
-        for f in hap[:10]:
+        pipe.process(hap[0])
+        assert state.preview() == (0, None)  # nobody watched yet: no JPEG was encoded
+        for f in hap[1:10]:  # that read made the node encode previews from now on
             pipe.process(f)
         snap = state.snapshot()
         assert snap.face_present and snap.recording and snap.clip_frames == 10
@@ -149,7 +151,7 @@ def test_live_state_pause_and_forget(
         x, y, w, h = snap.face_box or (0, 0, 0, 0)
         assert snap.frame_size == (480, 360) and 0 <= x < x + w <= 480 and 0 <= y < y + h <= 360
         seq, jpeg = state.preview()
-        assert seq == 10 and jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        assert seq == 9 and jpeg is not None and jpeg[:2] == b"\xff\xd8"
         assert snap.model.bundle_id and snap.clips_stored == 0
 
         state.pause_requested.set()  # the open clip is now not recorded; inference goes on

@@ -135,3 +135,16 @@ def test_summary_counts_orders_classes_and_sorts_buckets() -> None:
 def test_class_order_keeps_the_bundle_order_first() -> None:
     assert class_order(("b", "a"), {"c": 1, "a": 2}, {"d": 1}) == ["b", "a", "c", "d"]
     assert clip_row(Clip(7, 1.0, 2.0, 3, "x", 0.123456))["confidence"] == 0.1235
+
+
+def test_preview_is_encoded_only_while_someone_watches() -> None:
+    import time as _time
+
+    from edge_node.state import NodeState
+
+    state = NodeState()
+    now = _time.monotonic()
+    assert not state.preview_wanted(now)  # nobody has asked: the pipeline skips JPEG encoding
+    state.preview()  # a viewer (MJPEG stream or /preview.jpg) reads it
+    assert state.preview_wanted(_time.monotonic())
+    assert not state.preview_wanted(_time.monotonic() + 5.0)  # the viewer left
