@@ -163,8 +163,11 @@ def experiment_cmd(
 
     setup_logging("INFO")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices
-    if root is not None and not root.exists():
-        raise UserError(f"{root}: no such corpus folder")
+    if root is None and corpus != "synthetic":
+        raise UserError(f"--corpus {corpus} needs --root PATH (only synthetic is generated)")
+    for given in (root, target_root):
+        if given is not None and not given.exists():
+            raise UserError(f"{given}: no such corpus folder")
     if target_root is not None and target is None:
         target = corpus
     options = ExperimentOptions(

@@ -3,7 +3,7 @@ the central model, and predictions of g and v from cached embeddings.
 
 The synthetic pair used by ``cross``: corpus **A** is rendered with ``--seed`` at 320x240;
 corpus **B** with seed ``seed + 1000`` (other people, rooms, expression styles) by a different
-"camera": 240x180 at a lower frame rate (12 fps instead of 20; quick: 10 instead of 12). Both come from the same generator, so B is a milder shift than
+"camera": 240x180 at a lower frame rate (12 fps instead of 20; quick: 8 instead of 10). Both come from the same generator, so B is a milder shift than
 CREMA-D -> MSP-IMPROV, but a real one: no person, room or frame size of B is seen in training.
 """
 
@@ -66,8 +66,8 @@ PROFILES = {
     ),
     "quick": ExperimentProfile(
         train=QUICK,
-        synth_a=SynthSizes(12, 6, 3, 2, 24, 36, 12.0),
-        synth_b=SynthSizes(3, 6, 3, 0, 24, 36, 10.0, 240, 180),
+        synth_a=SynthSizes(20, 4, 3, 2, 20, 28, 10.0),
+        synth_b=SynthSizes(3, 4, 3, 0, 20, 28, 8.0, 240, 180),
     ),
 }
 

@@ -1,0 +1,214 @@
+"""The experiments: the per-subject split (pure), each experiment on a tiny synthetic corpus, the
+report keys, repeatability, and the CLI's `experiment all --quick` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.support import paths
+from training.corpora import Record
+from training.experiments import ExperimentOptions, run_experiment, subject_splits
+from training.experiments.protocol import sign_of, split_subject
+from training.experiments.setup import ExperimentProfile, SynthSizes
+from training.synthetic.generate import SynthConfig, generate
+from training.train import TrainProfile
+from vfer.classes import EMOTIONS_4
+
+TINY_A = SynthSizes(5, 2, 2, 1, 8, 10, 10.0)
+TINY_B = SynthSizes(2, 2, 2, 0, 8, 10, 8.0, 240, 180)
+TINY = ExperimentProfile(train=TrainProfile(g_epochs=3, v_epochs=2), synth_a=TINY_A, synth_b=TINY_B)
+METRIC_KEYS = {"precision", "recall", "f1"}
+
+
+def records(n_per_class: int, subject: str = "s1") -> list[Record]:
+    return [
+        Record(Path(f"{subject}_{c}_{i}.mp4"), subject, c, "test")
+        for c in EMOTIONS_4
+        for i in range(n_per_class)
+    ]
+
+
+def test_split_is_stratified_disjoint_and_seeded() -> None:
+    recs = records(6)
+    adapt, held = split_subject(recs, 0.5, seed=0)
+    assert len(adapt) == len(held) == 12
+    assert set(adapt).isdisjoint(held) and set(adapt) | set(held) == set(recs)
+    for c in EMOTIONS_4:
+        assert sum(r.label == c for r in adapt) == 3
+    assert split_subject(recs, 0.5, seed=0) == (adapt, held)
+    assert split_subject(recs, 0.5, seed=1)[0] != adapt
+    # a class with two clips gives one to each side; with one clip it is only evaluated
+    two, one = split_subject(records(2), 0.5, 0), split_subject(records(1), 0.5, 0)
+    assert len(two[0]) == len(two[1]) == 4
+    assert one[0] == [] and set(one[1]) == set(records(1))
+
+
+def test_subject_splits_one_per_subject() -> None:
+    recs = records(2, "a") + records(2, "b")
+    splits = subject_splits(recs, 0.5, seed=3)
+    assert [s.subject for s in splits] == ["a", "b"]
+    assert all({r.subject for r in s.adapt + s.evaluate} == {s.subject} for s in splits)
+
+
+def test_sign_is_reported_as_measured() -> None:
+    assert sign_of(0.01) == "gain" and sign_of(-0.01) == "loss" and sign_of(1e-12) == "no change"
+
+
+def make_corpus(where: Path, sizes: SynthSizes, seed: int) -> Path:
+    cfg = SynthConfig(
+        subjects=sizes.subjects,
+        clips_per_class=sizes.clips_per_class,
+        classes=EMOTIONS_4,
+        seed=seed,
+        width=sizes.width,
+        height=sizes.height,
+        fps=sizes.fps,
+        min_frames=sizes.min_frames,
+        max_frames=sizes.max_frames,
+        dev_subjects=sizes.dev_subjects,
+        test_subjects=sizes.test_subjects,
+    )
+    generate(cfg, where)
+    return where
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not paths.FACE_MODEL.exists() or not paths.BACKBONE_INT8.exists():
+        pytest.skip("shared models absent")
+    root = tmp_path_factory.mktemp("exp")
+    return {
+        "a": make_corpus(root / "a", TINY_A, 7),
+        "b": make_corpus(root / "b", TINY_B, 8),
+        "work": root / "work",
+        "root": root,
+    }
+
+
+def options(tiny: dict[str, Path], out: Path, **kw: Any) -> ExperimentOptions:
+    base = ExperimentOptions(
+        corpus="synthetic",
+        out=out,
+        root=tiny["a"],
+        target="synthetic",
+        target_root=tiny["b"],
+        cache=tiny["work"],
+        classes=EMOTIONS_4,
+        profile_override=TINY,
+        progress=False,
+    )
+    return replace(base, **kw)
+
+
+@pytest.fixture(scope="module")
+def report_all(tiny: dict[str, Path]) -> dict[str, Any]:
+    return run_experiment("all", options(tiny, tiny["root"] / "out-all"))
+
+
+def check_scores(s: dict[str, Any]) -> None:
+    assert set(s["per_class"]) == set(EMOTIONS_4)
+    for row in s["per_class"].values():
+        assert set(row) >= METRIC_KEYS and all(0 <= row[k] <= 1 for k in METRIC_KEYS)
+    for avg in ("macro", "micro"):
+        assert set(s[avg]) == METRIC_KEYS
+    assert s["micro"]["f1"] == pytest.approx(s["accuracy"])
+
+
+@pytest.mark.slow
+def test_all_writes_every_section(report_all: dict[str, Any], tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "out-all"
+    on_disk = json.loads((out / "report.json").read_text())
+    assert {"table1", "within", "cross", "fedavg"} <= set(on_disk)
+    check_scores(on_disk["table1"])
+    assert on_disk["table1"]["subjects"] and on_disk["table1"]["test_clips"] == 2 * 4 * 2
+    for key in ("within", "cross", "fedavg"):
+        sec = on_disk[key]
+        check_scores(sec["before"])
+        check_scores(sec["after"])
+        assert len(sec["subjects"]) == 2
+        changes = [r["micro_f1_change"] for r in sec["subjects"]]
+        assert sec["mean_subject_micro_f1_change"] == pytest.approx(np.mean(changes))
+        assert sec["sign"] == sign_of(sec["mean_subject_micro_f1_change"])
+    w = on_disk["within"]
+    for row in w["subjects"]:
+        assert row["adapt_clips"] == 4 and row["eval_clips"] == 4  # 1 of 2 clips per class each
+        assert row["micro_f1_change"] == pytest.approx(
+            row["micro_f1_after"] - row["micro_f1_before"]
+        )
+        assert 0 <= row["selected"] <= 4
+    assert on_disk["cross"]["target"] == "synthetic" and on_disk["cross"]["source"] == "synthetic"
+    fed = on_disk["fedavg"]
+    assert [r["round"] for r in fed["rounds"]] == [0, 1, 2]
+    assert fed["before"]["micro"] == fed["rounds"][0]["micro"]
+    assert fed["after"]["micro"] == fed["rounds"][-1]["micro"]
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {
+        "fig3_within_subject_change.png",
+        "table1_ifer_confusion.png",
+        "training_loss.png",
+    } <= pngs
+    assert "## Table 1" in (out / "report.md").read_text()
+    assert len(on_disk["training"]["log"]) == 3 + 2
+
+
+@pytest.mark.slow
+def test_single_experiments_repeat_and_reuse_the_model(
+    report_all: dict[str, Any], tiny: dict[str, Path]
+) -> None:
+    again = run_experiment("within", options(tiny, tiny["root"] / "out-within"))
+    assert set(again) >= {"within", "meta"} and "table1" not in again
+    # the central model is reused (same fingerprint) and personalization is deterministic
+    assert again["training"]["bundles"] == report_all["training"]["bundles"]
+    assert again["within"]["subjects"] == report_all["within"]["subjects"]
+    one = run_experiment("fedavg", options(tiny, tiny["root"] / "out-fed", rounds=1))
+    assert [r["round"] for r in one["fedavg"]["rounds"]] == [0, 1]
+    assert one["fedavg"]["rounds"][1] == report_all["fedavg"]["rounds"][1]
+
+
+@pytest.mark.slow
+def test_cli_experiment_all_quick(report_all: dict[str, Any], tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "out-cli"
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO), "FEDVFER_MODELS": str(paths.MODELS)}
+    cmd = [sys.executable, "-m", "training", "experiment", "all", "--corpus", "synthetic"]
+    cmd += ["--root", str(tiny["a"]), "--target-root", str(tiny["b"]), "--cache", str(tiny["work"])]
+    cmd += ["--out", str(out), "--quick", "--seed", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=paths.REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "table1: IFER macro-F1" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert {"table1", "within", "cross", "fedavg"} <= set(report)
+    assert report["meta"]["profile"] == "quick" and report["meta"]["seed"] == 1
+    assert len(report["training"]["log"]) == 20 + 12
+    # another seed, other figures
+    a = (tiny["root"] / "out-all" / "training_loss.png").read_bytes()
+    assert (out / "training_loss.png").read_bytes() != a
+    # a bad corpus path is one line, not a traceback
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "experiment",
+            "within",
+            "--corpus",
+            "crema-d",
+            "--out",
+            str(out / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=paths.REPO,
+    )
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "--root" in bad.stderr
