@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
+import struct
 import sys
 import tempfile
 import threading
@@ -35,7 +37,7 @@ from tests.support.mosquitto import start_mosquitto  # noqa: E402
 from vfer import signing  # noqa: E402
 from vfer import weights as wcodec  # noqa: E402
 from vfer.fedavg import aggregate  # noqa: E402
-from vfer.messages import CentralHeader, UpdateHeader, open_central, pack, unpack  # noqa: E402
+from vfer.messages import MAGIC, CentralHeader, UpdateHeader, open_central, pack, unpack  # noqa: E402
 
 BROKER_CONF = (
     "max_packet_size 4200000\nmax_queued_messages 100000\nmax_queued_bytes 0\n"
@@ -52,12 +54,16 @@ def run_round(
     port: int,
     keys: tuple[Path, Path],
     base: dict[str, np.ndarray],
+    broker_pid: int,
 ) -> dict[str, object]:
     initial = work / "initial.safetensors"
     wcodec.save(initial, base)
     rng = np.random.default_rng(n)
     sets = [personalized(base, rng) for _ in range(DISTINCT)]
     bodies = [wcodec.to_bytes(s) for s in sets]
+    # Each simulated node would hash its own body on its own Pi: hash each distinct body once
+    # here, so the load generator does not eat the CPU the broker and aggregator share with it.
+    digests = [hashlib.sha256(b).hexdigest() for b in bodies]
     agg = AggregatorProcess(
         [
             "--broker",
@@ -88,11 +94,20 @@ def run_round(
     peak = [0]
     stop = threading.Event()
 
+    cpu = {"aggregator": 0.0, "broker": 0.0, "this": 0.0}
+    procs = {"aggregator": psutil.Process(agg.pid), "broker": psutil.Process(broker_pid)}
+    me = psutil.Process()
+
+    def cpu_s(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
     def watch() -> None:
-        proc = psutil.Process(agg.pid)
         while not stop.is_set():
             try:
-                peak[0] = max(peak[0], proc.memory_info().rss)
+                peak[0] = max(peak[0], procs["aggregator"].memory_info().rss)
+                for name, p in procs.items():
+                    cpu[name] = cpu_s(p)  # the last reading before it exits
             except psutil.Error:
                 return
             stop.wait(0.02)
@@ -125,6 +140,8 @@ def run_round(
     c.subscribe("fedvfer/round", 1)
     opened.wait(30)
     sent_count = [0] * DISTINCT
+    cpu0 = {name: cpu_s(p) for name, p in procs.items()}
+    me0, load0 = cpu_s(me), os.getloadavg()[0]
     t0 = time.perf_counter()
     for i in range(n):
         with cond:
@@ -139,11 +156,14 @@ def run_round(
             seq=1,
             created_at=time.time(),
             clips_per_class={"happiness": 5},
+            body_size=len(bodies[k]),
+            body_sha256=digests[k],
         )
-        c.publish(f"fedvfer/nodes/sim-{i:05d}/update", pack(header, bodies[k]), qos=1)
+        c.publish(f"fedvfer/nodes/sim-{i:05d}/update", frame(header, bodies[k]), qos=1)
     with cond:
         cond.wait_for(lambda: bool(central), timeout=300)
     wall = time.perf_counter() - t0
+    me1, load1 = cpu_s(me), os.getloadavg()[0]
     agg.wait(timeout=60)
     stop.set()
     c.loop_stop()
@@ -159,6 +179,13 @@ def run_round(
         "wall_s": round(wall, 3),
         "submissions_per_s": round(n / wall, 1),
         "aggregator_peak_rss_mb": round(peak[0] / 2**20, 1),
+        # CPU seconds each process spent between the first publish and the central
+        "cpu_ms_per_update": {
+            "aggregator": round(1000 * (cpu["aggregator"] - cpu0["aggregator"]) / n, 2),
+            "mosquitto": round(1000 * (cpu["broker"] - cpu0["broker"]) / n, 2),
+            "load_generator": round(1000 * (me1 - me0) / n, 2),
+        },
+        "load_average_1min": [round(load0, 2), round(load1, 2)],
         "acks": len(acked),
         "central_num_submissions": hdr.num_submissions,
         "max_abs_error_vs_numpy_mean": err,
@@ -178,6 +205,12 @@ def run_round(
             )
         ),
     }
+
+
+def frame(header: UpdateHeader, body: bytes) -> bytes:
+    """What :func:`vfer.messages.pack` builds, with the body's size and sha256 already set."""
+    head = json.dumps(header.to_json_dict(), separators=(",", ":")).encode()
+    return MAGIC + struct.pack(">I", len(head)) + head + body
 
 
 def float16_effect(base: dict[str, np.ndarray], nodes: int = 100) -> dict[str, float]:
@@ -215,13 +248,16 @@ def main() -> None:
         for n in sizes:
             broker = start_mosquitto(work / f"mosquitto-{n}", BROKER_CONF)
             try:
-                rows.append(run_round(n, work, broker.url, broker.port, keys, base))
+                rows.append(
+                    run_round(n, work, broker.url, broker.port, keys, base, broker.proc.pid)
+                )
             finally:
                 broker.stop()
             r = rows[-1]
             print(
                 f"{n:>6} submissions  {r['wall_s']:>8.2f} s  {r['submissions_per_s']:>8.1f}/s  "
-                f"peak RSS {r['aggregator_peak_rss_mb']:>7.1f} MB  lost {r['lost']}",
+                f"peak RSS {r['aggregator_peak_rss_mb']:>7.1f} MB  lost {r['lost']}  "
+                f"CPU ms/update {r['cpu_ms_per_update']}  load {r['load_average_1min']}",
                 flush=True,
             )
     f16 = float16_effect(base)

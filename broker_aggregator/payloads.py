@@ -35,22 +35,47 @@ class PayloadFiles:
         self._round: int | None = None
         self._size = 0
         self._dirty = False
+        self._staged: list[memoryview] = []
 
     def path(self, round_id: int) -> Path:
         return self.dir / f"round-{round_id:06d}.bin"
 
     def append(self, round_id: int, data: bytes | memoryview) -> tuple[int, int]:
-        """Append ``data`` to the round's file; returns (offset, length)."""
-        if self._round != round_id:
-            self._open(round_id)
-        assert self._fd is not None
-        offset, view = self._size, memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._size += len(data)
-        self._dirty = True
+        """Append ``data`` to the round's file now; returns (offset, length)."""
+        offset = self.stage(round_id, data)
+        self.flush()
         return offset, len(data)
+
+    def stage(self, round_id: int, data: bytes | memoryview) -> int:
+        """Queue ``data`` for the round's file (written by :meth:`flush`); returns its offset."""
+        if self._round != round_id:
+            self.flush()
+            self._open(round_id)
+        offset = self._size
+        self._staged.append(memoryview(data))
+        self._size += len(data)
+        return offset
+
+    def flush(self) -> None:
+        """Write everything staged, one ``write`` per body.
+
+        (One ``writev`` for a whole batch was measured 8x slower per byte on ext4 here: the
+        kernel throttles one large dirtying call much harder than several 835 KB ones.)
+        """
+        if not self._staged:
+            return
+        assert self._fd is not None
+        staged, self._staged = self._staged, []
+        for view in staged:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._dirty = True
+
+    def discard(self) -> None:
+        """Forget what is staged (the transaction that indexed it rolled back)."""
+        if self._staged and self._fd is not None:
+            self._size = os.fstat(self._fd).st_size
+        self._staged = []
 
     def sync(self) -> None:
         """fsync what was appended since the last sync (power-loss durability)."""
@@ -86,6 +111,7 @@ class PayloadFiles:
                 p.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self.flush()
         if self._fd is not None:
             os.close(self._fd)
         self._fd, self._round, self._size = None, None, 0

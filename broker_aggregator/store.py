@@ -141,6 +141,8 @@ class State:
         self.db = open_db(path, fsync=fsync)
         self.fsync = fsync
         self.payloads = PayloadFiles(payload_dir(Path(path)))
+        self._staged: list[tuple[object, ...]] = []
+        self._staged_latest: dict[tuple[int, str], tuple[int, str]] = {}
 
     def close(self) -> None:
         self.payloads.close()
@@ -150,12 +152,23 @@ class State:
         self.db.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        """Commit; with ``fsync`` the bodies appended in this transaction reach the disk first."""
+        """Write the staged bodies (one writev), index them, and commit (the group commit).
+
+        With ``fsync`` the bodies reach the disk before the index that points at them.
+        """
+        self.payloads.flush()
+        if self._staged:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._staged
+            )
         if self.fsync:
             self.payloads.sync()
         self.db.conn.execute("COMMIT")
+        self._staged, self._staged_latest = [], {}
 
     def rollback(self) -> None:
+        self.payloads.discard()
+        self._staged, self._staged_latest = [], {}
         self.db.conn.execute("ROLLBACK")
 
     def accepted_count(self, round_id: int) -> int:
@@ -261,7 +274,10 @@ class State:
 
     # worker: bodies ---------------------------------------------------------------------
     def stored_seq(self, round_id: int, node_id: str) -> tuple[int, str] | None:
-        """(seq, update_id) of the newest update stored for the node in ``round_id``."""
+        """(seq, update_id) of the newest update stored (or staged) for the node in ``round_id``."""
+        staged = self._staged_latest.get((round_id, node_id))
+        if staged is not None:
+            return staged
         row = self.db.execute(
             "SELECT seq, update_id FROM updates WHERE round_id=? AND node_id=? "
             "ORDER BY seq DESC LIMIT 1",
@@ -280,12 +296,11 @@ class State:
         dtype: str,
         body: bytes,
     ) -> None:
-        """Append the body to the round's file and index it (inside the caller's transaction)."""
-        offset, length = self.payloads.append(round_id, body)
-        self.db.conn.execute(
-            "INSERT OR REPLACE INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [round_id, node_id, seq, update_id, factor, received_at, dtype, offset, length],
-        )
+        """Stage the body for the round's file and its index row; :meth:`commit` writes both."""
+        offset = self.payloads.stage(round_id, body)
+        row = (round_id, node_id, seq, update_id, factor, received_at, dtype, offset, len(body))
+        self._staged.append(row)
+        self._staged_latest[(round_id, node_id)] = (seq, update_id)
 
     def bodies(
         self, round_id: int, wanted: dict[str, int]

@@ -19,8 +19,12 @@ import numpy as np
 
 from broker_aggregator.policy import Admission, admit
 from broker_aggregator.store import State
-from broker_aggregator.validate import CheckedUpdate, Expectations, update_factor
-from vfer import weights as wcodec
+from broker_aggregator.validate import (
+    CheckedUpdate,
+    Expectations,
+    update_factor,
+    weights_view,
+)
 from vfer.fedavg import RunningSum
 from vfer.messages import (
     AckMsg,
@@ -166,7 +170,7 @@ class Worker:
         acc = RunningSum()
         summed: dict[str, int] = {}
         for node, seq, factor, body in self.state.bodies(close.round_id, wanted):
-            acc.add(wcodec.from_bytes(body), factor)
+            acc.add(weights_view(body), factor)  # checked on receipt; read without a copy
             summed[node] = seq
         missing = sorted(set(wanted) - set(summed))
         if missing:

@@ -65,7 +65,10 @@ class RunningSum:
             self.sums = {n: np.zeros(np.shape(a), dtype=np.float64) for n, a in weights.items()}
         self._check_layout(weights)
         for name, acc in self.sums.items():
-            acc += np.asarray(weights[name], dtype=np.float64) * factor
+            if factor == 1.0:  # x * 1.0 == x exactly: the same bits without a float64 temporary
+                np.add(acc, weights[name], out=acc)
+            else:
+                acc += np.asarray(weights[name], dtype=np.float64) * factor
         self.total_weight += float(factor)
         self.count += 1
 
