@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from broker_aggregator.config import AggregatorConfig, load_aggregator_config
 from broker_aggregator.policy import Admission, Decision, RoundPolicy, admit
 from broker_aggregator.simulate import personalized, random_v
-from broker_aggregator.store import State, StateError
-from broker_aggregator.validate import Expectations, check_values
+from broker_aggregator.store import _SCHEMA_1, State, StateError
+from broker_aggregator.validate import Expectations, check_values, decode_weights
+from vfer import weights as wcodec
 from vfer.config_io import ConfigError
 from vfer.heads_spec import vfer_spec
 from vfer.messages import MessageError
@@ -72,3 +74,90 @@ def test_state_db_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StateError, match="newer"):
         State(db)
+
+
+def test_schema_1_bodies_move_into_the_payload_files(tmp_path: Path) -> None:
+    db = tmp_path / "agg.db"
+    conn = sqlite3.connect(db)
+    for sql in _SCHEMA_1:
+        conn.execute(sql)
+    body = wcodec.to_bytes(random_v(6, np.random.default_rng(2)))
+    conn.execute(
+        "INSERT INTO submissions VALUES (3, 'pi-1', 7, 'u-0000007', 1.0, 0.0, 'float32', ?)",
+        [body],
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    state = State(db)
+    try:
+        assert (tmp_path / "agg.db.bak-v1").exists()
+        assert state.latest_updates(3) == [("pi-1", 7, "u-0000007")]
+        assert list(state.bodies(3, {"pi-1": 7})) == [("pi-1", 7, 1.0, body)]
+        assert list(state.bodies(3, {"pi-1": 6})) == []  # only the seq asked for
+    finally:
+        state.close()
+
+
+def test_group_commit_stages_until_commit_and_rollback_forgets(tmp_path: Path) -> None:
+    state = State(tmp_path / "agg.db", fsync=True)
+    try:
+        assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        state.begin()
+        state.store_update(1, "pi-1", 1, "u-1-aaaaaa", 1.0, 0.0, "float32", b"x" * 10)
+        assert state.stored_seq(1, "pi-1") == (1, "u-1-aaaaaa")  # staged rows count for admission
+        state.rollback()
+        assert state.stored_seq(1, "pi-1") is None
+        state.begin()
+        state.store_update(1, "pi-1", 2, "u-2-bbbbbb", 1.0, 0.0, "float32", b"y" * 10)
+        state.commit()
+        assert list(state.bodies(1, {"pi-1": 2})) == [("pi-1", 2, 1.0, b"y" * 10)]
+        state.drop_bodies_through(1)
+        assert list(state.bodies(1, {"pi-1": 2})) == []
+        assert not list((tmp_path / "agg.db.payloads").iterdir())
+    finally:
+        state.close()
+
+
+def _st(header: dict[str, object], data: bytes) -> bytes:
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(8, "little") + head + data
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff" * 8 + b"{}",  # header length beyond the buffer
+        _st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4),  # short
+        _st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12),  # extra
+        _st({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),  # size
+        _st(
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            b"\0" * 12,
+        ),  # overlap
+        _st({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8),
+        _st({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
+        _st({"a": "nope"}, b""),
+        len(b"[1]").to_bytes(8, "little") + b"[1]",
+    ],
+)
+def test_safetensors_headers_are_checked_before_any_array_is_made(body: bytes) -> None:
+    exp = Expectations(vfer_spec(6), ("a",), 10**7, 100.0, 5.0)
+    with pytest.raises(MessageError) as err:
+        decode_weights(body, exp)
+    assert err.value.reason == "bad_body"
+
+
+def test_zero_copy_decode_matches_the_safetensors_library() -> None:
+    w = random_v(6, np.random.default_rng(4))
+    body = wcodec.to_bytes(w)
+    exp = Expectations(vfer_spec(6), ("a",), 10**7, 100.0, 5.0)
+    got = decode_weights(body, exp)
+    ref = wcodec.from_bytes(body)
+    assert set(got) == set(ref)
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name])
