@@ -40,7 +40,7 @@ from vfer.bundle import (
 )
 
 log = logging.getLogger(__name__)
-RETRY_S = 30.0
+RETRY_S = 10.0
 
 
 def central_version(bundle: Bundle) -> int:
@@ -216,8 +216,8 @@ class Personalizer(threading.Thread):
                 if rnd.base_version != mine or time.monotonic() < next_try:
                     continue  # wait for the round's central to arrive (or for the retry time)
                 trigger = cfg.adaptation.trigger
-                if trigger == "window" and not self._window_open():
-                    continue
+                if (trigger == "window" and not self._window_open()) or self.busy():
+                    continue  # outside the window, or a clip is being recorded right now
                 result = self.adapt_now(self._params(rnd.personalization))
                 if result.status != "adapted":
                     log.info(

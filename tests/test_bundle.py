@@ -6,25 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from tests.support.bundles import random_head
 from vfer.backbone import cut_at_pool
 from vfer.bundle import Bundle, BundleError, write_bundle
 from vfer.heads_spec import ifer_spec, vfer_spec
 
 pytestmark = pytest.mark.slow
-
-
-def random_weights(spec: dict, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, ws in spec.items():
-        if name.endswith("moving_variance") or name.endswith("gamma"):
-            out[name] = np.ones(ws.shape, np.float32)
-        else:
-            out[name] = rng.normal(0, 0.05, ws.shape).astype(np.float32)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +26,8 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory, backbone_src: Path) -> 
         root / "b",
         classes=classes,
         backbone=backbone,
-        ifer_weights=random_weights(ifer_spec(4), 1),
-        vfer_weights=random_weights(vfer_spec(4), 2),
+        ifer_weights=random_head(ifer_spec(4), 1),
+        vfer_weights=random_head(vfer_spec(4), 2),
         head_version="test",
     )
     return root / "b"

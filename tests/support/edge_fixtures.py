@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import require
 from tests.support import paths
+from tests.support.bundles import random_head
 
 _BUILT: dict[Path, EdgeBundles] = {}
 
@@ -40,17 +41,6 @@ class EdgeBundles:
         }
 
 
-def random_head_weights(spec: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, ws in spec.items():
-        if name.endswith("moving_variance") or name.endswith("gamma"):
-            out[name] = np.ones(ws.shape, np.float32)
-        else:
-            out[name] = rng.normal(0, 0.05, ws.shape).astype(np.float32)
-    return out
-
-
 def build_bundles(root: Path) -> EdgeBundles:
     if root in _BUILT:
         return _BUILT[root]
@@ -70,8 +60,8 @@ def build_bundles(root: Path) -> EdgeBundles:
             edge / f"bundle-{name}",
             classes=EMOTIONS_6,
             backbone=backbone,
-            ifer_weights=random_head_weights(ifer_spec(6), seed),
-            vfer_weights=random_head_weights(vfer_spec(6), seed + 10),
+            ifer_weights=random_head(ifer_spec(6), seed),
+            vfer_weights=random_head(vfer_spec(6), seed + 10),
             head_version=f"test-{name}",
             overwrite=True,
         )

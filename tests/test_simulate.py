@@ -1,0 +1,102 @@
+"""The fleet simulation end to end: real broker, real aggregator and node processes, real models.
+
+Uses the "tiny" world so it fits the test suite; `make demo` runs the "demo" one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import require
+from tests.support import paths
+from tests.support.mosquitto import Broker
+from vfer import signing
+from vfer.messages import open_central
+
+pytestmark = pytest.mark.slow
+
+
+def simulate(
+    out: Path, cache: Path, seed: int, *extra: str, env: dict[str, str] | None = None
+) -> dict:
+    argv = [sys.executable, "-m", "training", "simulate", "--nodes", "2", "--rounds", "2", "--profile", "tiny",
+            "--seed", str(seed), "--out", str(out), "--cache", str(cache), "--timeout", "420", "--json", *extra]  # fmt: skip
+    full = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "FEDVFER_MODELS": str(paths.MODELS),
+        **(env or {}),
+    }
+    done = subprocess.run(argv, capture_output=True, text=True, env=full, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def retained_central(url: str) -> bytes:
+    host, port = url.removeprefix("mqtt://").split(":")
+    got = threading.Event()
+    box: list[bytes] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    c.on_message = lambda _c, _u, m: (box.append(m.payload), got.set())
+    c.connect(host, int(port))
+    c.subscribe("fedvfer/central/bundle", qos=1)
+    c.loop_start()
+    try:
+        assert got.wait(10), "no retained central on the broker"
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return box[0]
+
+
+def figures(report: dict) -> list:
+    nodes = [(n["micro_f1_before"], n["micro_f1_after"]) for n in report["nodes"]]
+    return nodes + [c["micro_f1"] for c in report["central"]]
+
+
+def check_report(report: dict, nodes: int, rounds: int) -> None:
+    assert len(report["nodes"]) == nodes
+    assert [row["round"] for row in report["central"]] == list(range(rounds + 1))
+    for row in report["nodes"]:
+        assert row["recorded_clips"] > 0 and row["personalized"]
+        assert 0.0 <= row["micro_f1_before"] <= 1.0 and 0.0 <= row["micro_f1_after"] <= 1.0
+    assert all(c["submissions"] >= 1 for c in report["central"][1:])
+
+
+def test_headless_rounds_against_a_plain_mosquitto_then_without_one(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    require(paths.FACE_MODEL)
+    cache = tmp_path / "cache"
+    first = simulate(tmp_path / "a", cache, 1, "--broker", mosquitto.url)
+    check_report(first, 2, 2)
+    assert first["run"]["broker"] == "external"
+    key = signing.load_public_key(tmp_path / "a" / "sim" / "fleet" / "fleet_public_key.pem")
+    header, _body = open_central(retained_central(mosquitto.url), key)
+    assert header.round_id == 2 and header.num_submissions >= 1
+
+    # `make demo` without a mosquitto binary on PATH: the embedded in-process amqtt broker
+    no_mosquitto = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "mosquitto").exists()
+    )
+    assert shutil.which("mosquitto", path=no_mosquitto) is None
+    second = simulate(tmp_path / "b", cache, 2, env={"PATH": no_mosquitto})
+    check_report(second, 2, 2)
+    assert second["run"]["broker"] == "amqtt"
+    # nothing is hard-coded: another seed (other subjects, other training) gives other figures
+    assert figures(first) != figures(second)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert (
+            (out / "report.md").is_file()
+            and (out / "nodes_f1.png").is_file()
+            and (out / "central_rounds.png").is_file()
+        )

@@ -1,0 +1,160 @@
+"""Commands: simulate, sim-setup, sim-node (the fleet simulation) and demo (`make demo`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from training.sim.setup import PROFILES
+from vfer.cli import setup_logging
+
+_DIR = click.Path(path_type=Path, file_okay=False)
+
+
+def print_report(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="nodes: micro/macro F1 on each subject's held-out clips")
+    for col in (
+        "node",
+        "subject",
+        "recorded",
+        "selected",
+        "micro before",
+        "micro after",
+        "macro before",
+        "macro after",
+    ):
+        t.add_column(col)
+    for n in report["nodes"]:
+        t.add_row(
+            n["node"], n["subject"], str(n["recorded_clips"]), str(n["selected_clips"]),
+            f"{n['micro_f1_before']:.3f}", f"{n['micro_f1_after']:.3f}",
+            f"{n['macro_f1_before']:.3f}", f"{n['macro_f1_after']:.3f}",
+        )  # fmt: skip
+    console.print(t)
+    c = Table(title="central v per round (all held-out clips)")
+    for col in ("stage", "version", "submissions", "micro-F1", "macro-F1"):
+        c.add_column(col)
+    for row in report["central"]:
+        c.add_row(
+            row["stage"],
+            str(row["version"]),
+            str(row["submissions"]),
+            f"{row['micro_f1']:.3f}",
+            f"{row['macro_f1']:.3f}",
+        )
+    console.print(c)
+    console.print(
+        f"Done in {report['run']['seconds_total']:.0f} s. Look next at {out / 'report.md'}, "
+        f"{out / 'report.json'}, the charts {', '.join(str(out / f) for f in report['figures'])}, "
+        f"the logs in {out / 'logs'}, and docs/architecture.md."
+    )
+
+
+@click.command("simulate")
+@click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=2,
+    show_default=True,
+    help="FedAvg rounds (paper: 2)",
+)
+@click.option(
+    "--broker", help="mqtt://host:port of an existing broker (default: start an embedded one)"
+)
+@click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
+@click.option(
+    "--cache",
+    type=_DIR,
+    default=Path(".cache/sim"),
+    show_default=True,
+    help="corpus, embeddings, central model",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=900.0,
+    show_default=True,
+    help="seconds for all rounds",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def simulate_cmd(
+    nodes: int, rounds: int, broker: str | None, out: Path, seed: int, profile: str, cache: Path,
+    timeout_s: float, as_json: bool,
+) -> None:  # fmt: skip
+    """Run N simulated nodes and the aggregator through R FedAvg rounds, then report."""
+    from training.sim.simulate import simulate
+
+    setup_logging("WARNING")
+    report = simulate(
+        nodes=nodes, rounds=rounds, broker=broker, out=out, seed=seed, profile=profile,
+        work=cache / f"{profile}", timeout_s=timeout_s, live=not as_json,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        print_report(report, out)
+
+
+@click.command("demo")
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
+def demo_cmd(nodes: int, seed: int, out: Path) -> None:
+    """The newcomer's first run (`make demo`): 4 nodes, 2 FedAvg rounds, embedded broker."""
+    from training.sim.simulate import simulate
+
+    setup_logging("WARNING")
+    report = simulate(
+        nodes=nodes, rounds=2, broker=None, out=out, seed=seed, work=Path(".cache/sim/demo")
+    )
+    print_report(report, out)
+
+
+@click.command("sim-setup")
+@click.option("--sim-dir", required=True, type=_DIR)
+@click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True)
+@click.option("--broker", default="mqtt://mosquitto:1883", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
+def sim_setup_cmd(
+    sim_dir: Path, nodes: int, rounds: int, broker: str, seed: int, profile: str
+) -> None:
+    """Prepare a simulation folder: corpus, central model, fleet keys, node slots, aggregator.yaml."""
+    from training.sim.setup import setup
+
+    setup_logging("INFO")
+    plan = setup(
+        sim_dir, nodes=nodes, rounds=rounds, broker=broker, seed=seed, profile_name=profile
+    )
+    click.echo(json.dumps(plan.to_json()))
+
+
+@click.command("sim-node")
+@click.option("--sim-dir", required=True, type=_DIR)
+@click.option(
+    "--slot", default="auto", show_default=True, help="slot index, or auto: the first free one"
+)
+@click.option("--work", type=_DIR, help="this node's own folder (default: the slot's work/)")
+@click.option("--broker", help="broker URL (default: the one sim-setup was given)")
+def sim_node_cmd(sim_dir: Path, slot: str, work: Path | None, broker: str | None) -> None:
+    """One simulated node: the real edge node on a slot's clips, in federation, until SIGTERM."""
+    from edge_node.service import stop_on_signals
+    from training.sim.node import run_sim_node
+
+    setup_logging("INFO")
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        run_sim_node(sim_dir, slot, work, broker, stop)

@@ -1,0 +1,201 @@
+"""Scores of a simulated fleet, from models trained and evaluated in that run, and the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.sim.observer import Seen
+from training.sim.setup import Plan, slot_dir
+from vfer.bundle import Bundle
+from vfer.metrics import scores
+
+
+def _personalized_versions(work: Path) -> list[Bundle]:
+    versions = work / "bundle.versions"
+    found = []
+    if versions.is_dir():
+        for d in sorted(versions.iterdir()):
+            if (d / "manifest.json").is_file():
+                b = Bundle.load(d, verify=False)
+                if b.manifest.personalized:
+                    found.append(b)
+    return sorted(found, key=lambda b: b.manifest.created_at)
+
+
+def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
+    from edge_node.store import ClipStore
+    from training.experiments.setup import Heads
+    from training.preprocess import EmbeddingCache
+
+    models = json.loads((sim / "models.json").read_text())
+    cache = EmbeddingCache.for_models(
+        Path(models["work"]) / "embeddings", Path(models["backbone"]), Path(models["face_model"])
+    )
+    classes = plan.classes
+    index = {c: i for i, c in enumerate(classes)}
+    heads = Heads()
+    central0 = Bundle.load(sim / "central" / "bundle").vfer_weights()
+
+    def predict(weights: dict[str, np.ndarray], clips: list[np.ndarray]) -> np.ndarray:
+        return np.argmax(heads.vfer(weights, clips), axis=1) if clips else np.zeros(0, np.int64)
+
+    node_rows, all_clips, all_true = [], [], []
+    for i in range(plan.nodes):
+        meta = json.loads((slot_dir(sim, i) / "slot.json").read_text())
+        clips, truth = [], []
+        for item in meta["evaluate"]:
+            e = cache.get(Path(item["path"])).embeddings
+            if len(e):
+                clips.append(e)
+                truth.append(index[item["label"]])
+        y = np.asarray(truth, dtype=np.int64)
+        work = slot_dir(sim, i) / "work"
+        mine = _personalized_versions(work)
+        before = scores(y, predict(central0, clips), classes)
+        after_w = mine[0].vfer_weights() if mine else None  # personalized from the initial central
+        after = scores(y, predict(after_w, clips), classes) if after_w is not None else before
+        recorded = 0
+        if (work / "clips.db").is_file():
+            with ClipStore(work / "clips.db") as store:
+                recorded = store.count()
+        selected = json.loads(mine[0].manifest.notes.get("clips_per_class", "{}")) if mine else {}
+        node_rows.append(
+            {
+                "node": meta["node_id"],
+                "subject": meta["subject"],
+                "recorded_clips": recorded,
+                "selected_clips": sum(selected.values()),
+                "personalized": bool(mine),
+                "personalizations": len(mine),
+                "eval_clips": len(clips),
+                "micro_f1_before": before["micro"]["f1"],
+                "micro_f1_after": after["micro"]["f1"],
+                "micro_f1_change": after["micro"]["f1"] - before["micro"]["f1"],
+                "macro_f1_before": before["macro"]["f1"],
+                "macro_f1_after": after["macro"]["f1"],
+                "macro_f1_change": after["macro"]["f1"] - before["macro"]["f1"],
+            }
+        )
+        all_clips += clips
+        all_true.append(y)
+    y_all = np.concatenate(all_true) if all_true else np.zeros(0, np.int64)
+    central_rows = []
+    for r in range(0, plan.rounds + 1):
+        if r == 0:
+            weights, version, subs = central0, seen.centrals.get(0, (1, {}, 0))[0], 0
+        elif r in seen.centrals:
+            version, trainable, subs = seen.centrals[r]
+            weights = {**central0, **{n: a.astype(np.float32) for n, a in trainable.items()}}
+        else:
+            continue
+        s = scores(y_all, predict(weights, all_clips), classes)
+        central_rows.append(
+            {
+                "stage": "before federation" if r == 0 else f"after round {r}",
+                "round": r,
+                "version": version,
+                "submissions": subs,
+                "micro_f1": s["micro"]["f1"],
+                "macro_f1": s["macro"]["f1"],
+                "per_class_f1": {c: s["per_class"][c]["f1"] for c in classes},
+            }
+        )
+    changes = [row["micro_f1_change"] for row in node_rows if row["personalized"]]
+    return {
+        "classes": list(classes),
+        "nodes": node_rows,
+        "central": central_rows,
+        "summary": {
+            "nodes_personalized": len(changes),
+            "mean_node_micro_f1_change": float(np.mean(changes)) if changes else None,
+            "central_micro_f1_first": central_rows[0]["micro_f1"] if central_rows else None,
+            "central_micro_f1_last": central_rows[-1]["micro_f1"] if central_rows else None,
+            "rounds_completed": max((r for r in seen.centrals if r > 0), default=0),
+        },
+        "note": "Every figure comes from models trained and evaluated in this run (held-out clips of each node's subject).",
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = ["# fedvfer fleet simulation", ""]
+    run = report.get("run", {})
+    lines.append(
+        f"{len(report['nodes'])} nodes, broker {run.get('broker', '?')}, seed {run.get('seed', '?')}, "
+        f"{run.get('seconds_total', '?')} s in all ({run.get('seconds_setup', '?')} s setup)."
+    )
+    lines += ["", "## Nodes (each on its own subject's held-out clips)", ""]
+    lines.append(
+        "| node | subject | clips recorded | clips selected | micro-F1 before | after | change | macro-F1 before | after |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for n in report["nodes"]:
+        lines.append(
+            f"| {n['node']} | {n['subject']} | {n['recorded_clips']} | {n['selected_clips']} | {f(n['micro_f1_before'])} | "
+            f"{f(n['micro_f1_after'])} | {n['micro_f1_change']:+.3f} | {f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} |"
+        )
+    lines += ["", "## Central v per round (all nodes' held-out clips)", ""]
+    classes = report["classes"]
+    lines.append(
+        "| stage | version | submissions | micro-F1 | macro-F1 | " + " | ".join(classes) + " |"
+    )
+    lines.append("|---" * (5 + len(classes)) + "|")
+    for c in report["central"]:
+        per = " | ".join(f(c["per_class_f1"][k]) for k in classes)
+        lines.append(
+            f"| {c['stage']} | {c['version']} | {c['submissions']} | {f(c['micro_f1'])} | {f(c['macro_f1'])} | {per} |"
+        )
+    s = report["summary"]
+    lines += ["", f"Mean per-node micro-F1 change from personalization: {f(s['mean_node_micro_f1_change'])} "
+              f"(as measured; {s['nodes_personalized']} nodes personalized).", "", report["note"], ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def figures(report: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    nodes = report["nodes"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(nodes))
+    ax.bar(x - 0.2, [n["micro_f1_before"] for n in nodes], 0.4, label="central v")
+    ax.bar(x + 0.2, [n["micro_f1_after"] for n in nodes], 0.4, label="personalized v")
+    ax.set_xticks(x, [n["node"] for n in nodes])
+    ax.set_ylabel("micro-F1 (held-out clips)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Per node: before and after personalization")
+    fig.tight_layout()
+    fig.savefig(out / "nodes_f1.png", dpi=110)
+    plt.close(fig)
+    written.append("nodes_f1.png")
+    central = report["central"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rounds = [c["round"] for c in central]
+    ax.plot(rounds, [c["micro_f1"] for c in central], "o-", label="micro-F1")
+    ax.plot(rounds, [c["macro_f1"] for c in central], "s-", label="macro-F1")
+    ax.set_xticks(rounds)
+    ax.set_xlabel("FedAvg round (0: before federation)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Central v on all nodes' held-out clips")
+    fig.tight_layout()
+    fig.savefig(out / "central_rounds.png", dpi=110)
+    plt.close(fig)
+    written.append("central_rounds.png")
+    return written
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    report["figures"] = figures(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
