@@ -18,7 +18,9 @@ RESULTS = HERE / "results"
 
 def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_"))
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_")
+    )
     rows = []
     failed = 0
     for script in scripts:
@@ -33,12 +35,17 @@ def main(argv: list[str]) -> int:
         if ok:
             data = json.loads(out.read_text())
             headline = str(data.get("summary", ""))[:90]
-        rows.append((script.stem, "ok" if ok else f"FAILED ({proc.returncode})", f"{wall:.0f} s", headline))
+        rows.append(
+            (script.stem, "ok" if ok else f"FAILED ({proc.returncode})", f"{wall:.0f} s", headline)
+        )
     print("\nbenchmark            status       wall    summary")
     for name, status, wall, headline in rows:
         print(f"{name:<20} {status:<12} {wall:>6}  {headline}")
     (RESULTS / "summary.json").write_text(
-        json.dumps([dict(zip(("name", "status", "wall", "summary"), r, strict=True)) for r in rows], indent=2)
+        json.dumps(
+            [dict(zip(("name", "status", "wall", "summary"), r, strict=True)) for r in rows],
+            indent=2,
+        )
     )
     return 1 if failed else 0
 

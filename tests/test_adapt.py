@@ -29,7 +29,9 @@ def central(tmp_path_factory: pytest.TempPathFactory, backbone_src: Path) -> Pat
     return build_bundle(tmp_path_factory.mktemp("central") / "bundle", CLASSES, seed=7).path
 
 
-def fill_store(db: Path, bundle_id: str, confident: dict[int, int], unsure: int, seed: int = 0) -> None:
+def fill_store(
+    db: Path, bundle_id: str, confident: dict[int, int], unsure: int, seed: int = 0
+) -> None:
     """Clips whose IFER frames favour a class (confident) or nothing (unsure); embeddings differ per class."""
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
@@ -113,11 +115,21 @@ def test_worse_fit_is_rejected_and_central_kept(central: Path, tmp_path: Path) -
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edge_node", *args], capture_output=True, text=True, env=full, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_node", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("crash_at", ["adopt-before-move", "adopt-after-move", "switch-before-link"])
-def test_kill_9_during_the_switch_leaves_a_bundle_that_verifies(central: Path, tmp_path: Path, crash_at: str) -> None:
+@pytest.mark.parametrize(
+    "crash_at", ["adopt-before-move", "adopt-after-move", "switch-before-link"]
+)
+def test_kill_9_during_the_switch_leaves_a_bundle_that_verifies(
+    central: Path, tmp_path: Path, crash_at: str
+) -> None:
     b = node_copy(central, tmp_path)
     db = tmp_path / "node.db"
     fill_store(db, Bundle.load(b).bundle_id, confident={0: 3, 1: 3}, unsure=0)
@@ -145,9 +157,15 @@ def test_adapt_cli_prints_selection_and_model_rollback(central: Path, tmp_path: 
     back = run_cli("model", "rollback", "--bundle", str(b))
     assert back.returncode == 0 and "central-r0" in back.stdout
     none_left = run_cli("model", "rollback", "--bundle", str(b))
-    assert none_left.returncode == 0  # previous is now the local one: rolling forward again is allowed
+    assert (
+        none_left.returncode == 0
+    )  # previous is now the local one: rolling forward again is allowed
     missing = run_cli("adapt", "--db", str(tmp_path / "nope.db"), "--bundle", str(b))
-    assert missing.returncode == 1 and "Error: " in missing.stderr and "no such database" in missing.stderr
+    assert (
+        missing.returncode == 1
+        and "Error: " in missing.stderr
+        and "no such database" in missing.stderr
+    )
 
 
 def test_unmanaged_missing_bundle_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ from vfer.bundle import Bundle, write_bundle
 from vfer.heads_spec import ifer_spec, vfer_spec
 
 
-def random_head(spec: Mapping[str, object], seed: int, scale: float = 0.05) -> dict[str, np.ndarray]:
+def random_head(
+    spec: Mapping[str, object], seed: int, scale: float = 0.05
+) -> dict[str, np.ndarray]:
     """Small random weights with neutral BatchNorm statistics."""
     rng = np.random.default_rng(seed)
     out = {}
