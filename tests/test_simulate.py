@@ -100,3 +100,38 @@ def test_headless_rounds_against_a_plain_mosquitto_then_without_one(
             and (out / "nodes_f1.png").is_file()
             and (out / "central_rounds.png").is_file()
         )
+
+
+def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
+    """SIGINT in the middle of the rounds: the nodes, the aggregator and the private broker all go."""
+    import signal
+    import time
+
+    import psutil
+
+    require(paths.FACE_MODEL)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "training", "simulate", "--nodes", "2", "--rounds", "20", "--profile", "tiny",
+            "--out", str(out), "--cache", str(tmp_path / "cache"), "--timeout", "600"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "FEDVFER_MODELS": str(paths.MODELS)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 600
+    started: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids = me.children(recursive=True)
+        names = " ".join(" ".join(k.cmdline()) for k in kids if k.is_running())
+        if names.count("sim-node") >= 2 and "broker_aggregator" in names:
+            started = kids
+            break
+        time.sleep(0.5)
+    assert started, "the fleet never started"
+    time.sleep(3)  # let the nodes get going
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    _gone, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not leftovers
