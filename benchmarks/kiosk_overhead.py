@@ -107,6 +107,10 @@ def kiosk_fps(url: str) -> float | None:
         return None
 
 
+def _thread_cpu(proc: Any) -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in proc.threads()}
+
+
 def run_once(mode: str, bundle: Path, work: Path, warmup: float, window: float) -> dict[str, Any]:
     import psutil
 
@@ -132,9 +136,9 @@ def run_once(mode: str, bundle: Path, work: Path, warmup: float, window: float) 
                 page.wait_for_selector("#no-preview", state="hidden", timeout=30_000)
             time.sleep(warmup)  # benchmark pacing: let caches, JIT and the page settle
             node = psutil.Process(proc.pid)
-            c0, t0 = node.cpu_times(), time.monotonic()
+            c0, t0, th0 = node.cpu_times(), time.monotonic(), _thread_cpu(node)
             time.sleep(window)
-            c1, t1 = node.cpu_times(), time.monotonic()
+            c1, t1, th1 = node.cpu_times(), time.monotonic(), _thread_cpu(node)
             steady_fps = kiosk_fps(url) if mode != "headless" else None
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -145,12 +149,20 @@ def run_once(mode: str, bundle: Path, work: Path, warmup: float, window: float) 
                 proc.wait(10)
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     wall = t1 - t0
+    per_thread = sorted(
+        ((tid, th1[tid] - th0.get(tid, 0.0)) for tid in th1), key=lambda x: x[1], reverse=True
+    )
+    main_thread = next((d for tid, d in per_thread if tid == proc.pid), 0.0)
     match = re.search(r"stopped after (\d+) frames \(([\d.]+) fps\)", log.read_text())
     return {
         "mode": mode,
         "window_s": round(wall, 2),
         "cpu_s": round(cpu, 3),
         "cpu_per_wall_s": round(cpu / wall, 4),
+        # where the CPU went: the capture loop (main thread) vs every other thread (LiteRT's
+        # worker threads, MediaPipe, the kiosk's HTTP threads), top five
+        "main_thread_cpu_s": round(main_thread, 3),
+        "top_threads_cpu_s": [round(d, 3) for _tid, d in per_thread[:5]],
         "node_fps_steady": steady_fps,  # the pipeline's own rate estimate (kiosk runs only)
         "node_frames_total": int(match.group(1)) if match else None,
         "node_fps_reported": float(match.group(2)) if match else None,

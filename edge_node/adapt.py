@@ -77,6 +77,7 @@ class AdaptResult:
     loss_before: float | None = None
     loss_after: float | None = None
     step_changed: bool = False
+    train_seconds: float = 0.0  # the fine-tuning epochs alone
     seconds: float = 0.0
     trainable: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -132,6 +133,7 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
         seed=params.seed,
     )
     result.loss_before, result.loss_after = tuned.loss_before, tuned.loss_after
+    result.train_seconds = tuned.train_s
     if not np.isfinite(tuned.loss_after) or not all(
         np.isfinite(a).all() for a in tuned.weights.values()
     ):

@@ -29,7 +29,7 @@ from vfer.runtime import IferHead, VferStep
 
 log = logging.getLogger(__name__)
 
-PREVIEW_WIDTH = 480  # enough for the kiosk's preview tile; JPEG cost grows with area
+PREVIEW_WIDTH = 640  # frames up to this wide are encoded as they are (resizing costs more than it saves)
 THUMBNAIL_EVERY = 5  # frames between thumbnail candidates (opt-in thumbnails only)
 
 
@@ -322,7 +322,7 @@ class Pipeline:
             small = (
                 frame.rgb
                 if scale == 1.0
-                else cv2.resize(frame.rgb, (pw, ph), interpolation=cv2.INTER_AREA)
+                else cv2.resize(frame.rgb, (pw, ph), interpolation=cv2.INTER_LINEAR)
             )
             ok, jpeg = cv2.imencode(
                 ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70]
