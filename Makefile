@@ -31,7 +31,7 @@ unit: venv system-deps
 
 test: lint unit
 
-demo: venv system-deps
+demo: venv
 	$(PY) -m training demo
 
 bench: venv system-deps
