@@ -78,6 +78,11 @@ def print_result(r: AdaptResult) -> None:
     type=click.IntRange(min=1),
     help="do not adapt below this many selected clips [4]",
 )
+@click.option(
+    "--nightly",
+    is_flag=True,
+    help="the timer's mode: skip if tonight's adaptation already ran (service or timer), else record it",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def adapt_cmd(
     config_path: Path | None,
@@ -88,6 +93,7 @@ def adapt_cmd(
     epochs: int | None,
     lr: float | None,
     min_clips: int | None,
+    nightly: bool,
     as_json: bool,
 ) -> None:
     """Personalize v once from the stored clips (the nightly job) and switch to the new bundle."""
@@ -102,7 +108,20 @@ def adapt_cmd(
         lr=a.lr if lr is None else lr,
         min_clips=a.min_clips if min_clips is None else min_clips,
     )
+    if nightly:
+        from datetime import datetime
+
+        from edge_node.personalizer import load_memo, save_memo, tonight
+
+        memo = load_memo(cfg.db)
+        night = tonight(datetime.now(), a.window_start)
+        if memo.get("night_done") == night:
+            click.echo(f"tonight ({night}) is already done: not adapting again")
+            return
     result = run_adapt(cfg.db, cfg.bundle, params)
+    if nightly and result.status != "skipped":
+        memo["night_done"] = night
+        save_memo(cfg.db, memo)
     if as_json:
         click.echo(json.dumps(result.summary()))
     else:

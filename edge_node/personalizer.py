@@ -96,6 +96,28 @@ def install_central(
     return name
 
 
+def memo_path(db: Path) -> Path:
+    """Where the node remembers which night and which rounds it has personalized for."""
+    return Path(f"{db}.personalizer.json")
+
+
+def load_memo(db: Path) -> dict[str, Any]:
+    try:
+        return {"rounds_done": [], "night_done": None, **json.loads(memo_path(db).read_text())}
+    except (OSError, ValueError):
+        return {"rounds_done": [], "night_done": None}
+
+
+def save_memo(db: Path, memo: dict[str, Any]) -> None:
+    from vfer.atomic import atomic_write_text
+
+    atomic_write_text(memo_path(db), json.dumps(memo))
+
+
+def tonight(now: datetime, window_start: str) -> str:
+    return night_of(now, window_start)
+
+
 class Personalizer(threading.Thread):
     """Runs adaptation on schedule or per round, submits to federation, installs centrals."""
 
@@ -116,22 +138,12 @@ class Personalizer(threading.Thread):
         self.busy = busy or (lambda: state.snapshot().recording)
         self.lock = threading.Lock()  # one adaptation at a time
         self.fed: Any = None
-        self._memo_path = Path(f"{config.db}.personalizer.json")
-        self._memo = self._load_memo()
+        self._memo = load_memo(config.db)
         self.results: list[AdaptResult] = []
         self.error: BaseException | None = None
 
-    # persisted: which rounds were submitted and which night was done, across restarts
-    def _load_memo(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._memo_path.read_text()))
-        except (OSError, ValueError):
-            return {"rounds_done": [], "night_done": None}
-
     def _save_memo(self) -> None:
-        from vfer.atomic import atomic_write_text
-
-        atomic_write_text(self._memo_path, json.dumps(self._memo))
+        save_memo(self.config.db, self._memo)
 
     def run(self) -> None:
         try:
@@ -176,6 +188,7 @@ class Personalizer(threading.Thread):
 
     def _run_local(self) -> None:
         while not self.stop_event.wait(5.0):
+            self._memo = load_memo(self.config.db)  # the nightly timer may have run meanwhile
             if self._window_open() and self._memo.get("night_done") != self._tonight():
                 result = self.adapt_now(self._params())
                 if result.status != "skipped":
@@ -247,4 +260,6 @@ class Personalizer(threading.Thread):
                     sum(result.selected_per_class.values()),
                 )
                 self._memo["rounds_done"] = [*self._memo["rounds_done"], rnd.round_id][-50:]
+                if trigger == "window":
+                    self._memo["night_done"] = self._tonight()
                 self._save_memo()

@@ -171,3 +171,16 @@ def test_adapt_cli_prints_selection_and_model_rollback(central: Path, tmp_path: 
 def test_unmanaged_missing_bundle_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no model bundle"):
         bundles.resolve(tmp_path / "nothing")
+
+
+def test_nightly_mode_runs_once_a_night(central: Path, tmp_path: Path) -> None:
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    fill_store(db, Bundle.load(b).bundle_id, confident={0: 3, 1: 3}, unsure=0)
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"bundle: {b}\ndb: {db}\nadaptation:\n  min_clips: 2\n  window_start: '00:00'\n")
+    first = run_cli("adapt", "--config", str(cfg), "--nightly")
+    assert first.returncode == 0 and "adapted:" in first.stdout, first.stderr
+    again = run_cli("adapt", "--config", str(cfg), "--nightly")
+    assert again.returncode == 0 and "already done" in again.stdout
+    assert len(list((tmp_path / "node" / "bundle.versions").glob("local-*"))) == 1

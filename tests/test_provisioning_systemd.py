@@ -16,7 +16,7 @@ from provisioning.installer import UNITS, VENV
 ALL = (*UNITS, "aggregator.service")
 COMMANDS = {
     "edge-node.service": f"{VENV}/bin/python -m edge_node run --config /etc/fedvfer/node.yaml",
-    "edge-node-adapt.service": f"{VENV}/bin/python -m edge_node adapt --config /etc/fedvfer/node.yaml",
+    "edge-node-adapt.service": f"{VENV}/bin/python -m edge_node adapt --config /etc/fedvfer/node.yaml --nightly",
     "aggregator.service": f"{VENV}/bin/python -m broker_aggregator run --config /etc/fedvfer/aggregator.yaml",
 }
 
