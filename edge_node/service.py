@@ -203,6 +203,12 @@ def serve(
     """
     from edge_node.personalizer import Personalizer
 
+    fed = config.federation
+    if fed.enabled and (fed.fleet_public_key is None or not Path(fed.fleet_public_key).is_file()):
+        raise UserError(
+            "federation.enabled needs federation.fleet_public_key, the fleet's Ed25519 public key "
+            f"(got {fed.fleet_public_key}); `python -m provisioning add-node` writes it"
+        )
     state = NodeState()
     personalizer = None
     if config.adaptation.enabled or config.federation.enabled:

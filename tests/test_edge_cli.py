@@ -215,3 +215,16 @@ def test_run_headless_writes_clips_and_forget_deletes_them(
     assert out.returncode == 0 and out.stdout.startswith("deleted 2 clips")
     with ClipStore(db) as store:
         assert store.count() == 0
+
+
+def test_federation_without_a_fleet_key_is_refused_at_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("federation:\n  enabled: true\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_node", "run", "--config", str(cfg), "--source", str(tmp_path),
+         "--face-model", str(require(paths.FACE_MODEL))],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "federation.enabled needs federation.fleet_public_key" in out.stderr
+    assert "Traceback" not in out.stderr
