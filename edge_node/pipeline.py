@@ -29,7 +29,8 @@ from vfer.runtime import IferHead, VferStep
 
 log = logging.getLogger(__name__)
 
-PREVIEW_WIDTH = 640  # frames up to this wide are encoded as they are (resizing costs more than it saves)
+# Frames up to this wide are encoded as they are (resizing costs more than it saves).
+PREVIEW_WIDTH = 640
 THUMBNAIL_EVERY = 5  # frames between thumbnail candidates (opt-in thumbnails only)
 
 
