@@ -87,6 +87,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float =
     raise RuntimeError(f"the broker did not open port {port} within {timeout:.0f} s")
 
 
+def _quiet_amqtt(log_dir: Path | None) -> None:
+    """amqtt logs its own hiccups (session take-overs, tracebacks from its client loop) loudly:
+    keep them in ``log_dir/amqtt.log`` instead of on the demo's console."""
+    handler: logging.Handler = (
+        logging.FileHandler(log_dir / "amqtt.log") if log_dir else logging.NullHandler()
+    )
+    for name in ("amqtt", "asyncio", "transitions"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def start_embedded_broker(
     nodes: int = 4, prefer: str = "auto", log_dir: Path | None = None
 ) -> BrokerHandle:
@@ -113,6 +125,7 @@ def start_embedded_broker(
         raise RuntimeError("no mosquitto binary on PATH (apt-get install mosquitto)")
     from vfer.embedded_broker import start_embedded_broker as start_amqtt
 
+    _quiet_amqtt(log_dir)
     inproc = start_amqtt("127.0.0.1", port)
     _wait_port(port, None)
     log.info("broker: no mosquitto on PATH, in-process amqtt on port %d (MQTT 3.1.1)", port)
