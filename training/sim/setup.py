@@ -185,7 +185,11 @@ def setup(
     (sim / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     (sim / "models.json").write_text(
         json.dumps(
-            {"backbone": str(backbone), "face_model": str(face_model), "work": str(work.resolve())}
+            {
+                "backbone": str(backbone.resolve()),
+                "face_model": str(face_model.resolve()),
+                "work": str(work.resolve()),
+            }
         )
     )
     log.info(
