@@ -18,8 +18,7 @@ from tests.support import paths
 from training.corpora import Record
 from training.experiments import ExperimentOptions, run_experiment, subject_splits
 from training.experiments.protocol import sign_of, split_subject
-from training.experiments.setup import ExperimentProfile, SynthSizes
-from training.synthetic.generate import SynthConfig, generate
+from training.experiments.setup import ExperimentProfile, SynthSizes, synthetic_corpus
 from training.train import TrainProfile
 from vfer.classes import EMOTIONS_4
 
@@ -63,32 +62,14 @@ def test_sign_is_reported_as_measured() -> None:
     assert sign_of(0.01) == "gain" and sign_of(-0.01) == "loss" and sign_of(1e-12) == "no change"
 
 
-def make_corpus(where: Path, sizes: SynthSizes, seed: int) -> Path:
-    cfg = SynthConfig(
-        subjects=sizes.subjects,
-        clips_per_class=sizes.clips_per_class,
-        classes=EMOTIONS_4,
-        seed=seed,
-        width=sizes.width,
-        height=sizes.height,
-        fps=sizes.fps,
-        min_frames=sizes.min_frames,
-        max_frames=sizes.max_frames,
-        dev_subjects=sizes.dev_subjects,
-        test_subjects=sizes.test_subjects,
-    )
-    generate(cfg, where)
-    return where
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if not paths.FACE_MODEL.exists() or not paths.BACKBONE_INT8.exists():
         pytest.skip("shared models absent")
     root = tmp_path_factory.mktemp("exp")
     return {
-        "a": make_corpus(root / "a", TINY_A, 7),
-        "b": make_corpus(root / "b", TINY_B, 8),
+        "a": synthetic_corpus(root / "a", TINY_A, EMOTIONS_4, 7),
+        "b": synthetic_corpus(root / "b", TINY_B, EMOTIONS_4, 8),
         "work": root / "work",
         "root": root,
     }
