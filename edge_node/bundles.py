@@ -42,7 +42,7 @@ def versions_dir(bundle: Path) -> Path:
     return bundle.parent / f"{bundle.name}.versions"
 
 
-def _read_state(bundle: Path) -> HomeState:
+def read_state(bundle: Path) -> HomeState:
     p = versions_dir(bundle) / "state.json"
     if not p.is_file():
         return HomeState()
@@ -68,7 +68,7 @@ def resolve(bundle: Path) -> Path:
     """The folder the node should load for ``bundle``, repairing an interrupted switch."""
     if bundle.is_symlink() or (bundle / MANIFEST).is_file():
         return bundle.resolve()
-    state = _read_state(bundle)
+    state = read_state(bundle)
     if not bundle.exists() and state.active and (versions_dir(bundle) / state.active).is_dir():
         log.warning(
             "bundle %s missing after an interrupted switch: restoring it to %s",
@@ -100,7 +100,7 @@ def _adopt(bundle: Path) -> str:
     name = f"{b.manifest.head_version}-{b.bundle_id[:6]}"
     vdir = versions_dir(bundle)
     vdir.mkdir(exist_ok=True)
-    state = _read_state(bundle)
+    state = read_state(bundle)
     state.active = name
     state.central = state.central or (name if not b.manifest.personalized else None)
     _write_state(bundle, state)
@@ -116,7 +116,7 @@ def ensure_managed(bundle: Path) -> HomeState:
     resolve(bundle)
     if not bundle.is_symlink():
         _adopt(bundle)
-    state = _read_state(bundle)
+    state = read_state(bundle)
     if state.active is None:
         state.active = Path(os.readlink(bundle)).name
         _write_state(bundle, state)
@@ -125,7 +125,7 @@ def ensure_managed(bundle: Path) -> HomeState:
 
 def central_bundle(bundle: Path) -> Bundle:
     """The central bundle personalization starts from (the active one if none is recorded)."""
-    state = _read_state(bundle)
+    state = read_state(bundle)
     if state.central and (versions_dir(bundle) / state.central).is_dir():
         return Bundle.load(versions_dir(bundle) / state.central)
     return load_active(bundle)

@@ -10,28 +10,27 @@ import numpy as np
 
 from edge_node import bundles
 from edge_node.adapt import AdaptParams, AdaptResult, adapt
+from edge_node.store import ClipStore
 from vfer.cli import UserError
 
 
 class StoreClips:
     """The clip store as adaptation's :class:`edge_node.adapt.ClipSource`."""
 
-    def __init__(self, store: object) -> None:
+    def __init__(self, store: ClipStore) -> None:
         self.store = store
 
     def candidates(self, classes: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
-        rows = [r for r in self.store.clips() if r.classes == classes]  # type: ignore[attr-defined]
+        rows = [r for r in self.store.clips() if r.classes == classes]
         if not rows:
             return [], np.zeros((0, len(classes)), np.float32)
         return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
 
     def frame_embeddings(self, clip_id: int) -> np.ndarray:
-        return self.store.frame_embeddings(clip_id)  # type: ignore[attr-defined,no-any-return]
+        return self.store.frame_embeddings(clip_id)
 
 
 def run_adapt(db: Path, bundle: Path, params: AdaptParams) -> AdaptResult:
-    from edge_node.store import ClipStore
-
     if not db.is_file():
         raise UserError(
             f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
@@ -142,7 +141,7 @@ def model_status(bundle: Path) -> None:
     click.echo(
         f"active: {m.head_version} (round {m.federation_round}, personalized {m.personalized})"
     )
-    state = bundles._read_state(bundle)
+    state = bundles.read_state(bundle)
     click.echo(
         f"previous: {state.previous or '-'}; central base: {state.central or m.head_version}"
     )
