@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -178,7 +179,10 @@ def generate(cfg: SynthConfig, out: Path, workers: int = 1) -> Path:
         (out / "clips" / subject.id).mkdir(parents=True, exist_ok=True)
     args = [(cfg, job, out) for job in jobs]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: callers (the experiments, the demo, pytest) may already run
+        # TensorFlow's or MediaPipe's threads, and a forked child can deadlock on their locks
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             counts = list(pool.map(_render_and_write, args, chunksize=4))
     else:
         counts = [_render_and_write(a) for a in args]
