@@ -134,5 +134,19 @@ def worker(**kw: Any) -> None:
     _serve(kw, leader=False)
 
 
+@cli.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the aggregator.yaml reference (docs/aggregator-config.md's generated part)."""
+    click.echo(config_reference(), nl=False)
+
+
+def config_reference() -> str:
+    """Markdown tables of every AggregatorConfig key, from the fields' types, defaults and bounds."""
+    from broker_aggregator.config import AggregatorConfig
+    from vfer.config_io import model_reference
+
+    return model_reference(AggregatorConfig)
+
+
 def main() -> None:
     run_cli(cli, prog_name="python -m broker_aggregator")

@@ -189,49 +189,10 @@ def config_reference_cmd() -> None:
 
 def config_reference() -> str:
     """Markdown tables of every NodeConfig section, from the fields' types, defaults and bounds."""
-    from pydantic import BaseModel
-
     from edge_node.config import NodeConfig
+    from vfer.config_io import model_reference
 
-    def rows(model: type[BaseModel], prefix: str) -> list[str]:
-        out = ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, f in model.model_fields.items():
-            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-                continue
-            default = "required" if f.is_required() else f"`{json.dumps(_plain(f.default))}`"
-            kind = _type_name(f.annotation)
-            bounds = ", ".join(
-                f"{op} {getattr(m, attr)}"
-                for m in f.metadata
-                for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                if getattr(m, attr, None) is not None
-            )
-            meaning = (f.description or "") + (f" ({bounds})" if bounds else "")
-            out.append(f"| `{prefix}{name}` | {kind} | {default} | {meaning} |")
-        return out
-
-    parts = ["## top level", "", *rows(NodeConfig, ""), ""]
-    for name, f in NodeConfig.model_fields.items():
-        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-            parts += [
-                f"## {name}",
-                "",
-                f.description or "",
-                "",
-                *rows(f.annotation, f"{name}."),
-                "",
-            ]
-    return "\n".join(parts)
-
-
-def _type_name(annotation: Any) -> str:
-    from typing import Literal, get_args, get_origin
-
-    if get_origin(annotation) is Literal:
-        return "one of: " + ", ".join(str(a) for a in get_args(annotation))
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
-    text = text.replace("<class '", "").replace("'>", "").replace("Path", "path")
-    return text.replace(" | None", " or null")
+    return model_reference(NodeConfig)
 
 
 def _plain(value: Any) -> Any:

@@ -8,9 +8,10 @@ mistake reads the same everywhere::
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -136,3 +137,65 @@ def read_secret(file: str | os.PathLike[str] | None, env: str | None = None) -> 
         return Path(file).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read secret file {file}: {exc.strerror or exc}") from exc
+
+
+def model_reference(model: type[BaseModel]) -> str:
+    """Markdown tables of every key of a config model, from its fields' types, defaults and bounds.
+
+    The top-level keys come first, then one section per nested model; the generated docs
+    (docs/config.md, docs/aggregator-config.md) embed this text and their tests check it is current.
+    """
+    parts = ["## top level", "", *_reference_rows(model, ""), ""]
+    for name, f in model.model_fields.items():
+        sub = f.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            parts += [
+                f"## {name}",
+                "",
+                f.description or "",
+                "",
+                *_reference_rows(sub, f"{name}."),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:
+    out = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, f in model.model_fields.items():
+        if _is_model(f.annotation):
+            continue
+        if f.is_required():
+            default = "required"
+        else:
+            value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+            default = f"`{json.dumps(_plain(value))}`"
+        bounds = ", ".join(
+            f"{op} {getattr(m, attr)}"
+            for m in f.metadata
+            for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if getattr(m, attr, None) is not None
+        )
+        meaning = (f.description or "").replace("|", "\\|") + (f" ({bounds})" if bounds else "")
+        out.append(f"| `{prefix}{name}` | {_type_name(f.annotation)} | {default} | {meaning} |")
+    return out
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return "one of: " + ", ".join(str(a) for a in get_args(annotation))
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    text = text.replace("<class '", "").replace("'>", "").replace("Path", "path")
+    return text.replace(" | None", " or null")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
