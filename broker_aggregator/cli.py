@@ -101,6 +101,11 @@ def _serve(kw: dict[str, Any], leader: bool) -> None:
     from broker_aggregator.service import AggregatorService
 
     cfg = _load(kw)
+    first_start = not Path(cfg.state_db).exists()
+    if leader and cfg.initial_weights is not None and (first_start or cfg.initial_weights.exists()):
+        from broker_aggregator.config import check_classes_fit_weights
+
+        check_classes_fit_weights(list(cfg.classes), Path(cfg.initial_weights))
     setup_logging(cfg.log_level)
     log.info("effective config: %s", masked_dump(cfg))
     if cfg.signing_key_file is None:

@@ -156,3 +156,46 @@ def load_aggregator_config(
             AggregatorConfig, apply_overrides({}, overrides), source="command line"
         )
     return load_yaml_model(AggregatorConfig, path, **overrides)
+
+
+def check_classes_fit_weights(classes: list[str], weights_path: Path) -> None:
+    """Refuse to start a fleet whose classes do not fit its initial central v.
+
+    K comes from the output layer's bias in the safetensors header; when the file sits in a model
+    bundle (a ``manifest.json`` beside it) the class names and their order must match too.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    from vfer.config_io import ConfigError
+
+    try:
+        with safe_open(str(weights_path), framework="numpy") as fh:
+            tensors = set(fh.keys())
+            shape = fh.get_slice("v_out.bias").get_shape() if "v_out.bias" in tensors else None
+    except FileNotFoundError:
+        raise ConfigError(f"initial_weights: no such file: {weights_path}") from None
+    except Exception as exc:
+        raise ConfigError(
+            f"initial_weights: {weights_path} is not a safetensors file of v: {exc}"
+        ) from None
+    if shape is None or len(shape) != 1:
+        raise ConfigError(f"initial_weights: {weights_path} holds no v output layer (v_out.bias)")
+    if shape[0] != len(classes):
+        raise ConfigError(
+            f"classes: the config has {len(classes)} classes {classes}, but initial_weights "
+            f"{weights_path} is a {shape[0]}-class head; set classes to the bundle's (or run "
+            "provisioning init-fleet --bundle BUNDLE)"
+        )
+    manifest = weights_path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            names = json.loads(manifest.read_text(encoding="utf-8")).get("classes")
+        except (OSError, ValueError):
+            names = None
+        if isinstance(names, list) and names != list(classes):
+            raise ConfigError(
+                f"classes: the config says {classes}, but the bundle beside initial_weights "
+                f"({manifest}) says {names}; the order matters"
+            )

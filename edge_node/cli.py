@@ -56,8 +56,9 @@ def run_cmd(
     keep_running: bool,
 ) -> None:
     """Capture, recognize and record until SIGTERM/SIGINT (or the source ends)."""
-    from edge_node.config import load_node_config
+    from edge_node.config import load_node_config, require_deployment_context
     from edge_node.service import resolve_face_model, serve, stop_on_signals
+    from edge_node.sources import source_kind
 
     overrides: dict[str, Any] = {
         "camera.source": source,
@@ -74,6 +75,8 @@ def run_cmd(
     if no_kiosk:
         overrides["kiosk.enabled"] = False
     config = load_node_config(config_path, **{k: _plain(v) for k, v in overrides.items()})
+    require_deployment_context(config, source_kind(config.camera))
+    _check_fleet_classes(config)
     setup_logging(config.log_level)
     face = resolve_face_model(config.face.model, config.bundle)
     stop = threading.Event()
@@ -91,6 +94,21 @@ def run_cmd(
         f"{summary.frames} frames ({summary.fps:.1f} fps), {len(summary.clips_saved)} clips saved, "
         f"{summary.clips_discarded} discarded, {summary.corrupt_frames} corrupt frames skipped"
     )
+
+
+def _check_fleet_classes(config: Any) -> None:
+    """The bundle's classes are the fleet's (node.yaml ``classes``); cheap: the manifest only."""
+    from edge_node import bundles
+    from edge_node.config import check_bundle_classes
+    from vfer.bundle import Bundle, BundleError
+
+    if config.classes is None:
+        return
+    try:
+        found = Bundle.load(bundles.resolve(config.bundle), verify=False).classes
+    except (BundleError, OSError):
+        return  # no bundle yet: the service says so with its own message
+    check_bundle_classes(config, found)
 
 
 @cli.command("ingest")

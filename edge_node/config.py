@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vfer.config_io import load_yaml_model, validate_model
+from vfer.classes import validate_classes
+from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -161,6 +162,44 @@ class AdaptationConfig(_Section):
         return f"{h:02d}:{m:02d}"
 
 
+PROHIBITED_CONTEXTS = {
+    "workplace": "the workplace",
+    "education": "education institutions",
+}
+ART_5_1_F = (
+    "Art. 5(1)(f) of the EU AI Act (Regulation (EU) 2024/1689) prohibits inferring the emotions of "
+    "people in {where} since 2 February 2025, except for medical or safety reasons, which fedvfer is "
+    "not built for; see docs/deployment.md"
+)
+
+
+class DeploymentConfig(_Section):
+    context: Literal["public_space", "retail", "research", "other"] | None = Field(
+        None,
+        description="where the kiosk stands; required for a live camera. 'workplace' and "
+        "'education' are refused (EU AI Act Art. 5(1)(f)); see docs/deployment.md",
+    )
+    operator: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="who runs this kiosk (the controller), named in the kiosk's notice",
+    )
+    notice: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="the kiosk's first-layer notice text (null: the built-in one)",
+    )
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _lawful(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in PROHIBITED_CONTEXTS:
+            raise ValueError(ART_5_1_F.format(where=PROHIBITED_CONTEXTS[v.strip().lower()]))
+        return v
+
+
 class NodeConfig(_Section):
     """Everything one edge node needs; see docs/config.md."""
 
@@ -168,6 +207,11 @@ class NodeConfig(_Section):
         "node-1", description="unique id of this node in the fleet (a topic level)"
     )
     bundle: Path = Field(Path("bundle"), description="model bundle folder")
+    classes: list[str] | None = Field(
+        None,
+        description="the fleet's classes in output order (written by provisioning); the node "
+        "refuses a bundle whose classes differ. null: whatever the bundle has",
+    )
     db: Path = Field(Path("fedvfer.db"), description="SQLite database of clips")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")  # type: ignore[arg-type]
@@ -183,17 +227,48 @@ class NodeConfig(_Section):
     adaptation: AdaptationConfig = Field(
         default_factory=AdaptationConfig, description="nightly personalization"
     )  # type: ignore[arg-type]
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig,
+        description="where the kiosk stands and what it tells people",
+    )  # type: ignore[arg-type]
 
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, v: str) -> str:
         return check_node_id(v)
 
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(validate_classes(v))
+
     @model_validator(mode="after")
     def _clip_lengths(self) -> NodeConfig:
         if self.clips.gap_s >= self.clips.max_s:
             raise ValueError("clips.gap_s must be shorter than clips.max_s")
         return self
+
+
+def check_bundle_classes(config: NodeConfig, bundle_classes: tuple[str, ...]) -> None:
+    """Refuse a bundle whose classes are not the fleet's (``classes`` in node.yaml)."""
+    if config.classes is not None and list(bundle_classes) != config.classes:
+        raise ConfigError(
+            f"classes: node.yaml says {config.classes}, but the bundle {config.bundle} has "
+            f"{list(bundle_classes)}; install the fleet's bundle (the order matters)"
+        )
+
+
+def require_deployment_context(config: NodeConfig, source_kind: str) -> None:
+    """A live camera films people: refuse it until the operator says where the kiosk stands.
+
+    Files and folders (tests, simulations, replaying recordings) need no context.
+    """
+    if source_kind in ("picamera2", "opencv") and config.deployment.context is None:
+        raise ConfigError(
+            "deployment.context is required for a live camera: one of public_space, retail, "
+            "research, other (workplace and education are prohibited by Art. 5(1)(f) of the EU "
+            "AI Act); see docs/deployment.md"
+        )
 
 
 def load_node_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> NodeConfig:

@@ -18,6 +18,35 @@ FLEET_DIR = click.option(
 )
 
 
+def fleet_classes(bundle: Path | None, classes: str | None) -> tuple[str, ...]:
+    """The fleet's classes from ``--bundle`` (its manifest) or ``--classes``; 6 by default."""
+    from vfer.bundle import Bundle, BundleError
+    from vfer.classes import EMOTIONS_6, parse_classes
+
+    if bundle is not None and classes is not None:
+        raise UserError("give --bundle or --classes, not both")
+    if bundle is not None:
+        try:
+            return Bundle.load(bundle, verify=False).classes
+        except BundleError as exc:
+            raise UserError(f"--bundle: {exc}") from None
+    return parse_classes(classes) if classes else EMOTIONS_6
+
+
+def lawful_context(context: str | None) -> str | None:
+    """``--context`` checked by the node's own model (workplace and education are refused)."""
+    from pydantic import ValidationError
+
+    from edge_node.config import DeploymentConfig
+
+    if context is None:
+        return None
+    try:
+        return DeploymentConfig(context=context).context  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise UserError(f"--context {context}: {exc.errors()[0]['msg']}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR")
 def cli(log_level: str) -> None:
@@ -62,11 +91,36 @@ def cli(log_level: str) -> None:
 @click.option(
     "--aggregator-dir", help="where aggregator/ is installed on its host (default: this folder)"
 )
-def init_fleet(fleet: Path, **kw: object) -> None:
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="the fleet's model bundle: its classes go into aggregator.yaml and every node.yaml",
+)
+@click.option("--classes", help="instead of --bundle: 4, 6 or a comma-separated list of names")
+@click.option(
+    "--context",
+    "deployment_context",
+    required=True,
+    help="where the kiosks stand: public_space, retail, research or other (node.yaml "
+    "deployment.context; a live camera needs it). "
+    "workplace and education are refused: EU AI Act Art. 5(1)(f), see docs/deployment.md",
+)
+def init_fleet(
+    fleet: Path,
+    bundle: Path | None,
+    classes: str | None,
+    deployment_context: str | None,
+    **kw: object,
+) -> None:
     """Create a fleet: CA, broker certificate and config, aggregator credentials, signing key."""
     from provisioning.fleet import init_fleet as run
 
-    s = run(fleet, **kw)  # type: ignore[arg-type]
+    s = run(  # type: ignore[misc]
+        fleet,
+        classes=fleet_classes(bundle, classes),
+        deployment_context=lawful_context(deployment_context),
+        **kw,  # type: ignore[arg-type]
+    )
     click.echo(f"fleet ready in {fleet}: broker {s.broker_url}")
     click.echo(f"  broker files:     {fleet}/broker/ (mosquitto.conf is a conf.d drop-in)")
     click.echo(f"  aggregator files: {fleet}/aggregator/ (aggregator.yaml)")
@@ -93,6 +147,11 @@ def init_fleet(fleet: Path, **kw: object) -> None:
     show_default=True,
     help="where the node's files live on the node",
 )
+@click.option(
+    "--context",
+    "deployment_context",
+    help="where this kiosk stands (default: the fleet's init-fleet --context)",
+)
 def add_node(
     name: str,
     fleet: Path,
@@ -102,6 +161,7 @@ def add_node(
     retention_days: float,
     window: str,
     files_at: str,
+    deployment_context: str | None,
 ) -> None:
     """New credentials and a node.yaml for node NAME; the broker files are updated."""
     from provisioning.fleet import add_node as run
@@ -118,6 +178,7 @@ def add_node(
         kiosk_port=kiosk_port,
         retention_days=retention_days,
         window=(start, end),
+        context=lawful_context(deployment_context),
     )
     click.echo(f"node {name}: {folder} (reload the broker: systemctl reload mosquitto)")
 

@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from edge_node.config import NodeConfig
 from provisioning import mosquitto as mq
 from provisioning import pki
 from vfer.atomic import atomic_write_text
+from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.cli import UserError
 from vfer.config_io import validate_model
 from vfer.topics import DEFAULT_PREFIX, Topics, check_node_id
@@ -63,6 +64,13 @@ class FleetSettings(_Model):
     broker_dir: str = Field(description="where the broker files live on the broker host")
     aggregator_dir: str = Field(description="where the aggregator files live on its host")
     aggregator_password_hash: str = Field(description="mosquitto hash of the aggregator password")
+    classes: list[str] = Field(
+        default_factory=lambda: list(EMOTIONS_6),
+        description="the fleet's classes in the heads' output order (aggregator.yaml, node.yaml)",
+    )
+    deployment_context: Literal["public_space", "retail", "research", "other"] | None = Field(
+        None, description="where the fleet's kiosks stand (node.yaml deployment.context)"
+    )
     nodes: dict[str, NodeRecord] = Field(default_factory=dict, description="node registry")
 
     @property
@@ -107,9 +115,12 @@ def init_fleet(
     aggregator_port: int = 8884,
     broker_dir: str | None = None,
     aggregator_dir: str | None = None,
+    classes: tuple[str, ...] | list[str] = EMOTIONS_6,
+    deployment_context: str | None = None,
 ) -> FleetSettings:
     """Create a new fleet folder; refuses one that already holds a fleet."""
     Topics(topic_prefix)  # validates
+    classes = list(validate_classes(list(classes)))
     if (fleet / FLEET_FILE).exists():
         raise UserError(f"{fleet} already holds a fleet; refusing to overwrite its keys")
     fleet = fleet.resolve()
@@ -138,6 +149,8 @@ def init_fleet(
         broker_dir=broker_dir or str(fleet / "broker"),
         aggregator_dir=aggregator_dir or str(fleet / "aggregator"),
         aggregator_password_hash=mq.hash_password(password),
+        classes=classes,
+        deployment_context=deployment_context,  # type: ignore[arg-type]
     )
     save_fleet(fleet, settings)
     pki.write_public(fleet / "aggregator/ca.crt", ca.cert_pem)
@@ -157,6 +170,7 @@ def aggregator_yaml(s: FleetSettings) -> str:
         "ca_file": f"{d}/ca.crt",
         "signing_key_file": f"{d}/signing_key.pem",
         "topic_prefix": s.topic_prefix,
+        "classes": list(s.classes),
     }
     return (
         "# The aggregator's broker credentials, written by `python -m provisioning init-fleet`.\n"
@@ -208,6 +222,7 @@ def node_config(
     retention_days: float = 30.0,
     window: tuple[str, str] = ("02:00", "05:00"),
     data_dir: str = "/var/lib/fedvfer",
+    context: str | None = None,
 ) -> dict[str, Any]:
     """The node's ``node.yaml`` as a dict, validated by the node's own model."""
     d = files_at.rstrip("/")
@@ -231,7 +246,11 @@ def node_config(
         "retention": {"max_age_days": retention_days},
         "federation": federation,
         "adaptation": {"enabled": True, "window_start": window[0], "window_end": window[1]},
+        "classes": list(s.classes),
     }
+    where = context or s.deployment_context
+    if where is not None:
+        data["deployment"] = {"context": where}
     validate_model(NodeConfig, data, source=f"node.yaml for {name}")
     return data
 

@@ -74,6 +74,7 @@ def test_aggregator_yaml_has_exactly_the_agreed_keys(fleet: Path) -> None:
         "ca_file",
         "signing_key_file",
         "topic_prefix",
+        "classes",  # one source for the fleet's classes (init-fleet --bundle / --classes)
     }
     assert data["username"] == "aggregator"
     assert data["broker_url"] == "mqtts://broker.lan:8883"
@@ -184,7 +185,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_round_trip(tmp_path: Path) -> None:
     d = str(tmp_path / "fleet")
-    res = _cli("init-fleet", "--dir", d, "--broker-host", "broker.lan")
+    res = _cli("init-fleet", "--dir", d, "--broker-host", "broker.lan", "--context", "retail")
     assert res.returncode == 0, res.stderr
     assert "mqtts://broker.lan:8883" in res.stdout
     res = _cli("add-node", "pi-1", "--dir", d, "--window", "03:00-06:00", "--no-kiosk")
@@ -193,7 +194,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert cfg.adaptation.window_start == "03:00" and not cfg.kiosk.enabled
     assert _cli("revoke-node", "pi-1", "--dir", d).returncode == 0
     for args, message in [
-        (("init-fleet", "--dir", d, "--broker-host", "b"), "already holds a fleet"),
+        (("init-fleet", "--dir", d, "--broker-host", "b", "--context", "other"), "already holds"),
         (("add-node", "pi-2", "--dir", d, "--window", "3"), "--window '3' must be HH:MM-HH:MM"),
         (("revoke-node", "pi-1", "--dir", d), "already revoked"),
         (("add-node", "x", "--dir", str(tmp_path / "none")), "is not a fleet folder"),
