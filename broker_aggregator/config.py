@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.config_io import apply_overrides, load_yaml_model, validate_model
 from vfer.messages import Personalization
+from vfer.ops_http import MetricsConfig
 from vfer.topics import DEFAULT_PREFIX, Topics, check_node_id
 
 
@@ -114,6 +115,10 @@ class AggregatorConfig(_Section):
         "broker refuses 5). With 3.1.1 there is no $share: run a single worker",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="Prometheus /metrics and the password-protected fleet page (leader only)",
+    )  # type: ignore[arg-type]
 
     @field_validator("broker_url")
     @classmethod

@@ -38,9 +38,17 @@ def test_init_fleet_from_a_bundle_writes_its_classes_everywhere(
 ) -> None:
     fleet = tmp_path / "fleet"
     res = _run(
-        "provisioning", "init-fleet", "--dir", str(fleet), "--broker-host", "b.lan",
-        "--bundle", str(bundle4), "--context", "public_space",
-    )  # fmt: skip
+        "provisioning",
+        "init-fleet",
+        "--dir",
+        str(fleet),
+        "--broker-host",
+        "b.lan",
+        "--bundle",
+        str(bundle4),
+        "--context",
+        "public_space",
+    )
     assert res.returncode == 0, res.stderr
     assert _run("provisioning", "add-node", "pi-1", "--dir", str(fleet)).returncode == 0
     agg = yaml.safe_load((fleet / "aggregator/aggregator.yaml").read_text())
@@ -81,7 +89,7 @@ def test_aggregator_refuses_classes_that_do_not_fit_its_initial_weights(
         str(tmp_path / "agg.db"),
         "--initial-weights",
         str(weights),
-    )  # fmt: skip  (6 classes by default: a mismatch, refused before connecting)
+    )
     assert res.returncode == 1, res.stderr
     assert res.stderr.startswith("Error: ") and "4-class head" in res.stderr
     assert not (tmp_path / "agg.db").exists()

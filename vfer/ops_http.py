@@ -1,0 +1,193 @@
+"""A small read-only HTTP endpoint for operators: Prometheus ``/metrics`` and a status page.
+
+The node and the aggregator both serve one (``metrics:`` in node.yaml and aggregator.yaml). It
+binds to loopback by default; a password (HTTP basic auth, any user name) protects every route
+that asks for it, compared in constant time. Routes are plain callables that return bytes, so the
+data behind them is computed at request time from the owner's state, never pushed from a hot path.
+Only GET and HEAD are answered, and a request whose Host is not the bound address (or
+``localhost``) is refused, as the kiosk does against DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+
+class MetricsConfig(BaseModel):
+    """The ``metrics:`` section of node.yaml and aggregator.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="serve Prometheus /metrics (and the fleet page)")
+    host: str = Field("127.0.0.1", description="address to listen on (loopback by default)")
+    port: int = Field(9108, ge=0, le=65535, description="port (0: pick a free one)")
+    password_file: Path | None = Field(
+        None,
+        description="file holding the password (HTTP basic auth, any user name); null: /metrics "
+        "is open and the aggregator's fleet page is off",
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """One GET route: what it returns and whether it needs the password."""
+
+    body: Callable[[], bytes]
+    content_type: str = "text/plain; charset=utf-8"
+    private: bool = True  # needs the password (when one is configured)
+
+
+def metrics_route(registry: CollectorRegistry, *, private: bool = True) -> Route:
+    """``/metrics`` in the Prometheus text format, collected at scrape time."""
+    return Route(lambda: generate_latest(registry), CONTENT_TYPE_LATEST, private)
+
+
+class OpsServer:
+    """A running endpoint; :meth:`stop` shuts it down and closes the socket."""
+
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = str(self._server.server_address[0])
+        return f"http://{host}:{self.port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+
+def start_ops_server(
+    routes: Mapping[str, Route],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    password: str | None = None,
+    realm: str = "fedvfer",
+    name: str = "ops-http",
+    allowed_hosts: tuple[str, ...] = (),
+) -> OpsServer:
+    """Serve ``routes`` on ``host:port`` (0: a free port) in a daemon thread.
+
+    The Host header must name the bound address, ``localhost`` or one of ``allowed_hosts``; a
+    wildcard bind (``0.0.0.0``, ``::``) with no ``allowed_hosts`` accepts any Host (give it a
+    password).
+    """
+    wildcard = host in ("0.0.0.0", "::", "") and not allowed_hosts
+    allowed = {host, "localhost", "127.0.0.1", "[::1]", *(h.lower() for h in allowed_hosts)}
+    table = dict(routes)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "fedvfer"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+        def do_HEAD(self) -> None:
+            self._answer(head=True)
+
+        def do_GET(self) -> None:
+            self._answer(head=False)
+
+        def _answer(self, head: bool) -> None:
+            if not wildcard and not _host_allowed(self.headers.get("Host"), allowed):
+                self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", head=head)
+                return
+            route = table.get(self.path.split("?", 1)[0])
+            if route is None:
+                self._send(HTTPStatus.NOT_FOUND, b"not found\n", head=head)
+                return
+            if route.private and password is not None and not self._authorized(password):
+                self._send(
+                    HTTPStatus.UNAUTHORIZED,
+                    b"password required\n",
+                    head=head,
+                    headers={"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'},
+                )
+                return
+            try:
+                body = route.body()
+            except Exception:
+                log.exception("%s: %s failed", name, self.path)
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"error\n", head=head)
+                return
+            self._send(HTTPStatus.OK, body, route.content_type, head=head)
+
+        def _authorized(self, secret: str) -> bool:
+            header = self.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "basic" or not token:
+                return False
+            try:
+                decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            _, _, given = decoded.partition(":")
+            return hmac.compare_digest(given.encode(), secret.encode())
+
+        def _send(
+            self,
+            status: HTTPStatus,
+            body: bytes,
+            content_type: str = "text/plain; charset=utf-8",
+            *,
+            head: bool,
+            headers: Mapping[str, str] | None = None,
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("X-Frame-Options", "DENY")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    log.info(
+        "%s on http://%s:%d%s",
+        name,
+        host,
+        server.server_address[1],
+        " (password required)" if password else "",
+    )
+    return OpsServer(server, thread)
+
+
+def _host_allowed(header: str | None, allowed: set[str]) -> bool:
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host in allowed
