@@ -32,13 +32,14 @@ def fleet(tmp_path: Path) -> Path:
 
 
 def test_layout_and_secret_modes(fleet: Path) -> None:
-    for secret in ("ca/ca.key", "broker/server.key", "broker/passwd", "aggregator/password",
-                   "aggregator/signing_key.pem"):  # fmt: skip
+    for secret in ("ca/ca.key", "broker/server.key", "broker/passwd", "broker/aggregator_passwd",
+                   "aggregator/password", "aggregator/signing_key.pem"):  # fmt: skip
         assert _mode(fleet / secret) == 0o600, secret
     for public in ("ca/ca.crt", "broker/ca.crt", "broker/crl.pem", "fleet_public_key.pem"):
         assert _mode(fleet / public) == 0o644, public
     conf = (fleet / "broker/mosquitto.conf").read_text()
     assert f"password_file {fleet.resolve()}/broker/passwd" in conf
+    assert f"password_file {fleet.resolve()}/broker/aggregator_passwd" in conf
     assert "max_queued_messages 10000" in conf
 
 
@@ -74,9 +75,17 @@ def test_aggregator_yaml_has_exactly_the_agreed_keys(fleet: Path) -> None:
         "ca_file",
         "signing_key_file",
         "topic_prefix",
+        "share_group",
+        "mqtt_version",
     }
     assert data["username"] == "aggregator"
-    assert data["broker_url"] == "mqtts://broker.lan:8883"
+    assert data["broker_url"] == "mqtts://broker.lan:8884"  # the aggregator's own listener
+    assert data["mqtt_version"] == "5"
+    # A secret per fleet: the public default would let a node join the aggregators' group.
+    assert data["share_group"] != "fedvfer-aggregators" and len(data["share_group"]) >= 32
+    assert data["share_group"] == load_fleet(fleet).share_group
+    other = init_fleet(fleet.parent / "other", broker_host="broker.lan")
+    assert other.share_group != data["share_group"]
     assert Path(data["signing_key_file"]) == (fleet / "aggregator/signing_key.pem").resolve()
     assert Path(data["password_file"]).read_text().strip()
     assert data["topic_prefix"] == "fedvfer"
@@ -87,7 +96,8 @@ def test_colleagues_loaders_accept_the_files(fleet: Path) -> None:
     aggregator_config = pytest.importorskip("broker_aggregator.config")
     signing = pytest.importorskip("vfer.signing")
     cfg = aggregator_config.load_aggregator_config(fleet / "aggregator/aggregator.yaml")
-    assert cfg.username == "aggregator" and cfg.broker_url == "mqtts://broker.lan:8883"
+    assert cfg.username == "aggregator" and cfg.broker_url == "mqtts://broker.lan:8884"
+    assert cfg.share_group == load_fleet(fleet).share_group
     private = signing.load_private_key(cfg.signing_key_file)
     public = signing.load_public_key(fleet / "fleet_public_key.pem")
     assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
@@ -112,9 +122,12 @@ def test_add_node_writes_a_config_the_node_loads(fleet: Path) -> None:
     assert (folder / "fleet_public_key.pem").read_bytes() == (
         fleet / "fleet_public_key.pem"
     ).read_bytes()
-    # The broker's password file now holds the node's hash, next to the aggregator's.
+    assert fed.mqtt_version == "5" and fed.min_central_version == 1
+    # The nodes' password file holds the node's hash; the aggregator has a file of its own.
     lines = dict(line.split(":", 1) for line in (fleet / "broker/passwd").read_text().splitlines())
-    assert set(lines) == {"aggregator", "kiosk-7"}
+    assert set(lines) == {"kiosk-7"}
+    agg_lines = (fleet / "broker/aggregator_passwd").read_text().splitlines()
+    assert [line.split(":")[0] for line in agg_lines] == ["aggregator"]
     assert mq.verify_password(password, lines["kiosk-7"])
     local = add_node(fleet, "kiosk-8", files_at=str(fleet / "nodes/kiosk-8"))
     assert (
@@ -166,6 +179,8 @@ def test_refusals(fleet: Path) -> None:
         add_node(fleet, "aggregator")
     with pytest.raises(UserError, match="not valid"):
         add_node(fleet, "a/b")
+    with pytest.raises(UserError, match="client ids"):
+        add_node(fleet, "fedvfer-agg-1")  # would take the aggregator leader's client id
     add_node(fleet, "pi-1")
     with pytest.raises(UserError, match="already in the fleet"):
         add_node(fleet, "pi-1")
