@@ -39,9 +39,9 @@ class Client:
     #: Set when the broker closed this client's connection (or it disconnected itself).
     disconnected: threading.Event = field(default_factory=threading.Event)
 
-    def publish(self, topic: str, payload: bytes = b"x") -> int:
+    def publish(self, topic: str, payload: bytes = b"x", *, retain: bool = False) -> int:
         """Publish at QoS 1; the PUBACK reason code (0 ok, 135 not authorized, ...)."""
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         with self.acked:
             if not self.acked.wait_for(lambda: info.mid in self.acks, timeout=TIMEOUT):
                 raise TimeoutError(f"no PUBACK for {topic}")
@@ -180,18 +180,24 @@ class Fleet:
 
 
 def start_fleet(
-    tmp_path: Path, *, client_certs: bool = False, nodes: tuple[str, ...] = ("node-a", "node-b")
+    tmp_path: Path,
+    *,
+    client_certs: bool = False,
+    nodes: tuple[str, ...] = ("node-a", "node-b"),
+    min_central_version: dict[str, int] | None = None,
 ) -> Fleet:
     """``init-fleet`` (broker host localhost, free ports), ``add-node`` for each of ``nodes``
-    (their files where they are, so node.yaml loads here) and mosquitto with the generated
-    ``mosquitto.conf``; stop it with ``fleet.broker.stop()``."""
+    (their files where they are, so node.yaml loads here; ``--min-central-version`` from
+    ``min_central_version`` by name) and mosquitto with the generated ``mosquitto.conf``; stop
+    it with ``fleet.broker.stop()``."""
     port, agg_port = free_port(), free_port()
     d = tmp_path / "fleet"
     init_fleet(
         d, broker_host="localhost", port=port, client_certs=client_certs, aggregator_port=agg_port
     )
     for name in nodes:
-        add_node(d, name, files_at=str(d / "nodes" / name))
+        floor = (min_central_version or {}).get(name)
+        add_node(d, name, files_at=str(d / "nodes" / name), min_central_version=floor)
     # As root, mosquitto would drop to its own user, which cannot read pytest's tmp folders.
     conf = "user root\n" + (d / "broker" / "mosquitto.conf").read_text()
     broker = start_mosquitto(tmp_path / "mosquitto", conf, port)
