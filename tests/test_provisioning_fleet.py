@@ -172,6 +172,23 @@ def test_client_cert_fleet_puts_revoked_certificates_on_the_crl(tmp_path: Path) 
     assert agg["broker_url"] == "mqtts://127.0.0.1:8884"
 
 
+def test_min_central_version_only_goes_up(fleet: Path) -> None:
+    """A node added later never gets a lower floor than one added before it."""
+    floor = lambda name: (
+        load_node_config(  # noqa: E731
+            fleet / "nodes" / name / "node.yaml"
+        ).federation.min_central_version
+    )
+    add_node(fleet, "pi-1")
+    add_node(fleet, "pi-2", min_central_version=7)
+    add_node(fleet, "pi-3")
+    add_node(fleet, "pi-4", min_central_version=3)
+    assert [floor(n) for n in ("pi-1", "pi-2", "pi-3", "pi-4")] == [1, 7, 7, 7]
+    assert load_fleet(fleet).min_central_version == 7
+    with pytest.raises(UserError, match="at least 1"):
+        add_node(fleet, "pi-5", min_central_version=0)
+
+
 def test_refusals(fleet: Path) -> None:
     with pytest.raises(UserError, match="already holds a fleet"):
         init_fleet(fleet, broker_host="x")
@@ -206,6 +223,11 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     cfg = load_node_config(Path(d) / "nodes/pi-1/node.yaml")
     assert cfg.adaptation.window_start == "03:00" and not cfg.kiosk.enabled
+    res = _cli("add-node", "pi-3", "--dir", d, "--min-central-version", "12")
+    assert res.returncode == 0, res.stderr
+    fed = load_node_config(Path(d) / "nodes/pi-3/node.yaml").federation
+    assert fed.min_central_version == 12
+    assert _cli("add-node", "pi-4", "--dir", d, "--min-central-version", "0").returncode != 0
     assert _cli("revoke-node", "pi-1", "--dir", d).returncode == 0
     for args, message in [
         (("init-fleet", "--dir", d, "--broker-host", "b"), "already holds a fleet"),
