@@ -174,11 +174,11 @@ def test_client_cert_fleet_puts_revoked_certificates_on_the_crl(tmp_path: Path) 
 
 def test_min_central_version_only_goes_up(fleet: Path) -> None:
     """A node added later never gets a lower floor than one added before it."""
-    floor = lambda name: (
-        load_node_config(  # noqa: E731
-            fleet / "nodes" / name / "node.yaml"
-        ).federation.min_central_version
-    )
+
+    def floor(name: str) -> int:
+        path = fleet / "nodes" / name / "node.yaml"
+        return load_node_config(path).federation.min_central_version
+
     add_node(fleet, "pi-1")
     add_node(fleet, "pi-2", min_central_version=7)
     add_node(fleet, "pi-3")

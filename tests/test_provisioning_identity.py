@@ -127,9 +127,14 @@ def test_a_node_reusing_client_ids_disconnects_nobody(fleet: Fleet, tmp_path: Pa
             rc = victim.publish("fedvfer/nodes/victim/ping", b"still here")
             assert rc == NO_MATCHING_SUBSCRIBERS  # accepted (reason codes < 128 are success)
             assert not victim.disconnected.is_set(), f"the victim was disconnected by {stolen!r}"
-        # The aggregator's listener does not know node logins at all.
+        # The aggregator's listener does not know node logins at all (nor the nodes' the
+        # aggregator's, whose ids are not bound to its login).
         thief = connect(fleet.aggregator_port, "mallory", password, fleet.ca, client_id=LEADER_ID)
         assert thief.connect_rc == NOT_AUTHORIZED
+        agg_password = fleet.secret("aggregator", "password")
+        assert connect(fleet.broker.port, "aggregator", agg_password, fleet.ca).connect_rc == (
+            NOT_AUTHORIZED
+        )
         assert "disconnected from" not in agg.log(), agg.log()[-3000:]
     finally:
         victim.stop()
