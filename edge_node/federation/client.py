@@ -24,8 +24,8 @@ one and not older than the freshness floor: the larger of ``min_central_version`
 written by provisioning) and the newest ``base_version`` a verified round announced, so a
 validly signed but old central replayed as the retained message is refused even by a brand-new
 node. Round messages are signed with the same fleet key and verified the same way; a round
-older than the current one is refused. Everything refused is logged and ignored. The node's status topic is retained, with a last
-will that says ``offline``.
+older than the current one is refused. Everything refused is logged and ignored. The node's
+status topic is retained, with a last will that says ``offline``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ operator, a handful of routes. Routes::
 Every request, GETs included, must name the kiosk in its ``Host`` header
 (``kiosk.allowed_hosts``; see :mod:`edge_node.kiosk.hosts`) or gets 421 before any route runs,
 which defeats DNS rebinding. POSTs must also be JSON and same-origin, so another web page cannot
-trigger them from the kiosk's browser. The server reads :class:`~edge_node.state.NodeState` and never touches the pipeline.
+trigger them from the kiosk's browser. The server reads :class:`~edge_node.state.NodeState` and
+never touches the pipeline.
 """
 
 from __future__ import annotations
