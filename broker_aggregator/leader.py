@@ -30,6 +30,7 @@ from vfer.messages import (
     ProgressMsg,
     RoundMsg,
     sign_central,
+    sign_round,
     to_json,
     unpack,
 )
@@ -272,7 +273,7 @@ class Leader:
 
     def _round_msg(self, row: RoundRow) -> RoundMsg:
         r = self.cfg.round
-        return RoundMsg(
+        msg = RoundMsg(
             round_id=row.round_id,
             base_version=row.base_version,
             state=row.state,  # type: ignore[arg-type]
@@ -284,6 +285,7 @@ class Leader:
             weight_dtype="float16" if self.cfg.float16_transport else "float32",
             personalization=self.cfg.personalization,
         )
+        return sign_round(msg, self._key)  # nodes refuse unsigned rounds, as centrals
 
     def _announce_round(self, row: RoundRow) -> None:
         msg = self._round_msg(row)

@@ -100,6 +100,26 @@ class KioskConfig(_Section):
     forget_timeout_s: float = Field(
         30.0, gt=0, le=600, description="how long 'forget me' waits for the node to delete clips"
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="Host header values the kiosk answers (name or address, optionally :port); "
+        "anything else gets 421 before any route runs (DNS rebinding). null: the bind "
+        "address, localhost and 127.0.0.1, each with and without the port",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        out = []
+        for host in v:
+            h = host.strip().lower()
+            if not h or len(h) > 255 or any(c.isspace() or c in "/@?#" for c in h):
+                raise ValueError(f"{host!r} is not a host name or address (with optional :port)")
+            out.append(h)
+        return out
 
 
 class FederationConfig(_Section):
@@ -119,6 +139,13 @@ class FederationConfig(_Section):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     mqtt_version: Literal["5", "3.1.1", "auto"] = Field(
         "auto", description="MQTT protocol: '5', '3.1.1', or 'auto' (5, else 3.1.1)"
+    )
+    min_central_version: int = Field(
+        1,
+        ge=1,
+        le=2**53,
+        description="install no central v older than this, even validly signed (a replayed "
+        "old one); provisioning writes the fleet's version at the time the node was added",
     )
 
     @field_validator("broker_url")

@@ -83,7 +83,7 @@ def cli(log_level: str) -> None:
     default=8884,
     show_default=True,
     type=click.IntRange(1, 65535),
-    help="loopback listener for the aggregator (client certs only)",
+    help="the aggregator's own TLS listener (loopback-only with client certs)",
 )
 @click.option(
     "--broker-dir", help="where broker/ is installed on the broker host (default: this folder)"
@@ -152,6 +152,13 @@ def init_fleet(
     "deployment_context",
     help="where this kiosk stands (default: the fleet's init-fleet --context)",
 )
+@click.option(
+    "--min-central-version",
+    type=click.IntRange(1, 2**53),
+    default=None,
+    help="the node installs no central older than this (default: the highest given before, "
+    "else 1); give the aggregator's current version so a replayed old central is refused",
+)
 def add_node(
     name: str,
     fleet: Path,
@@ -162,6 +169,7 @@ def add_node(
     window: str,
     files_at: str,
     deployment_context: str | None,
+    min_central_version: int | None,
 ) -> None:
     """New credentials and a node.yaml for node NAME; the broker files are updated."""
     from provisioning.fleet import add_node as run
@@ -179,6 +187,7 @@ def add_node(
         retention_days=retention_days,
         window=(start, end),
         context=lawful_context(deployment_context),
+        min_central_version=min_central_version,
     )
     click.echo(f"node {name}: {folder} (reload the broker: systemctl reload mosquitto)")
 

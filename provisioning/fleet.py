@@ -71,6 +71,17 @@ class FleetSettings(_Model):
     deployment_context: Literal["public_space", "retail", "research", "other"] | None = Field(
         None, description="where the fleet's kiosks stand (node.yaml deployment.context)"
     )
+    share_group: str | None = Field(
+        None,
+        description="secret $share group of the aggregator workers, as written into "
+        "aggregator.yaml (None: a fleet made before it existed, which uses the public default)",
+    )
+    min_central_version: int = Field(
+        1,
+        ge=1,
+        le=2**53,
+        description="oldest central version a newly added node may install (node.yaml)",
+    )
     nodes: dict[str, NodeRecord] = Field(default_factory=dict, description="node registry")
 
     @property
@@ -151,6 +162,7 @@ def init_fleet(
         aggregator_password_hash=mq.hash_password(password),
         classes=classes,
         deployment_context=deployment_context,  # type: ignore[arg-type]
+        share_group=mq.new_share_group(),
     )
     save_fleet(fleet, settings)
     pki.write_public(fleet / "aggregator/ca.crt", ca.cert_pem)
@@ -161,17 +173,22 @@ def init_fleet(
 
 
 def aggregator_yaml(s: FleetSettings) -> str:
-    url = f"mqtts://127.0.0.1:{s.aggregator_port}" if s.client_certs else s.broker_url
+    """The aggregator's config: its own listener, credentials, signing key and the fleet's
+    secret share group (never given to nodes)."""
+    host = "127.0.0.1" if s.client_certs else s.broker_host
     d = s.aggregator_dir.rstrip("/")
-    data = {
-        "broker_url": url,
+    data: dict[str, Any] = {
+        "broker_url": f"mqtts://{host}:{s.aggregator_port}",
         "username": mq.AGGREGATOR_USER,
         "password_file": f"{d}/password",
         "ca_file": f"{d}/ca.crt",
         "signing_key_file": f"{d}/signing_key.pem",
         "topic_prefix": s.topic_prefix,
         "classes": list(s.classes),
+        "mqtt_version": "5",
     }
+    if s.share_group is not None:
+        data["share_group"] = s.share_group
     return (
         "# The aggregator's broker credentials, written by `python -m provisioning init-fleet`.\n"
         + (yaml.safe_dump(data, sort_keys=False))
@@ -180,10 +197,11 @@ def aggregator_yaml(s: FleetSettings) -> str:
 
 def write_broker_files(fleet: Path, s: FleetSettings) -> None:
     """Regenerate passwd, acl, mosquitto.conf and the CRL from the registry."""
-    hashes = {mq.AGGREGATOR_USER: s.aggregator_password_hash}
-    hashes.update({name: n.password_hash for name, n in s.nodes.items() if not n.revoked})
+    nodes = {name: n.password_hash for name, n in s.nodes.items() if not n.revoked}
+    aggregator = {mq.AGGREGATOR_USER: s.aggregator_password_hash}
     broker = fleet / "broker"
-    pki.write_private(broker / "passwd", mq.password_file(hashes).encode())
+    pki.write_private(broker / "passwd", mq.password_file(nodes).encode())
+    pki.write_private(broker / "aggregator_passwd", mq.password_file(aggregator).encode())
     atomic_write_text(broker / "acl", mq.acl_file(s.topic_prefix))
     conf = mq.mosquitto_conf(
         mq.BrokerFiles(s.broker_dir),
@@ -208,6 +226,11 @@ def check_node_name(name: str) -> str:
         raise UserError(str(exc)) from None
     if name == mq.AGGREGATOR_USER:
         raise UserError(f"{name!r} is the aggregator's user name; pick another node name")
+    if name.startswith(mq.RESERVED_CLIENT_PREFIX):
+        raise UserError(
+            f"{name!r}: names starting with {mq.RESERVED_CLIENT_PREFIX!r} are the aggregator's "
+            "client ids (a node's client id is its name); pick another node name"
+        )
     return name
 
 
@@ -234,6 +257,11 @@ def node_config(
         "ca_file": f"{d}/ca.crt",
         "fleet_public_key": f"{d}/{PUBLIC_KEY}",
         "topic_prefix": s.topic_prefix,
+        # The broker speaks 5; "auto" would first probe with a clean session, and the broker
+        # gives every node login its user name as client id, so the probe would end the
+        # node's own persistent session.
+        "mqtt_version": "5",
+        "min_central_version": s.min_central_version,
     }
     if s.client_certs:
         federation |= {"cert_file": f"{d}/client.crt", "key_file": f"{d}/client.key"}
@@ -255,11 +283,21 @@ def node_config(
     return data
 
 
-def add_node(fleet: Path, name: str, **config: Any) -> Path:
-    """New credentials and a ``node.yaml`` for ``name``; returns the node's folder."""
+def add_node(
+    fleet: Path, name: str, *, min_central_version: int | None = None, **config: Any
+) -> Path:
+    """New credentials and a ``node.yaml`` for ``name``; returns the node's folder.
+
+    ``min_central_version`` raises the fleet's floor (kept in fleet.json for later nodes): the
+    node refuses any central older than it, even a validly signed one replayed from the past.
+    """
     fleet = fleet.resolve()
     s = load_fleet(fleet)
     check_node_name(name)
+    if min_central_version is not None:
+        if min_central_version < 1:
+            raise UserError(f"--min-central-version must be at least 1, got {min_central_version}")
+        s.min_central_version = max(s.min_central_version, min_central_version)
     if name in s.nodes and not s.nodes[name].revoked:
         raise UserError(f"node {name!r} is already in the fleet (revoke-node it first)")
     data = node_config(s, name, **config)

@@ -7,6 +7,16 @@ Who may do what (``P`` is the topic prefix, ``fedvfer`` by default)::
     aggregator  write P/round, P/central/#, P/nodes/+/ack
                 read  P/nodes/+/update, P/nodes/+/status (also as $share/<group>/...)
                 both  P/aggregator/# (worker <-> leader control topics)
+
+Identities are bound by listener (``per_listener_settings true``): nodes log in on the fleet
+listener, whose password file holds only nodes and which replaces every client id by the user
+name (``use_username_as_clientid``), so a node login can neither disconnect another client by
+reusing its id nor resume another client's session. The aggregator logs in on its own listener,
+whose password file holds only the aggregator, so its workers keep their own client ids.
+Mosquitto's ``acl_file`` does not check subscriptions, so a node may subscribe to any
+``$share/<group>/...``: the aggregators' group name is a per-fleet secret (:func:`new_share_group`)
+written only into ``aggregator.yaml``; a node that subscribes to a group it guessed makes a group
+of its own and takes nothing from the aggregators'.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from vfer.heads_spec import count_params, ifer_spec, vfer_spec
 from vfer.topics import Topics
 
 AGGREGATOR_USER = "aggregator"
+#: The aggregator's client ids are ``fedvfer-<worker id>``; no node may be named like that.
+RESERVED_CLIENT_PREFIX = "fedvfer-"
 #: Mosquitto 2's own default for ``mosquitto_passwd``.
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
@@ -50,6 +62,11 @@ def verify_password(password: str, hashed: str) -> bool:
     iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
     mine = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
     return hmac.compare_digest(mine, digest)
+
+
+def new_share_group() -> str:
+    """A secret shared-subscription group name for the aggregators (128 random bits)."""
+    return f"fedvfer-agg-{secrets.token_hex(16)}"
 
 
 def new_password() -> str:
@@ -125,6 +142,10 @@ class BrokerFiles:
         return self._at("passwd")
 
     @property
+    def aggregator_passwd(self) -> str:
+        return self._at("aggregator_passwd")
+
+    @property
     def acl(self) -> str:
         return self._at("acl")
 
@@ -155,13 +176,15 @@ def mosquitto_conf(
     client_certs: bool = False,
     aggregator_port: int = 8884,
 ) -> str:
-    """A config drop-in (``conf.d/fedvfer.conf``): TLS on ``port``, no anonymous access, the
-    password file and ACL, packet and queue limits. With ``client_certs`` the node listener
-    also requires a certificate from the fleet CA (checked against the CRL) and the aggregator
-    connects with its password through a loopback-only TLS listener on ``aggregator_port``."""
+    """A config drop-in (``conf.d/fedvfer.conf``): TLS on ``port`` for the nodes and on
+    ``aggregator_port`` for the aggregator, each listener with its own password file (see the
+    module docstring), no anonymous access, the ACL, packet and queue limits. With
+    ``client_certs`` the node listener also requires a certificate from the fleet CA (checked
+    against the CRL) and the aggregator's listener is bound to 127.0.0.1 (it has a password but
+    no certificate, so it must run on the broker host)."""
     limit = max_packet_size or packet_limit()
 
-    def tls(listen_port: int, address: str) -> str:
+    def tls(listen_port: int, address: str, passwd: str) -> str:
         return (
             f"listener {listen_port}{(' ' + address) if address else ''}\n"
             "protocol mqtt\n"
@@ -169,26 +192,31 @@ def mosquitto_conf(
             f"certfile {files.cert}\n"
             f"keyfile {files.key}\n"
             "tls_version tlsv1.2\n"
+            "allow_anonymous false\n"
+            f"password_file {passwd}\n"
+            f"acl_file {files.acl}\n"
         )
 
     out = [
         "# fedvfer broker, written by `python -m provisioning`; regenerate rather than edit.\n"
-        "# Persistence and logging stay in the main mosquitto.conf.\n",
-        "allow_anonymous false\n",
-        f"password_file {files.passwd}\n",
-        f"acl_file {files.acl}\n",
+        "# Persistence and logging stay in the main mosquitto.conf.\n"
+        "# Each listener has its own password file: nodes cannot log in on the aggregator's.\n",
+        "per_listener_settings true\n",
         f"max_packet_size {limit}\n",
         f"max_queued_messages {queue_limit(fleet_size)}\n",
         "persistent_client_expiration 30d\n",
-        "\n# Nodes (and, without client certificates, the aggregator) over TLS.\n",
-        tls(port, bind),
+        "\n# Nodes over TLS; a node's client id is its user name, so nobody can take over another's.\n",
+        tls(port, bind, files.passwd),
+        "use_username_as_clientid true\n",
     ]
     if client_certs:
         out += [
             "require_certificate true\n",
             "use_identity_as_username false\n",
             f"crlfile {files.crl}\n",
-            "\n# The aggregator, on the broker host, with its password only.\n",
-            tls(aggregator_port, "127.0.0.1"),
         ]
+    out += [
+        "\n# The aggregator (leader and workers keep their own client ids), with its password only.\n",
+        tls(aggregator_port, "127.0.0.1" if client_certs else bind, files.aggregator_passwd),
+    ]
     return "".join(out)

@@ -27,6 +27,7 @@ from vfer.messages import (
     StatusMsg,
     from_json,
     sign_central,
+    sign_round,
     to_json,
 )
 
@@ -91,7 +92,8 @@ def test_node_installs_only_verified_newer_centrals(
             assert wait(lambda n=n: node.rejected_centrals == n), reason
             assert f"reason={reason}" in caplog.text
         pub(publisher, "fedvfer/round", b"{not json")
-        assert wait(lambda: "ignored message on fedvfer/round" in caplog.text)
+        assert wait(lambda: node.rejected_rounds == 1)
+        assert "rejected round: reason=bad_header" in caplog.text
         assert node.latest_central().version == 2  # type: ignore[union-attr]
         assert node.current_round() is None
         pub(publisher, "fedvfer/central/bundle", central(3, w, key))
@@ -133,7 +135,8 @@ def test_outbox_resends_until_acked_and_survives_a_restart(
         central(2, w, signing.load_private_key(priv)),
         retain=True,
     )
-    pub(publisher, "fedvfer/round", to_json(rnd), retain=True)
+    key = signing.load_private_key(priv)
+    pub(publisher, "fedvfer/round", to_json(sign_round(rnd, key)), retain=True)
     node = FederationClient("pi-2", settings, tmp_path / "o.db", resend_s=0.3).start()
     assert node.wait_round(timeout=10) is not None and node.wait_central(timeout=10) is not None
     update_id = node.submit(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from provisioning import mosquitto as mq
-from provisioning.fleet import add_node, init_fleet, revoke_node
-from tests.support.mosquitto import Broker, free_port, mosquitto_binary, start_mosquitto
-from tests.support.provisioning_mqtt import Client, connect
+from provisioning.fleet import revoke_node
+from tests.support.mosquitto import Broker, mosquitto_binary
+from tests.support.provisioning_mqtt import Client, Fleet, connect, start_fleet
 
 pytestmark = pytest.mark.skipif(
     mosquitto_binary() is None, reason="mosquitto not installed (apt-get install mosquitto)"
@@ -21,58 +20,9 @@ NOT_AUTHORIZED = 135
 NO_MATCHING_SUBSCRIBERS = 16
 
 
-@dataclass
-class Fleet:
-    dir: Path
-    broker: Broker
-    aggregator_port: int
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ca" / "ca.crt"
-
-    def secret(self, *parts: str) -> str:
-        return self.dir.joinpath(*parts).read_text().strip()
-
-    def node(self, name: str, password: str | None = None, *, certs: bool = False) -> Client:
-        folder = self.dir / "nodes" / name
-        return connect(
-            self.broker.port,
-            name,
-            password if password is not None else self.secret("nodes", name, "broker_password"),
-            self.ca,
-            client_id=f"test-{name}",
-            cert_file=folder / "client.crt" if certs else None,
-            key_file=folder / "client.key" if certs else None,
-        )
-
-    def aggregator(self, port: int | None = None) -> Client:
-        return connect(
-            port or self.broker.port,
-            "aggregator",
-            self.secret("aggregator", "password"),
-            self.ca,
-            host="127.0.0.1" if port else "localhost",
-            client_id="test-aggregator",
-        )
-
-
-def _start(tmp_path: Path, *, client_certs: bool) -> Fleet:
-    port, agg_port = free_port(), free_port()
-    d = tmp_path / "fleet"
-    init_fleet(
-        d, broker_host="localhost", port=port, client_certs=client_certs, aggregator_port=agg_port
-    )
-    for name in ("node-a", "node-b"):
-        add_node(d, name)
-    # As root, mosquitto would drop to its own user, which cannot read pytest's tmp folders.
-    conf = "user root\n" + (d / "broker" / "mosquitto.conf").read_text()
-    return Fleet(d, start_mosquitto(tmp_path / "mosquitto", conf, port), agg_port)
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = _start(tmp_path, client_certs=False)
+    f = start_fleet(tmp_path, client_certs=False)
     try:
         yield f
     finally:
@@ -81,7 +31,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 @pytest.fixture
 def cert_fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = _start(tmp_path, client_certs=True)
+    f = start_fleet(tmp_path, client_certs=True)
     try:
         yield f
     finally:

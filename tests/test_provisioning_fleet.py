@@ -32,13 +32,14 @@ def fleet(tmp_path: Path) -> Path:
 
 
 def test_layout_and_secret_modes(fleet: Path) -> None:
-    for secret in ("ca/ca.key", "broker/server.key", "broker/passwd", "aggregator/password",
-                   "aggregator/signing_key.pem"):  # fmt: skip
+    for secret in ("ca/ca.key", "broker/server.key", "broker/passwd", "broker/aggregator_passwd",
+                   "aggregator/password", "aggregator/signing_key.pem"):  # fmt: skip
         assert _mode(fleet / secret) == 0o600, secret
     for public in ("ca/ca.crt", "broker/ca.crt", "broker/crl.pem", "fleet_public_key.pem"):
         assert _mode(fleet / public) == 0o644, public
     conf = (fleet / "broker/mosquitto.conf").read_text()
     assert f"password_file {fleet.resolve()}/broker/passwd" in conf
+    assert f"password_file {fleet.resolve()}/broker/aggregator_passwd" in conf
     assert "max_queued_messages 10000" in conf
 
 
@@ -75,9 +76,17 @@ def test_aggregator_yaml_has_exactly_the_agreed_keys(fleet: Path) -> None:
         "signing_key_file",
         "topic_prefix",
         "classes",  # one source for the fleet's classes (init-fleet --bundle / --classes)
+        "share_group",
+        "mqtt_version",
     }
     assert data["username"] == "aggregator"
-    assert data["broker_url"] == "mqtts://broker.lan:8883"
+    assert data["broker_url"] == "mqtts://broker.lan:8884"  # the aggregator's own listener
+    assert data["mqtt_version"] == "5"
+    # A secret per fleet: the public default would let a node join the aggregators' group.
+    assert data["share_group"] != "fedvfer-aggregators" and len(data["share_group"]) >= 32
+    assert data["share_group"] == load_fleet(fleet).share_group
+    other = init_fleet(fleet.parent / "other", broker_host="broker.lan")
+    assert other.share_group != data["share_group"]
     assert Path(data["signing_key_file"]) == (fleet / "aggregator/signing_key.pem").resolve()
     assert Path(data["password_file"]).read_text().strip()
     assert data["topic_prefix"] == "fedvfer"
@@ -88,7 +97,8 @@ def test_colleagues_loaders_accept_the_files(fleet: Path) -> None:
     aggregator_config = pytest.importorskip("broker_aggregator.config")
     signing = pytest.importorskip("vfer.signing")
     cfg = aggregator_config.load_aggregator_config(fleet / "aggregator/aggregator.yaml")
-    assert cfg.username == "aggregator" and cfg.broker_url == "mqtts://broker.lan:8883"
+    assert cfg.username == "aggregator" and cfg.broker_url == "mqtts://broker.lan:8884"
+    assert cfg.share_group == load_fleet(fleet).share_group
     private = signing.load_private_key(cfg.signing_key_file)
     public = signing.load_public_key(fleet / "fleet_public_key.pem")
     assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
@@ -113,9 +123,12 @@ def test_add_node_writes_a_config_the_node_loads(fleet: Path) -> None:
     assert (folder / "fleet_public_key.pem").read_bytes() == (
         fleet / "fleet_public_key.pem"
     ).read_bytes()
-    # The broker's password file now holds the node's hash, next to the aggregator's.
+    assert fed.mqtt_version == "5" and fed.min_central_version == 1
+    # The nodes' password file holds the node's hash; the aggregator has a file of its own.
     lines = dict(line.split(":", 1) for line in (fleet / "broker/passwd").read_text().splitlines())
-    assert set(lines) == {"aggregator", "kiosk-7"}
+    assert set(lines) == {"kiosk-7"}
+    agg_lines = (fleet / "broker/aggregator_passwd").read_text().splitlines()
+    assert [line.split(":")[0] for line in agg_lines] == ["aggregator"]
     assert mq.verify_password(password, lines["kiosk-7"])
     local = add_node(fleet, "kiosk-8", files_at=str(fleet / "nodes/kiosk-8"))
     assert (
@@ -160,6 +173,23 @@ def test_client_cert_fleet_puts_revoked_certificates_on_the_crl(tmp_path: Path) 
     assert agg["broker_url"] == "mqtts://127.0.0.1:8884"
 
 
+def test_min_central_version_only_goes_up(fleet: Path) -> None:
+    """A node added later never gets a lower floor than one added before it."""
+
+    def floor(name: str) -> int:
+        path = fleet / "nodes" / name / "node.yaml"
+        return load_node_config(path).federation.min_central_version
+
+    add_node(fleet, "pi-1")
+    add_node(fleet, "pi-2", min_central_version=7)
+    add_node(fleet, "pi-3")
+    add_node(fleet, "pi-4", min_central_version=3)
+    assert [floor(n) for n in ("pi-1", "pi-2", "pi-3", "pi-4")] == [1, 7, 7, 7]
+    assert load_fleet(fleet).min_central_version == 7
+    with pytest.raises(UserError, match="at least 1"):
+        add_node(fleet, "pi-5", min_central_version=0)
+
+
 def test_refusals(fleet: Path) -> None:
     with pytest.raises(UserError, match="already holds a fleet"):
         init_fleet(fleet, broker_host="x")
@@ -167,6 +197,8 @@ def test_refusals(fleet: Path) -> None:
         add_node(fleet, "aggregator")
     with pytest.raises(UserError, match="not valid"):
         add_node(fleet, "a/b")
+    with pytest.raises(UserError, match="client ids"):
+        add_node(fleet, "fedvfer-agg-1")  # would take the aggregator leader's client id
     add_node(fleet, "pi-1")
     with pytest.raises(UserError, match="already in the fleet"):
         add_node(fleet, "pi-1")
@@ -192,6 +224,11 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     cfg = load_node_config(Path(d) / "nodes/pi-1/node.yaml")
     assert cfg.adaptation.window_start == "03:00" and not cfg.kiosk.enabled
+    res = _cli("add-node", "pi-3", "--dir", d, "--min-central-version", "12")
+    assert res.returncode == 0, res.stderr
+    fed = load_node_config(Path(d) / "nodes/pi-3/node.yaml").federation
+    assert fed.min_central_version == 12
+    assert _cli("add-node", "pi-4", "--dir", d, "--min-central-version", "0").returncode != 0
     assert _cli("revoke-node", "pi-1", "--dir", d).returncode == 0
     for args, message in [
         (("init-fleet", "--dir", d, "--broker-host", "b", "--context", "other"), "already holds"),

@@ -114,12 +114,22 @@ def _conf_dict(text: str) -> dict[str, list[str]]:
 
 
 def test_mosquitto_conf_password_mode() -> None:
-    conf = _conf_dict(mq.mosquitto_conf(mq.BrokerFiles("/etc/mosquitto/fedvfer/"), fleet_size=10))
-    assert conf["allow_anonymous"] == ["false"]
-    assert conf["listener"] == ["8883"]
-    assert conf["password_file"] == ["/etc/mosquitto/fedvfer/passwd"]
-    assert conf["acl_file"] == ["/etc/mosquitto/fedvfer/acl"]
-    assert conf["certfile"] == ["/etc/mosquitto/fedvfer/server.crt"]
+    text = mq.mosquitto_conf(mq.BrokerFiles("/etc/mosquitto/fedvfer/"), fleet_size=10)
+    conf = _conf_dict(text)
+    assert conf["per_listener_settings"] == ["true"]
+    assert conf["allow_anonymous"] == ["false", "false"]
+    assert conf["listener"] == ["8883", "8884"]
+    # Nodes and the aggregator each log in on their own listener, with their own password file.
+    assert conf["password_file"] == [
+        "/etc/mosquitto/fedvfer/passwd",
+        "/etc/mosquitto/fedvfer/aggregator_passwd",
+    ]
+    assert conf["acl_file"] == ["/etc/mosquitto/fedvfer/acl"] * 2
+    assert conf["certfile"] == ["/etc/mosquitto/fedvfer/server.crt"] * 2
+    # Only the node listener replaces client ids by user names (workers keep agg-1, agg-2, ...).
+    node_part, agg_part = text.split("listener 8884")
+    assert "use_username_as_clientid true" in node_part
+    assert "use_username_as_clientid" not in agg_part
     assert int(conf["max_packet_size"][0]) == mq.packet_limit()
     assert int(conf["max_queued_messages"][0]) > 1000
     assert "require_certificate" not in conf and "crlfile" not in conf
@@ -130,6 +140,8 @@ def test_mosquitto_conf_client_cert_mode() -> None:
         mq.mosquitto_conf(mq.BrokerFiles("/b"), client_certs=True, port=9000, aggregator_port=9001)
     )
     assert conf["listener"] == ["9000", "9001 127.0.0.1"]
+    assert conf["password_file"] == ["/b/passwd", "/b/aggregator_passwd"]
+    assert conf["use_username_as_clientid"] == ["true"]
     assert conf["require_certificate"] == ["true"]
     assert conf["crlfile"] == ["/b/crl.pem"]
     assert conf["use_identity_as_username"] == ["false"]

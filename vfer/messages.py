@@ -89,6 +89,14 @@ class RoundMsg(_Message):
     classes: list[str]
     weight_dtype: WeightDtype = Field("float32", description="dtype nodes should send")
     personalization: Personalization
+    signature: str = Field(
+        "", max_length=128, description="base64 Ed25519 signature of the message without it"
+    )
+
+    def signing_bytes(self) -> bytes:
+        """What the signature covers: canonical JSON (sorted keys, no spaces) without it."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class UpdateHeader(_Framed, _NodeMessage):
@@ -266,6 +274,37 @@ def open_central(
     if not signing.verify(key, sig, header.signing_bytes()):
         raise MessageError("bad_signature", f"central v{header.version} fails verification")
     return header, body
+
+
+def sign_round(msg: RoundMsg, key: Ed25519PrivateKey | None) -> RoundMsg:
+    """The round signed with the fleet key, as the central is; ``key`` None: unsigned (dev)."""
+    unsigned = msg.model_copy(update={"signature": ""})
+    if key is None:
+        return unsigned
+    sig = base64.b64encode(signing.sign(key, unsigned.signing_bytes())).decode()
+    return unsigned.model_copy(update={"signature": sig})
+
+
+def open_round(
+    payload: bytes, key: Ed25519PublicKey | None, *, allow_unsigned: bool = False
+) -> RoundMsg:
+    """Decode a round message and verify its signature against the fleet public key.
+
+    Reasons: those of :func:`from_json`, ``unsigned``, ``no_key``, ``bad_signature``."""
+    msg = from_json(payload, RoundMsg)
+    if not msg.signature:
+        if allow_unsigned:
+            return msg
+        raise MessageError("unsigned", f"round {msg.round_id} carries no signature")
+    if key is None:
+        raise MessageError("no_key", "no fleet public key to verify the round with")
+    try:
+        sig = base64.b64decode(msg.signature, validate=True)
+    except ValueError as exc:
+        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
+    if not signing.verify(key, sig, msg.signing_bytes()):
+        raise MessageError("bad_signature", f"round {msg.round_id} fails verification")
+    return msg
 
 
 def _json(raw: bytes) -> dict[str, Any]:

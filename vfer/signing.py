@@ -1,4 +1,5 @@
-"""Ed25519 signatures for the central v (``cryptography``), and the key files the fleet uses.
+"""Ed25519 signatures for the central v and the round message (``cryptography``), and the key
+files the fleet uses. One fleet key signs both; nodes verify both against the public key.
 
 Formats, exactly: the aggregator's private key is an unencrypted PKCS8 PEM
 (``FLEET/aggregator/signing_key.pem``); every node holds the SubjectPublicKeyInfo PEM

@@ -20,8 +20,12 @@ with :meth:`wait_round` / :meth:`wait_central` (a condition variable) or polled.
 through a persistent SQLite outbox and are resent after reconnects (and every ``resend_s``)
 until the aggregator acknowledges them. A central v is installed only when its Ed25519
 signature verifies against the fleet public key and its version is newer than the installed
-one; everything else is logged and ignored. The node's status topic is retained, with a last
-will that says ``offline``.
+one and not older than the freshness floor: the larger of ``min_central_version`` (node.yaml,
+written by provisioning) and the newest ``base_version`` a verified round announced, so a
+validly signed but old central replayed as the retained message is refused even by a brand-new
+node. Round messages are signed with the same fleet key and verified the same way; a round
+older than the current one is refused. Everything refused is logged and ignored. The node's
+status topic is retained, with a last will that says ``offline``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from vfer.messages import (
     UpdateHeader,
     from_json,
     open_central,
+    open_round,
     pack,
     to_json,
 )
@@ -120,6 +125,9 @@ class FederationClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rejected_centrals = 0
+        self.rejected_rounds = 0
+        #: No central older than this is installed (node.yaml, raised by verified rounds).
+        self._floor = settings.min_central_version
         self._submit_lock = threading.Lock()
         saved = self.outbox.load_central()
         if saved is not None:
@@ -313,10 +321,7 @@ class FederationClient:
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
             if topic == self.topics.round:
-                msg = from_json(payload, RoundMsg)
-                with self._cond:
-                    self._round = msg
-                    self._cond.notify_all()
+                self._on_round(payload)
             elif topic == self.topics.central_bundle:
                 central = self._verify_central(payload, installed=self.latest_central())
                 if central is not None:
@@ -332,11 +337,43 @@ class FederationClient:
         except MessageError as exc:
             log.warning("ignored message on %s: reason=%s (%s)", topic, exc.reason, exc.detail)
 
+    def _on_round(self, payload: bytes) -> None:
+        """Install a signed round no older than the current one; its base raises the floor."""
+        try:
+            msg = open_round(payload, self._key, allow_unsigned=self.allow_unsigned)
+            current = self.current_round()
+            if current is not None and msg.round_id < current.round_id:
+                raise MessageError(
+                    "stale_round", f"round {msg.round_id} < current round {current.round_id}"
+                )
+        except MessageError as exc:
+            log.warning("rejected round: reason=%s (%s)", exc.reason, exc.detail)
+            self.rejected_rounds += 1  # after the log line: tests wait on this counter
+            return
+        with self._cond:
+            self._round = msg
+            self._floor = max(self._floor, msg.base_version)
+            installed = self._central
+            self._cond.notify_all()
+        if installed is not None and installed.version < msg.base_version:
+            log.warning(
+                "installed central v%d is older than round %d's base v%d; waiting for it",
+                installed.version,
+                msg.round_id,
+                msg.base_version,
+            )
+
     def _verify_central(
         self, payload: bytes, installed: CentralModel | None
     ) -> CentralModel | None:
         try:
             header, body = open_central(payload, self._key, allow_unsigned=self.allow_unsigned)
+            with self._cond:
+                floor = self._floor
+            if header.version < floor:
+                raise MessageError(
+                    "stale", f"v{header.version} is older than the newest known v{floor}"
+                )
             if installed is not None and header.version <= installed.version:
                 if header.version < installed.version:
                     raise MessageError(

@@ -14,8 +14,11 @@ operator, a handful of routes. Routes::
     GET  /operator               operator page (HTTP Basic, password from a file)
     GET  /operator/api/summary   its data: counts per class, recent clips, prediction mix
 
-POSTs must be JSON and same-origin, so another web page cannot trigger them from the kiosk's
-browser. The server reads :class:`~edge_node.state.NodeState` and never touches the pipeline.
+Every request, GETs included, must name the kiosk in its ``Host`` header
+(``kiosk.allowed_hosts``; see :mod:`edge_node.kiosk.hosts`) or gets 421 before any route runs,
+which defeats DNS rebinding. POSTs must also be JSON and same-origin, so another web page cannot
+trigger them from the kiosk's browser. The server reads :class:`~edge_node.state.NodeState` and
+never touches the pipeline.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from edge_node.kiosk.auth import (
     load_password,
     password_matches,
 )
+from edge_node.kiosk.hosts import HostEntry, allowed_hosts, host_allowed
 from edge_node.kiosk.operator_data import ClipReader, operator_summary
 from edge_node.state import NodeState
 
@@ -101,6 +105,7 @@ class KioskContext:
     password: bytes | None
     open_store: Callable[[], ClipReader] | None
     node_stop: threading.Event
+    hosts: frozenset[HostEntry] = frozenset()
     stop: threading.Event = field(default_factory=threading.Event)
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
     throttle_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -155,7 +160,22 @@ class KioskHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, item[0], item[1])
 
     # ---- routing --------------------------------------------------------------------------
+    def _host_ok(self) -> bool:
+        """The Host allowlist, first thing on every request; answers 421 itself when not."""
+        if host_allowed(self.headers.get("Host"), self.ctx.hosts):
+            return True
+        log.warning(
+            "kiosk: refused a request for host %r from %s",
+            (self.headers.get("Host") or "")[:100],
+            self.client_address[0],
+        )
+        self.close_connection = True
+        self._error(HTTPStatus.MISDIRECTED_REQUEST, "this host name is not the kiosk's")
+        return False
+
     def do_GET(self) -> None:
+        if not self._host_ok():
+            return
         path = urlsplit(self.path).path
         routes: dict[str, Callable[[], None]] = {
             "/": lambda: self._static("kiosk.html"),
@@ -178,6 +198,8 @@ class KioskHandler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        if not self._host_ok():
+            return
         path = urlsplit(self.path).path
         routes: dict[str, Callable[[dict[str, Any]], None]] = {
             "/api/pause": lambda _b: self._set_paused(True),
@@ -437,6 +459,7 @@ def start_kiosk(
         password=load_password(config.operator_password_file),
         open_store=open_store or default_store_opener(store_path),
         node_stop=stop_event,
+        hosts=allowed_hosts(config.allowed_hosts, config.host),
     )
     handler = type("BoundKioskHandler", (KioskHandler,), {"ctx": ctx})
     server_cls = type(
