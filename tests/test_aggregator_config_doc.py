@@ -34,3 +34,15 @@ def test_documented_keys_load_with_the_documented_defaults() -> None:
     cfg = AggregatorConfig.model_validate({"insecure_unsigned": True})
     assert cfg.weighting == "mean"
     assert "`insecure_unsigned` | bool | `false`" in config_reference()
+
+
+def test_the_secret_share_group_never_reaches_the_log() -> None:
+    from vfer.config_io import masked_dump
+
+    cfg = AggregatorConfig.model_validate(
+        {"insecure_unsigned": True, "share_group": "fedvfer-agg-0123456789abcdef0123456789abcdef"}
+    )
+    dumped = masked_dump(cfg)
+    assert dumped["share_group"] == "**********"
+    assert "0123456789abcdef" not in repr(dumped)
+    assert dumped["worker_id"] == "agg-1"  # nothing else is hidden

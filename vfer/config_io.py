@@ -122,9 +122,23 @@ def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
     return data
 
 
+#: Config keys whose values are secrets in themselves (not file names): masked in the log.
+SECRET_KEYS = frozenset({"share_group"})
+MASK = "**********"
+
+
 def masked_dump(model: BaseModel) -> dict[str, Any]:
-    """The effective config for the start-up log: JSON-safe, SecretStr values shown as ``**********``."""
-    return model.model_dump(mode="json")
+    """The effective config for the start-up log: JSON-safe, with SecretStr values and the
+    keys in :data:`SECRET_KEYS` (for example the aggregators' secret share group) masked."""
+    return _mask(model.model_dump(mode="json"))
+
+
+def _mask(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: MASK if k in SECRET_KEYS and v else _mask(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask(v) for v in data]
+    return data
 
 
 def read_secret(file: str | os.PathLike[str] | None, env: str | None = None) -> str | None:
