@@ -20,7 +20,7 @@ from broker_aggregator.policy import Decision, RoundPolicy
 from broker_aggregator.store import RoundRow, State
 from broker_aggregator.worker import Publish
 from vfer import weights as wcodec
-from vfer.fedavg import EmptyAggregationError, RunningSum
+from vfer.fedavg import EmptyAggregationError, RunningSum, central_problem
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import (
     AckMsg,
@@ -105,29 +105,70 @@ class Leader:
             self._publish(self.topics.round, to_json(self._round_msg(row)), 1, True)
         if self._close is not None:
             self._publish(self._control["close"], to_json(self._close), 1, False)
+        for ack in self.counted_acks():
+            self._publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
 
     # events --------------------------------------------------------------------------------
     def on_progress(self, p: ProgressMsg) -> AckMsg | None:
-        """A worker stored an update: count it while the round is open; the node's answer.
+        """A worker stored (or, with ``p.reason``, could not store) an update; the node's answer.
 
-        ``stored`` only for an update that counts (it is in ``accepted``, so the close assigns
-        it); an update stored by a worker after this leader decided to close is answered
-        ``rejected``/``round_closed``, so its node knows it was left out. Runs inside the
-        loop's transaction; the caller publishes the ack after the commit.
+        Exactly-once answers: an update that already counts in its round (same ``update_id``,
+        or same node and ``seq``) is answered ``stored`` again, whatever the round's state and
+        before any round check; ``accepted`` keeps these answers for the last
+        :data:`~broker_aggregator.store.ANSWER_ROUNDS` rounds. Otherwise ``stored`` only for an
+        update that now counts (it is in ``accepted``, so the close assigns it); one a worker
+        stored after this leader decided to close is ``rejected``/``round_closed``, so its node
+        knows it was left out. Runs inside the loop's transaction; the caller publishes the
+        ack after the commit.
         """
+        counted = self.state.counted(p.round_id, p.node_id)
+        if counted is not None and (counted[1] == p.update_id or counted[0] == p.seq):
+            return self._ack(p, None)  # already counts (a resend or a re-announce)
         row = self.state.current_round()
+        if p.reason is not None:
+            stale_view = row is not None and row.state == "open" and row.round_id == p.round_id
+            if stale_view and p.reason != "stale_base":
+                return None  # the worker's view of the round lagged: not stored, it comes again
+            return self._reject(p, p.reason)
         if row is None or p.round_id > row.round_id:
             return None  # not known here yet (a worker ahead of a restarting leader)
-        counted = self.state.accepted_one(p.round_id, p.node_id)
-        if counted is not None and counted[1] == p.seq:
-            return self._ack(p, None)  # already counts (a resend or a re-announce)
         if row.round_id != p.round_id or row.state != "open":
-            return self._ack(p, "round_closed")
-        if counted is not None and counted[1] > p.seq:
-            return self._ack(p, "replay")
+            return self._reject(p, "round_closed")
+        if counted is not None and counted[0] > p.seq:
+            return self._reject(p, "replay")
         self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id)
         log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
         return self._ack(p, None)
+
+    def _reject(self, p: ProgressMsg, reason: str) -> AckMsg | None:
+        """A final rejection, logged and counted; ``ahead`` is no verdict (no ack, not counted)."""
+        if reason == "ahead":
+            log.info(
+                "no answer yet for node %s: reason=ahead (round %d not known yet)",
+                p.node_id,
+                p.round_id,
+            )
+            return None
+        log.warning(
+            "rejected update from node %s: reason=%s (round %d, seq %d)",
+            p.node_id,
+            reason,
+            p.round_id,
+            p.seq,
+        )
+        row = self.state.current_round()
+        self.state.count_rejection(row.round_id if row else 0, reason)
+        return self._ack(p, reason)
+
+    def counted_acks(self) -> list[AckMsg]:
+        """``stored`` for every update counted in a round that is closing (sent after a restart)."""
+        row = self.state.current_round()
+        if row is None or row.state != "closing":
+            return []
+        return [
+            AckMsg(node_id=n, round_id=row.round_id, update_id=uid, status="stored")
+            for n, _seq, uid in self.state.counted_updates(row.round_id)
+        ]
 
     @staticmethod
     def _ack(p: ProgressMsg, reason: str | None) -> AckMsg:
@@ -215,6 +256,19 @@ class Leader:
             self._announce_round(self.state.current_round() or row)
             return
         self._close = None
+        problem = central_problem(mean, self.cfg.max_abs_weight)
+        if problem is not None:
+            latest = self.state.latest_central()
+            assert latest is not None
+            log.error(
+                "round %d: refusing to sign its central (%s); keeping central v%d",
+                row.round_id,
+                problem,
+                latest[0],
+            )
+            self.state.finish_round(row.round_id, latest[0], time.time(), total.count, None)
+            self._open_next()
+            return
         version = self._store_central(row.round_id, mean, total.count)
         log.info(
             "round %d finished: central v%d from %d submissions", row.round_id, version, total.count

@@ -39,6 +39,7 @@ from vfer.messages import (
     PartialHeader,
     ProgressMsg,
     RoundMsg,
+    UpdateHeader,
     from_json,
     open_central,
     pack,
@@ -80,7 +81,20 @@ class _Connected:
     pass
 
 
-_BATCHED = (CheckedUpdate, _Rejected, ProgressMsg)
+@dataclass(frozen=True)
+class _Poison:
+    """The checker raised on this update: record it, answer it if its envelope is readable."""
+
+    topic: str
+    header: UpdateHeader | None
+    detail: str
+
+
+#: Backoff while the final round and central are not confirmed on the broker (seconds).
+PUBLISH_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+_BATCHED = (CheckedUpdate, _Rejected, ProgressMsg, _Poison)
 
 
 def control_topics(topics: Topics) -> dict[str, str]:
@@ -111,6 +125,10 @@ class AggregatorService:
         self.public_key = self.key.public_key() if self.key else None
         self.spec = vfer_spec(len(cfg.classes))
         self.rejected = 0
+        self.poisoned = 0
+        self._final: tuple[int, int] | None = None
+        self._final_seen = (False, False)
+        self._retry, self._next_try = 0, 0.0
         self._warned_311 = False
         #: Why the service stopped on its own with an error (the CLI exits non-zero with it).
         self.fatal: str | None = None
@@ -125,6 +143,7 @@ class AggregatorService:
         # near 100 updates/s. A shorter interval hands it back sooner.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         state = State(cfg.state_db, fsync=cfg.fsync_updates)
+        self.state = state
         password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
         link = MqttLink(
             BrokerSettings(
@@ -143,7 +162,15 @@ class AggregatorService:
             lambda: self.events.put(_Connected()),
         )
         self.link = link
-        self.worker = Worker(cfg.worker_id, state, self.topics, self._expectations(), cfg.weighting)
+        self.worker = Worker(
+            cfg.worker_id,
+            state,
+            self.topics,
+            self._expectations(),
+            cfg.weighting,
+            cfg.max_replacements_per_round,
+        )
+        self._poisoned = state.poisoned()
         self.leader = (
             Leader(
                 cfg,
@@ -216,14 +243,63 @@ class AggregatorService:
             if self.leader is not None and now - last_tick >= TICK_S:
                 last_tick = now
                 self.leader.tick(time.time())
-            if self.leader is not None and self.leader.done:
+            if self.leader is not None and self.leader.done and self._published(now):
                 return
+        if self.leader is not None and self.leader.done and self._final_seen != (True, True):
+            self.fatal = (
+                "stopped before the final round and central were confirmed on the broker; "
+                "start the service again to publish them"
+            )
+
+    # the end: confirmed on the broker, never merely handed to paho ------------------------
+    def _published(self, now: float) -> bool:
+        """True once the broker holds the final retained round and central (read back).
+
+        Until then, every step of :data:`PUBLISH_RETRY_S` (while connected): publish both
+        again and subscribe to their topics once more, which makes the broker send its
+        retained copies back; :meth:`_dispatch` marks what comes back.
+        """
+        assert self.leader is not None
+        if self._final is None:
+            row, latest = self.state.current_round(), self.state.latest_central()
+            assert row is not None and latest is not None
+            self._final = (row.round_id, latest[0])
+            self._final_seen = (False, False)
+            self._retry, self._next_try = 0, now
+            log.info(
+                "all rounds done: confirming round %d and central v%d on the broker", *self._final
+            )
+        if self._final_seen == (True, True):
+            log.info("round %d and central v%d are on the broker", *self._final)
+            return True
+        if now >= self._next_try:
+            if self.link.connected():
+                self.leader.republish()
+                t = self.topics
+                self.link.client.subscribe([(t.round, 1), (t.central_bundle, 1)])
+            else:
+                log.warning("broker not reachable: the final central is not published yet")
+            self._next_try = now + PUBLISH_RETRY_S[min(self._retry, len(PUBLISH_RETRY_S) - 1)]
+            self._retry += 1
+        return False
+
+    def _mark_final(self, ev: object) -> None:
+        if self._final is None:
+            return
+        round_ok, central_ok = self._final_seen
+        if isinstance(ev, RoundMsg):
+            round_ok |= ev.round_id == self._final[0] and ev.state == "finished"
+        elif isinstance(ev, _Central):
+            central_ok |= ev.version == self._final[1]
+        self._final_seen = (round_ok, central_ok)
 
     def _group_commit(self, first: object, state: State) -> None:
         """Store a run of queued updates (and count progress) in one transaction, then answer.
 
         Nodes hear ``stored`` only after the commit and only from the leader, once the update
         counts in the round; workers' own rejections are answered after the commit too.
+        When handling raises, the batch is rolled back and handled again one message at a
+        time, so the one that raises goes to the ``poison`` table and the others count.
         """
         batch, other = [first], None
         while len(batch) < BATCH:
@@ -235,22 +311,27 @@ class AggregatorService:
                 other = ev
                 break
             batch.append(ev)
-        acks: list[AckMsg] = []
-        progress: list[ProgressMsg] = []
-        state.begin()
         try:
-            for ev in batch:
-                out = self._handle(ev)
-                if isinstance(out, ProgressMsg) and self.leader is not None:
-                    out = self.leader.on_progress(out)
-                if isinstance(out, AckMsg):
-                    acks.append(out)
-                elif isinstance(out, ProgressMsg):
-                    progress.append(out)
-        except BaseException:
+            acks, progress = self._commit(batch, state)
+        except Exception:
             state.rollback()
-            raise
-        state.commit()
+            log.warning("a batch of %d failed; handling its messages one by one", len(batch))
+            acks, progress = [], []
+            for ev in batch:
+                try:
+                    one_acks, one_progress = self._commit([ev], state)
+                except Exception as exc:
+                    state.rollback()
+                    one_acks, one_progress = (
+                        self._poison(ev, f"{type(exc).__name__}: {exc}", state),
+                        [],
+                    )
+                acks += one_acks
+                progress += one_progress
+        finally:
+            for ev in batch:
+                if isinstance(ev, CheckedUpdate):
+                    self._slots.release()
         for ack in acks:
             self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
         for p in progress:
@@ -260,20 +341,70 @@ class AggregatorService:
         if other is not None:
             self._dispatch(other)
 
-    def _handle(self, ev: object) -> object:
+    def _commit(self, batch: list[object], state: State) -> tuple[list[AckMsg], list[ProgressMsg]]:
+        acks: list[AckMsg] = []
+        progress: list[ProgressMsg] = []
+        state.begin()
+        for ev in batch:
+            out = self._handle(ev, state)
+            if isinstance(out, ProgressMsg) and self.leader is not None:
+                out = self.leader.on_progress(out)
+            if isinstance(out, AckMsg):
+                acks.append(out)
+            elif isinstance(out, ProgressMsg):
+                progress.append(out)
+        state.commit()
+        return acks, progress
+
+    def _handle(self, ev: object, state: State) -> object:
+        header = _update_header(ev)
+        if header is not None and (header.node_id, header.update_id) in self._poisoned:
+            log.warning(
+                "poison update %s from %s again: rejected", header.update_id, header.node_id
+            )
+            return _rejection(header, "poison")
+        if isinstance(ev, _Poison):
+            raise PoisonError(ev.detail)
         if isinstance(ev, CheckedUpdate):
-            self._slots.release()
             return self.worker.handle_update(ev)
         if isinstance(ev, _Rejected):
             self.rejected += 1
             return self.worker.reject(ev.node_id, ev.reason, ev.detail, ev.header)
         return ev  # progress: from a remote worker, or re-announced after a (re)open
 
+    def _poison(self, ev: object, detail: str, state: State) -> list[AckMsg]:
+        """Record a message whose handling raised; answer ``rejected``/``poison`` when we can."""
+        header = _update_header(ev)
+        node = header.node_id if header else getattr(ev, "node_id", None)
+        uid = header.update_id if header else getattr(ev, "update_id", None)
+        topic = ev.topic if isinstance(ev, _Poison) else type(ev).__name__
+        log.error("poison message (%s) from %s: %s", topic, node, detail)
+        self.poisoned += 1
+        state.begin()
+        state.add_poison(topic, node, uid, "poison", detail)
+        if header is not None:
+            state.count_rejection(self.worker.expect.round_id or 0, "poison")
+        state.commit()
+        if header is None:
+            return []
+        self._poisoned.add((header.node_id, header.update_id))
+        return [_rejection(header, "poison")]
+
     def _requeue(self, progress: list[ProgressMsg]) -> None:
         for p in progress:
             self.events.put(p)
 
     def _dispatch(self, ev: object) -> None:
+        """A control event; one that raises is logged and recorded as poison, never fatal."""
+        self._mark_final(ev)
+        try:
+            self._dispatch_one(ev)
+        except Exception as exc:
+            log.exception("handling %s failed", type(ev).__name__)
+            self.state.rollback()
+            self._poison(ev, f"{type(exc).__name__}: {exc}", self.state)
+
+    def _dispatch_one(self, ev: object) -> None:
         w, lead = self.worker, self.leader
         if isinstance(ev, CloseMsg):
             result = w.partial(ev)
@@ -308,6 +439,7 @@ class AggregatorService:
             max_abs_weight=cfg.max_abs_weight,
             max_update_norm=cfg.max_update_norm,
             dtypes=("float32", "float16") if cfg.float16_transport else ("float32",),
+            max_clips_per_class=cfg.max_clips_per_class,
         )
 
     # paho's thread: decode, enqueue; never raise --------------------------------------
@@ -349,9 +481,12 @@ class AggregatorService:
             except MessageError as exc:
                 self._slots.release()
                 self.events.put(_Rejected(node or topic, exc.reason, exc.detail, exc.header))
-            except Exception:  # a checker bug must not stop the stream
+            except Exception as exc:  # a checker bug must not stop the stream
                 self._slots.release()
                 log.exception("checking an update on %s failed", topic)
+                self.events.put(
+                    _Poison(topic, peek_header(payload), f"{type(exc).__name__}: {exc}")
+                )
 
     def _on_partial(self, payload: bytes) -> None:
         header, body = unpack(payload, PartialHeader)
@@ -364,3 +499,33 @@ class AggregatorService:
                 len(header.nodes),
             )
         self.events.put(_Partial(header, sums))
+
+
+class PoisonError(RuntimeError):
+    """Raised inside the loop for an update the checker thread could not handle."""
+
+
+def _update_header(ev: object) -> UpdateHeader | None:
+    if isinstance(ev, CheckedUpdate):
+        return ev.header
+    if isinstance(ev, (_Rejected, _Poison)) and isinstance(ev.header, UpdateHeader):
+        return ev.header
+    return None
+
+
+def _rejection(h: UpdateHeader, reason: str) -> AckMsg:
+    return AckMsg(
+        node_id=h.node_id,
+        round_id=h.round_id,
+        update_id=h.update_id,
+        status="rejected",
+        reason=reason,
+    )
+
+
+def peek_header(payload: bytes) -> UpdateHeader | None:
+    """The update's header when it parses (no body checks), else None; never raises."""
+    try:
+        return unpack(payload, UpdateHeader)[0]
+    except Exception:
+        return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vfer.heads_spec import WeightSpec
-from vfer.messages import MessageError, UpdateHeader, unpack
+from vfer.messages import MAX_CLIPS, MessageError, UpdateHeader, unpack
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Expectations:
     max_abs_weight: float
     max_update_norm: float
     dtypes: tuple[str, ...] = ("float32",)
+    max_clips_per_class: int = MAX_CLIPS
     round_id: int | None = None
     round_open: bool = False
     base_version: int | None = None
@@ -62,8 +63,13 @@ def _check_content(header: UpdateHeader, body: bytes, exp: Expectations) -> Chec
     unknown = sorted(set(header.clips_per_class) - set(exp.classes))
     if unknown:
         raise MessageError("unknown_class", f"clips for classes {unknown[:5]} not in this fleet")
-    if not all(np.isfinite(v) for v in header.metrics.values()):
-        raise MessageError("bad_metrics", "metrics contain NaN or Inf")
+    too_many = {c: n for c, n in header.clips_per_class.items() if n > exp.max_clips_per_class}
+    if too_many:
+        raise MessageError(
+            "clip_count",
+            f"clip counts {dict(list(too_many.items())[:3])} > "
+            f"max_clips_per_class {exp.max_clips_per_class}",
+        )
     weights = decode_weights(body, exp)
     if header.dtype not in exp.dtypes:
         raise MessageError("wrong_dtype", f"header dtype {header.dtype} not in {list(exp.dtypes)}")
@@ -71,6 +77,11 @@ def _check_content(header: UpdateHeader, body: bytes, exp: Expectations) -> Chec
         raise MessageError("wrong_dtype", f"arrays do not match the header dtype {header.dtype}")
     check_values(weights, exp)
     return CheckedUpdate(header, body)
+
+
+#: Reasons that depend only on which round is open: the loop asks the answer table first (an
+#: update that already counts is answered ``stored`` again, whatever the round's state).
+ROUND_REASONS = frozenset({"ahead", "wrong_round", "round_closed", "stale_base"})
 
 
 def check_round(header: UpdateHeader, exp: Expectations) -> None:

@@ -116,3 +116,17 @@ def aggregate(
 ) -> dict[str, np.ndarray]:
     """FedAvg: the (weighted) mean of each named array over ``results``, as float32."""
     return accumulate(results, weighting).mean()
+
+
+def central_problem(weights: Weights, max_abs: float) -> str | None:
+    """Why ``weights`` must not be signed as a central (None when fine): not finite, or a value
+    beyond ``max_abs``. The same bound every update is held to."""
+    for name, arr in weights.items():
+        if not arr.size:
+            continue
+        biggest = float(np.max(np.abs(arr)))  # NaN or Inf anywhere makes this non-finite
+        if not np.isfinite(biggest):
+            return f"{name} is not finite"
+        if biggest > max_abs:
+            return f"{name} has |value| {biggest:.3g} > max_abs_weight {max_abs}"
+    return None
