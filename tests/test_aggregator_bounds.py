@@ -142,7 +142,7 @@ def test_seq_2_63_and_other_out_of_range_updates_kill_nothing_even_after_a_resta
         for payload in hostile:  # the same messages again, to the restarted aggregator
             evil.publish(payload)
         sent = {}
-        for i, node in enumerate(nodes):
+        for node in nodes:
             w = personalized(base, rng)
             uid = uuid.uuid4().hex
             node.publish(update_frame(node.node_id, 1, 1, 1, w, uid))
