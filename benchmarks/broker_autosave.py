@@ -26,9 +26,9 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker_aggregator.simulate import random_v  # noqa: E402
-from tests.support.mosquitto import start_mosquitto  # noqa: E402
-from vfer import weights as wcodec  # noqa: E402
+from broker_aggregator.simulate import random_v
+from tests.support.mosquitto import start_mosquitto
+from vfer import weights as wcodec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,6 +44,7 @@ def _client(port: int, cid: str, clean: bool) -> mqtt.Client:
 
 def save_time(db: Path, pid: int, timeout: float = 60.0) -> float:
     """Seconds from SIGUSR1 until mosquitto's database file is replaced."""
+
     def ident() -> tuple[int, int]:
         st = db.stat() if db.exists() else None
         return (st.st_ino, st.st_mtime_ns) if st else (0, 0)
