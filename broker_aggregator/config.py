@@ -86,6 +86,19 @@ class AggregatorConfig(_Section):
     weighting: Literal["mean", "samples"] = Field(
         "mean", description="'mean' as in the paper, or weighted by clips used"
     )
+    rule: Literal["mean", "median", "trimmed_mean", "krum"] = Field(
+        "mean",
+        description="aggregation rule: 'mean' (FedAvg, as in the paper), or a robust one: "
+        "'median' (coordinate-wise), 'trimmed_mean', 'krum'. Robust rules need a single "
+        "worker and ignore 'weighting'",
+    )
+    robust_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=0.5,
+        description="share of updates a robust rule assumes hostile: trimmed at each end by "
+        "trimmed_mean, Krum's f",
+    )
     max_weight_share: float = Field(
         1.0,
         gt=0,

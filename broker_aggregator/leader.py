@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker_aggregator.columns import column_reader
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.policy import Decision, RoundPolicy
 from broker_aggregator.store import RoundRow, State
@@ -33,6 +34,7 @@ from vfer.messages import (
     to_json,
     unpack,
 )
+from vfer.robust import aggregate_blocks, capped_factors
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ class Leader:
             return self._reject(p, "round_closed")
         if counted is not None and counted[0] > p.seq:
             return self._reject(p, "replay")
-        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id)
+        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id, p.factor)
         log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
         return self._ack(p, None)
 
@@ -217,7 +219,11 @@ class Leader:
         assignments: dict[str, dict[str, int]] = {}
         for node, (worker, seq) in sorted(self.state.accepted(row.round_id).items()):
             assignments.setdefault(worker, {})[node] = seq
-        self._close = CloseMsg(round_id=row.round_id, assignments=assignments)
+        factors: dict[str, float] = {}
+        if self.cfg.weighting == "samples" and self.cfg.max_weight_share < 1:
+            raw = self.state.accepted_factors(row.round_id)
+            factors = capped_factors(raw, self.cfg.max_weight_share) if raw else {}
+        self._close = CloseMsg(round_id=row.round_id, assignments=assignments, factors=factors)
         self._partials = {}
         self._send_close()
 
@@ -231,6 +237,9 @@ class Leader:
     def _try_finish(self, row: RoundRow, now: float) -> None:
         if self._close is None:
             self._start_closing(row)
+            return
+        if self.cfg.rule != "mean":
+            self._finish(row, now, *self._robust_central(row))
             return
         waiting = sorted(set(self._close.assignments) - set(self._partials))
         if waiting:
@@ -246,8 +255,48 @@ class Leader:
                 log.error("round %d: %s could not sum %s", row.round_id, worker, lost[:10])
             total.merge(sums)
         try:
-            mean = total.mean()
+            mean: dict[str, np.ndarray] | None = total.mean()
         except EmptyAggregationError:
+            mean = None
+        self._finish(row, now, mean, total.count)
+
+    def _robust_central(self, row: RoundRow) -> tuple[dict[str, np.ndarray] | None, int]:
+        """The central under a robust rule, read column block by block from the round file.
+
+        Robust rules need every counted body in this process (one worker; docs/mqtt.md).
+        """
+        assert self._close is not None
+        elsewhere = sorted(set(self._close.assignments) - {self.cfg.worker_id})
+        if elsewhere:
+            log.error(
+                "round %d: rule %s ignores updates held by %s",
+                row.round_id,
+                self.cfg.rule,
+                elsewhere,
+            )
+        wanted = self._close.assignments.get(self.cfg.worker_id, {})
+        spans = self.state.body_spans(row.round_id, wanted)
+        if not spans:
+            return None, 0
+        spec = vfer_spec(len(self.cfg.classes))
+        shapes = {n: spec[n].shape for n in trainable_names(spec)}
+        with column_reader(self.state.payloads.path(row.round_id), spans) as read:
+            central, info = aggregate_blocks(
+                self.cfg.rule,  # type: ignore[arg-type]
+                shapes,
+                len(spans),
+                read,
+                fraction=self.cfg.robust_fraction,
+            )
+        if "selected" in info:
+            info["selected"] = spans[int(info["selected"])][0]  # type: ignore[call-overload]
+        log.info("round %d: %s over %d updates: %s", row.round_id, self.cfg.rule, len(spans), info)
+        return central, len(spans)
+
+    def _finish(
+        self, row: RoundRow, now: float, mean: dict[str, np.ndarray] | None, count: int
+    ) -> None:
+        if mean is None:
             log.error("round %d: no usable submissions; reopening it", row.round_id)
             self._close = None
             self.state.open_round(
@@ -266,13 +315,11 @@ class Leader:
                 problem,
                 latest[0],
             )
-            self.state.finish_round(row.round_id, latest[0], time.time(), total.count, None)
+            self.state.finish_round(row.round_id, latest[0], time.time(), count, None)
             self._open_next()
             return
-        version = self._store_central(row.round_id, mean, total.count)
-        log.info(
-            "round %d finished: central v%d from %d submissions", row.round_id, version, total.count
-        )
+        version = self._store_central(row.round_id, mean, count)
+        log.info("round %d finished: central v%d from %d submissions", row.round_id, version, count)
         self._install_latest_central()
         self._open_next()
 
@@ -285,7 +332,7 @@ class Leader:
             classes=list(self.cfg.classes),
             created_at=time.time(),
             num_submissions=n,
-            weighting=self.cfg.weighting,
+            weighting=self.cfg.weighting if self.cfg.rule == "mean" else self.cfg.rule,
         )
         frame = sign_central(header, wcodec.to_bytes(weights), self._key)
         if round_id == 0:

@@ -80,12 +80,13 @@ def _m2(db: sqlite_utils.Database, path: Path) -> None:
 
 
 def _m3(db: sqlite_utils.Database, path: Path) -> None:
-    """The poison table: messages whose handling raised, answered once and never handled again."""
+    """The poison table (messages whose handling raised); each counted update's FedAvg factor."""
     db.conn.execute(
         "CREATE TABLE poison (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL, "
         "topic TEXT, node_id TEXT, update_id TEXT, reason TEXT, detail TEXT)"
     )
     db.conn.execute("CREATE INDEX poison_update ON poison(node_id, update_id)")
+    db.conn.execute("ALTER TABLE accepted ADD COLUMN factor REAL")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2, _m3]
@@ -274,12 +275,39 @@ class State:
 
     # leader: which (node, seq) counts, held by which worker ---------------------------------
     def record_accepted(
-        self, round_id: int, node_id: str, worker_id: str, seq: int, update_id: str
+        self,
+        round_id: int,
+        node_id: str,
+        worker_id: str,
+        seq: int,
+        update_id: str,
+        factor: float | None = None,
     ) -> None:
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?, ?)",
-            [round_id, node_id, worker_id, seq, update_id],
+            "INSERT OR REPLACE INTO accepted (round_id, node_id, worker_id, seq, update_id, "
+            "factor) VALUES (?, ?, ?, ?, ?, ?)",
+            [round_id, node_id, worker_id, seq, update_id, factor],
         )
+
+    def accepted_factors(self, round_id: int) -> dict[str, float]:
+        """node -> FedAvg factor of each counted update whose worker reported one."""
+        rows = self.db.execute(
+            "SELECT node_id, factor FROM accepted WHERE round_id=? AND factor IS NOT NULL",
+            [round_id],
+        ).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    def body_spans(self, round_id: int, wanted: dict[str, int]) -> list[tuple[str, int, int]]:
+        """(node, offset, length) in the round file of exactly the wanted (node -> seq)."""
+        out = []
+        for node in sorted(wanted):
+            row = self.db.execute(
+                "SELECT offset, length FROM updates WHERE round_id=? AND node_id=? AND seq=?",
+                [round_id, node, wanted[node]],
+            ).fetchone()
+            if row is not None:
+                out.append((node, int(row[0]), int(row[1])))
+        return out
 
     def accepted_one(self, round_id: int, node_id: str) -> tuple[str, int] | None:
         """(worker, seq) of the node's update that counts in ``round_id``, or None."""

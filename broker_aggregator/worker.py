@@ -147,6 +147,7 @@ class Worker:
             seq=h.seq,
             update_id=h.update_id,
             reason=reason,
+            factor=None if reason else update_factor(h, self.weighting),
         )
 
     def reject(
@@ -192,7 +193,8 @@ class Worker:
         acc = RunningSum()
         summed: dict[str, int] = {}
         for node, seq, factor, body in self.state.bodies(close.round_id, wanted):
-            acc.add(weights_view(body), factor)  # checked on receipt; read without a copy
+            # checked on receipt; read without a copy; a capped factor from the leader wins
+            acc.add(weights_view(body), close.factors.get(node, factor))
             summed[node] = seq
         missing = sorted(set(wanted) - set(summed))
         if missing:

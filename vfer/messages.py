@@ -197,6 +197,9 @@ class ProgressMsg(_NodeMessage):
         description="set when the worker did not store it (a round check failed): the leader "
         "answers 'stored' if this update already counts, else 'rejected' with this reason",
     )
+    factor: float | None = Field(
+        None, ge=0, le=1e12, description="the update's FedAvg factor (1, or its clip count)"
+    )
 
 
 class CloseMsg(_Message):
@@ -206,6 +209,10 @@ class CloseMsg(_Message):
     round_id: PosId
     assignments: dict[Text, dict[Text, PosId]] = Field(
         description="worker id -> {node id: seq}: exactly the updates that count"
+    )
+    factors: dict[Text, Annotated[float, Field(gt=0, le=1e12)]] = Field(
+        default_factory=dict,
+        description="node id -> factor to sum with instead of the stored one (capped weights)",
     )
 
 
