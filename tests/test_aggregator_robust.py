@@ -29,8 +29,8 @@ BIAS = "v_out.bias"
 
 
 def run_round(
-    broker: Broker,
-    fleet: dict[str, Path],
+    broker: Broker,  # noqa: F811
+    fleet: dict[str, Path],  # noqa: F811
     tmp: Path,
     extra_yaml: str,
     sends: list[tuple[W, dict[str, int]]],
@@ -67,7 +67,7 @@ def run_round(
     return header, wcodec.from_bytes(body), agg.log()
 
 
-def honest_and_one_poisoner(fleet: dict[str, Path], n: int = 5) -> list[W]:
+def honest_and_one_poisoner(fleet: dict[str, Path], n: int = 5) -> list[W]:  # noqa: F811
     base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
     rng = np.random.default_rng(11)
     sent = [personalized(base, rng) for _ in range(n)]
