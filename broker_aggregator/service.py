@@ -11,6 +11,7 @@ through ``$share/<group>/...`` and answers the leader's close requests with part
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sys
@@ -126,6 +127,9 @@ class AggregatorService:
         self.spec = vfer_spec(len(cfg.classes))
         self.rejected = 0
         self.poisoned = 0
+        #: What became of each message the loop handled: "stored", a reason code, "reported"
+        #: (progress sent to the leader), or "no_answer" (not final: the node sends again).
+        self.outcomes: collections.Counter[str] = collections.Counter()
         self._final: tuple[int, int] | None = None
         self._final_seen = (False, False)
         self._retry, self._next_try = 0, 0.0
@@ -344,6 +348,7 @@ class AggregatorService:
     def _commit(self, batch: list[object], state: State) -> tuple[list[AckMsg], list[ProgressMsg]]:
         acks: list[AckMsg] = []
         progress: list[ProgressMsg] = []
+        outcomes: list[str] = []
         state.begin()
         for ev in batch:
             out = self._handle(ev, state)
@@ -353,7 +358,9 @@ class AggregatorService:
                 acks.append(out)
             elif isinstance(out, ProgressMsg):
                 progress.append(out)
+            outcomes.append(_outcome(ev, out))
         state.commit()
+        self.outcomes.update(outcomes)
         return acks, progress
 
     def _handle(self, ev: object, state: State) -> object:
@@ -380,6 +387,7 @@ class AggregatorService:
         topic = ev.topic if isinstance(ev, _Poison) else type(ev).__name__
         log.error("poison message (%s) from %s: %s", topic, node, detail)
         self.poisoned += 1
+        self.outcomes["poison"] += 1
         state.begin()
         state.add_poison(topic, node, uid, "poison", detail)
         if header is not None:
@@ -511,6 +519,16 @@ def _update_header(ev: object) -> UpdateHeader | None:
     if isinstance(ev, (_Rejected, _Poison)) and isinstance(ev.header, UpdateHeader):
         return ev.header
     return None
+
+
+def _outcome(ev: object, out: object) -> str:
+    if isinstance(out, AckMsg):
+        return out.reason or "stored"
+    if isinstance(out, ProgressMsg):
+        return "reported"
+    if isinstance(ev, _Rejected):
+        return ev.reason
+    return "no_answer"
 
 
 def _rejection(h: UpdateHeader, reason: str) -> AckMsg:
