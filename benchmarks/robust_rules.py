@@ -121,8 +121,8 @@ def run(ctx: Context, seed: int) -> dict[str, Any]:
     honest: list[W] = []
     for i, d in enumerate(data):
         p = personalize(d, start, ctx.profile, seed=seed * 1000 + 100 + i)
-        weights = p.weights if p.weights is not None else start
-        honest.append({n: weights[n] for n in names})
+        if p.weights is not None:  # a node that selected nothing sends nothing
+            honest.append({n: p.weights[n] for n in names})
     hostile = max(1, len(honest) // 5)
     table: dict[str, dict[str, float]] = {}
     for rule in RULES:
@@ -133,7 +133,9 @@ def run(ctx: Context, seed: int) -> dict[str, Any]:
         table[rule] = {k: round(v, 4) for k, v in row.items()}
     return {
         "benchmark": "robust_rules",
-        "nodes": len(honest),
+        "nodes": len(data),
+        "updates": len(honest),
+        "eval_clips": int(len(y)),
         "hostile": hostile,
         "rounds": 1,
         "max_update_norm": MAX_UPDATE_NORM,

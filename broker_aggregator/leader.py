@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,7 +20,6 @@ from broker_aggregator.columns import column_reader
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.policy import Decision, RoundPolicy
 from broker_aggregator.store import RoundRow, State
-from broker_aggregator.worker import Publish
 from vfer import weights as wcodec
 from vfer.fedavg import EmptyAggregationError, RunningSum, central_problem
 from vfer.heads_spec import trainable_names, vfer_spec
@@ -52,28 +52,59 @@ def load_initial_weights(path: str, num_classes: int) -> dict[str, np.ndarray]:
     return weights
 
 
+@dataclass(frozen=True)
+class Publish:
+    """Send ``payload`` on ``topic`` (QoS 1)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class LocalClose:
+    """Ask this process's own worker for its partial sum."""
+
+    close: CloseMsg
+
+
+@dataclass(frozen=True)
+class NewCentral:
+    """This process's worker now checks updates against this central."""
+
+    version: int
+    weights: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NewRound:
+    """This process's worker now follows this round."""
+
+    round: RoundMsg
+
+
+Effect = Publish | LocalClose | NewCentral | NewRound
+
+
 class Leader:
+    """The round's decisions. Public methods return the :data:`Effect` list the service applies
+    in order (publish, hand a close or a new round or central to the local worker); no
+    callbacks, no MQTT. ``on_progress`` returns the node's answer directly."""
+
     def __init__(
         self,
         cfg: AggregatorConfig,
         state: State,
         topics: Topics,
-        publish: Publish,
         key: Ed25519PrivateKey | None,
         control_topics: dict[str, str],
-        local_close: Callable[[CloseMsg], None],
-        on_central: Callable[[int, Mapping[str, np.ndarray]], None],
-        on_round: Callable[[RoundMsg], None],
     ) -> None:
         self.cfg = cfg
         self.state = state
         self.topics = topics
-        self._publish = publish
         self._key = key
         self._control = control_topics
-        self._local_close = local_close
-        self._on_central = on_central
-        self._on_round = on_round
+        self._out: list[Effect] = []
         r = cfg.round
         self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
         self._partials: dict[str, tuple[PartialHeader, RunningSum]] = {}
@@ -81,8 +112,15 @@ class Leader:
         self._close_sent = 0.0
         self.done = False
 
+    def _drain(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self._out.append(Publish(topic, payload, retain))
+
     # start and reconnect ------------------------------------------------------------------
-    def start(self, initial_weights: str | None) -> None:
+    def start(self, initial_weights: str | None) -> list[Effect]:
         if self.state.latest_central() is None:
             if initial_weights is None:
                 raise ValueError("the state db has no central v yet: give initial_weights")
@@ -96,19 +134,21 @@ class Leader:
             self._announce_round(row)
             if row.state == "closing":
                 self._start_closing(row)
+        return self._drain()
 
-    def republish(self) -> None:
+    def republish(self) -> list[Effect]:
         """After a (re)connect: the retained central and round, and a pending close."""
         latest = self.state.latest_central()
         if latest is not None:
-            self._publish(self.topics.central_bundle, latest[1], 1, True)
+            self._publish(self.topics.central_bundle, latest[1], retain=True)
         row = self.state.current_round()
         if row is not None:
-            self._publish(self.topics.round, to_json(self._round_msg(row)), 1, True)
+            self._publish(self.topics.round, to_json(self._round_msg(row)), retain=True)
         if self._close is not None:
-            self._publish(self._control["close"], to_json(self._close), 1, False)
+            self._publish(self._control["close"], to_json(self._close))
         for ack in self.counted_acks():
-            self._publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
+            self._publish(self.topics.node_ack(ack.node_id), to_json(ack))
+        return self._drain()
 
     # events --------------------------------------------------------------------------------
     def on_progress(self, p: ProgressMsg) -> AckMsg | None:
@@ -182,13 +222,17 @@ class Leader:
             reason=reason,
         )
 
-    def on_partial(self, header: PartialHeader, sums: RunningSum) -> None:
+    def on_partial(self, header: PartialHeader, sums: RunningSum) -> list[Effect]:
         if self._close is None or header.round_id != self._close.round_id:
-            return
+            return []
         self._partials[header.worker_id] = (header, sums)
-        self.tick(time.time())
+        return self.tick(time.time())
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> list[Effect]:
+        self._tick(now)
+        return self._drain()
+
+    def _tick(self, now: float) -> None:
         row = self.state.current_round()
         if row is None or self.done:
             return
@@ -231,8 +275,8 @@ class Leader:
         assert self._close is not None
         self._close_sent = time.monotonic()
         if set(self._close.assignments) - {self.cfg.worker_id}:
-            self._publish(self._control["close"], to_json(self._close), 1, False)
-        self._local_close(self._close)
+            self._publish(self._control["close"], to_json(self._close))
+        self._out.append(LocalClose(self._close))
 
     def _try_finish(self, row: RoundRow, now: float) -> None:
         if self._close is None:
@@ -346,8 +390,8 @@ class Leader:
         assert latest is not None
         version, frame = latest
         _header, body = unpack(frame, CentralHeader)
-        self._on_central(version, wcodec.from_bytes(body))
-        self._publish(self.topics.central_bundle, frame, 1, True)
+        self._out.append(NewCentral(version, wcodec.from_bytes(body)))
+        self._publish(self.topics.central_bundle, frame, retain=True)
 
     def _open_next(self) -> None:
         finished = self.state.finished_rounds()
@@ -388,5 +432,5 @@ class Leader:
 
     def _announce_round(self, row: RoundRow) -> None:
         msg = self._round_msg(row)
-        self._on_round(msg)
-        self._publish(self.topics.round, to_json(msg), 1, True)
+        self._out.append(NewRound(msg))
+        self._publish(self.topics.round, to_json(msg), retain=True)

@@ -24,7 +24,14 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.config import AggregatorConfig
-from broker_aggregator.leader import Leader
+from broker_aggregator.leader import (
+    Effect,
+    Leader,
+    LocalClose,
+    NewCentral,
+    NewRound,
+    Publish,
+)
 from broker_aggregator.store import State
 from broker_aggregator.validate import CheckedUpdate, Expectations, inspect_update
 from broker_aggregator.worker import Worker
@@ -176,25 +183,15 @@ class AggregatorService:
         )
         self._poisoned = state.poisoned()
         self.leader = (
-            Leader(
-                cfg,
-                state,
-                self.topics,
-                link.publish,
-                self.key,
-                self.control,
-                lambda c: self.events.put(c),
-                self.worker.on_central,
-                lambda msg: self._requeue(self.worker.on_round(msg)),
-            )
-            if self.is_leader
-            else None
+            Leader(cfg, state, self.topics, self.key, self.control) if self.is_leader else None
         )
         checker = threading.Thread(target=self._check_loop, name="check-updates", daemon=True)
         checker.start()
         try:
             if self.leader is not None:
-                self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
+                self._apply(
+                    self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
+                )
             link.start()
             self._loop(state)
         finally:
@@ -246,7 +243,7 @@ class AggregatorService:
             now = time.monotonic()
             if self.leader is not None and now - last_tick >= TICK_S:
                 last_tick = now
-                self.leader.tick(time.time())
+                self._apply(self.leader.tick(time.time()))
             if self.leader is not None and self.leader.done and self._published(now):
                 return
         if self.leader is not None and self.leader.done and self._final_seen != (True, True):
@@ -278,7 +275,7 @@ class AggregatorService:
             return True
         if now >= self._next_try:
             if self.link.connected():
-                self.leader.republish()
+                self._apply(self.leader.republish())
                 t = self.topics
                 self.link.client.subscribe([(t.round, 1), (t.central_bundle, 1)])
             else:
@@ -341,7 +338,7 @@ class AggregatorService:
         for p in progress:
             self.link.publish(self.control["progress"], to_json(p), 1, False)
         if self.leader is not None:
-            self.leader.tick(time.time())
+            self._apply(self.leader.tick(time.time()))
         if other is not None:
             self._dispatch(other)
 
@@ -402,6 +399,18 @@ class AggregatorService:
         for p in progress:
             self.events.put(p)
 
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what the leader decided, in order."""
+        for e in effects:
+            if isinstance(e, Publish):
+                self.link.publish(e.topic, e.payload, 1, e.retain)
+            elif isinstance(e, LocalClose):
+                self.events.put(e)
+            elif isinstance(e, NewCentral):
+                self.worker.on_central(e.version, e.weights)
+            elif isinstance(e, NewRound):
+                self._requeue(self.worker.on_round(e.round))
+
     def _dispatch(self, ev: object) -> None:
         """A control event; one that raises is logged and recorded as poison, never fatal."""
         self._mark_final(ev)
@@ -413,30 +422,26 @@ class AggregatorService:
             self._poison(ev, f"{type(exc).__name__}: {exc}", self.state)
 
     def _dispatch_one(self, ev: object) -> None:
+        """Route a control event. The leader's process ignores the broker's echo of its own
+        round, central and close: its worker got them directly (:meth:`_apply`)."""
         w, lead = self.worker, self.leader
-        if isinstance(ev, CloseMsg):
-            result = w.partial(ev)
-            if result is not None:
-                if lead is not None:
-                    self.events.put(_Partial(*result))
-                else:
-                    header, sums = result
-                    body = wcodec.to_bytes(sums.sums) if sums.count else b""
-                    self.link.publish(self.control["partial"], pack(header, body), 1, False)
-        elif isinstance(ev, _Partial):
-            if lead is not None:
-                lead.on_partial(ev.header, ev.sums)
-        elif isinstance(ev, RoundMsg):
-            progress = w.on_round(ev)
-            if lead is not None:
-                self._requeue(progress)
-            else:
-                for p in progress:
-                    self.link.publish(self.control["progress"], to_json(p), 1, False)
-        elif isinstance(ev, _Central):
+        if isinstance(ev, LocalClose) or (isinstance(ev, CloseMsg) and lead is None):
+            result = w.partial(ev.close if isinstance(ev, LocalClose) else ev)
+            if result is not None and lead is not None:
+                self._apply(lead.on_partial(*result))
+            elif result is not None:
+                header, sums = result
+                body = wcodec.to_bytes(sums.sums) if sums.count else b""
+                self.link.publish(self.control["partial"], pack(header, body), 1, False)
+        elif isinstance(ev, _Partial) and lead is not None:
+            self._apply(lead.on_partial(ev.header, ev.sums))
+        elif isinstance(ev, RoundMsg) and lead is None:
+            for p in w.on_round(ev):
+                self.link.publish(self.control["progress"], to_json(p), 1, False)
+        elif isinstance(ev, _Central) and lead is None:
             w.on_central(ev.version, ev.weights)
         elif isinstance(ev, _Connected) and lead is not None:
-            lead.republish()
+            self._apply(lead.republish())
 
     def _expectations(self) -> Expectations:
         cfg = self.cfg
@@ -448,6 +453,7 @@ class AggregatorService:
             max_update_norm=cfg.max_update_norm,
             dtypes=("float32", "float16") if cfg.float16_transport else ("float32",),
             max_clips_per_class=cfg.max_clips_per_class,
+            weighting=cfg.weighting,
         )
 
     # paho's thread: decode, enqueue; never raise --------------------------------------

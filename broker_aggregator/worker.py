@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -39,8 +39,6 @@ from vfer.messages import (
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[str, bytes, int, bool], object]
 
 
 class Worker:

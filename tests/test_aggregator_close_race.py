@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from broker_aggregator.config import AggregatorConfig
-from broker_aggregator.leader import Leader
+from broker_aggregator.leader import Effect, Leader, LocalClose
 from broker_aggregator.service import control_topics
 from broker_aggregator.simulate import personalized, random_v
 from broker_aggregator.store import State
@@ -52,20 +52,13 @@ def leader_with_open_round(tmp_path: Path) -> tuple[Leader, State, list[CloseMsg
         round={"min_submissions": 2, "max_submissions": 2, "deadline_s": 3600},  # type: ignore[arg-type]
     )
     state = State(cfg.state_db)
-    closes: list[CloseMsg] = []
-    leader = Leader(
-        cfg,
-        state,
-        TOPICS,
-        lambda *_: None,
-        None,
-        control_topics(TOPICS),
-        closes.append,
-        lambda *_: None,
-        lambda _: None,
-    )
-    leader.start(str(initial))
+    leader = Leader(cfg, state, TOPICS, None, control_topics(TOPICS))
+    closes = _closes(leader.start(str(initial)))
     return leader, state, closes
+
+
+def _closes(effects: list[Effect]) -> list[CloseMsg]:
+    return [e.close for e in effects if isinstance(e, LocalClose)]
 
 
 def answer(leader: Leader, state: State, *msgs: ProgressMsg) -> list[AckMsg | None]:
@@ -81,7 +74,7 @@ def test_an_update_stored_after_the_close_decision_is_told_round_closed(tmp_path
         first = answer(leader, state, progress("pi-1", 1), progress("pi-2", 1))
         assert [a.status for a in first if a] == ["stored", "stored"]
         assert not closes
-        leader.tick(time.time())  # max_submissions reached: the leader decides to close
+        closes += _closes(leader.tick(time.time()))  # max_submissions reached: close
         assert closes and closes[-1].assignments == {"agg-2": {"pi-1": 1, "pi-2": 1}}
         # agg-2 stored these before the close reached it, and reports them now
         late, newer, resend = answer(

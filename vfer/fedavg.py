@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from vfer.weights import bounds_problem
+
 Weights = Mapping[str, np.ndarray]
 Weighting = Literal["mean", "samples"]
 
@@ -121,12 +123,5 @@ def aggregate(
 def central_problem(weights: Weights, max_abs: float) -> str | None:
     """Why ``weights`` must not be signed as a central (None when fine): not finite, or a value
     beyond ``max_abs``. The same bound every update is held to."""
-    for name, arr in weights.items():
-        if not arr.size:
-            continue
-        biggest = float(np.max(np.abs(arr)))  # NaN or Inf anywhere makes this non-finite
-        if not np.isfinite(biggest):
-            return f"{name} is not finite"
-        if biggest > max_abs:
-            return f"{name} has |value| {biggest:.3g} > max_abs_weight {max_abs}"
-    return None
+    problem = bounds_problem(weights, max_abs)
+    return None if problem is None else problem[1]
