@@ -1,9 +1,7 @@
 """The aggregator process: one MQTT link, one loop thread, a worker and (usually) the leader.
 
-Three threads: paho's receives and decodes small messages; a checker thread checks updates
-(sha256, layout, values: pure functions in :mod:`broker_aggregator.validate`), so receiving
-the next update overlaps checking this one; both put typed events on a queue. The loop thread
-owns SQLite and drives :class:`~broker_aggregator.worker.Worker` and
+Three threads: paho's and the checker's turn what arrives into typed events
+(:mod:`broker_aggregator.intake`); the loop thread owns SQLite and drives :class:`~broker_aggregator.worker.Worker` and
 :class:`~broker_aggregator.leader.Leader`, storing updates in group commits.
 A process started with ``leader=False`` is an extra worker: it shares the update stream
 through ``$share/<group>/...`` and answers the leader's close requests with partial sums.
@@ -17,13 +15,23 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.config import AggregatorConfig
+from broker_aggregator.confirm import FinalConfirmation
+from broker_aggregator.intake import (
+    CentralEvent,
+    Connected,
+    Intake,
+    PartialEvent,
+    Poison,
+    PoisonError,
+    Rejected,
+    outcome,
+    rejection,
+    update_header,
+)
 from broker_aggregator.leader import (
     Effect,
     Leader,
@@ -33,26 +41,19 @@ from broker_aggregator.leader import (
     Publish,
 )
 from broker_aggregator.store import State
-from broker_aggregator.validate import CheckedUpdate, Expectations, inspect_update
+from broker_aggregator.validate import CheckedUpdate, Expectations
 from broker_aggregator.worker import Worker
 from vfer import signing
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
-from vfer.fedavg import RunningSum
 from vfer.heads_spec import vfer_spec
 from vfer.messages import (
     AckMsg,
     CloseMsg,
-    MessageError,
-    PartialHeader,
     ProgressMsg,
     RoundMsg,
-    UpdateHeader,
-    from_json,
-    open_central,
     pack,
     to_json,
-    unpack,
 )
 from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics
@@ -62,47 +63,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 SWITCH_INTERVAL_S = 0.0005
 BATCH = 64
-MAX_WAITING_UPDATES = 32
 
 
-@dataclass(frozen=True)
-class _Rejected:
-    node_id: str
-    reason: str
-    detail: str
-    header: object | None
-
-
-@dataclass(frozen=True)
-class _Central:
-    version: int
-    weights: Mapping[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class _Partial:
-    header: PartialHeader
-    sums: RunningSum
-
-
-class _Connected:
-    pass
-
-
-@dataclass(frozen=True)
-class _Poison:
-    """The checker raised on this update: record it, answer it if its envelope is readable."""
-
-    topic: str
-    header: UpdateHeader | None
-    detail: str
-
-
-#: Backoff while the final round and central are not confirmed on the broker (seconds).
-PUBLISH_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-
-
-_BATCHED = (CheckedUpdate, _Rejected, ProgressMsg, _Poison)
+_BATCHED = (CheckedUpdate, Rejected, ProgressMsg, Poison)
 
 
 def control_topics(topics: Topics) -> dict[str, str]:
@@ -117,13 +80,6 @@ class AggregatorService:
         self.is_leader = leader
         self.topics = Topics(cfg.topic_prefix)
         self.control = control_topics(self.topics)
-        self.events: queue.Queue[object] = queue.Queue()
-        # Back-pressure: at most this many updates wait in memory (unchecked or checked);
-        # paho's thread then stops reading and the broker queues the rest (memory flat in N).
-        self._slots = threading.BoundedSemaphore(MAX_WAITING_UPDATES)
-        #: Raw updates on their way to the checker thread (at most MAX_WAITING_UPDATES).
-        self._unchecked: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._stopping = threading.Event()
         self.stop_event = threading.Event()
         self.key: Ed25519PrivateKey | None = (
             signing.load_private_key(cfg.signing_key_file) if cfg.signing_key_file else None
@@ -132,14 +88,22 @@ class AggregatorService:
             log.warning("INSECURE: the central v is published UNSIGNED (insecure_unsigned: true)")
         self.public_key = self.key.public_key() if self.key else None
         self.spec = vfer_spec(len(cfg.classes))
+        self.intake = Intake(
+            self.topics,
+            self.control,
+            self.spec,
+            self.public_key,
+            cfg.insecure_unsigned,
+            lambda: self.worker.expect,
+        )
+        self.events = self.intake.events
         self.rejected = 0
         self.poisoned = 0
         #: What became of each message the loop handled: "stored", a reason code, "reported"
         #: (progress sent to the leader), or "no_answer" (not final: the node sends again).
         self.outcomes: collections.Counter[str] = collections.Counter()
-        self._final: tuple[int, int] | None = None
-        self._final_seen = (False, False)
-        self._retry, self._next_try = 0, 0.0
+        #: Set once all rounds are done: what must be read back from the broker before exit.
+        self.final: FinalConfirmation | None = None
         self._warned_311 = False
         #: Why the service stopped on its own with an error (the CLI exits non-zero with it).
         self.fatal: str | None = None
@@ -169,8 +133,8 @@ class AggregatorService:
                 reconnect_max_delay_s=5,
             ),
             self._subscriptions,
-            self._on_message,
-            lambda: self.events.put(_Connected()),
+            self.intake.on_message,
+            lambda: self.events.put(Connected()),
         )
         self.link = link
         self.worker = Worker(
@@ -185,8 +149,7 @@ class AggregatorService:
         self.leader = (
             Leader(cfg, state, self.topics, self.key, self.control) if self.is_leader else None
         )
-        checker = threading.Thread(target=self._check_loop, name="check-updates", daemon=True)
-        checker.start()
+        self.intake.start()
         try:
             if self.leader is not None:
                 self._apply(
@@ -195,11 +158,10 @@ class AggregatorService:
             link.start()
             self._loop(state)
         finally:
-            self._stopping.set()
-            self._unchecked.put(None)
+            self.intake.stopping.set()
             link.flush(timeout=5.0)
             link.stop()
-            checker.join(timeout=5.0)
+            self.intake.stop()
             state.close()
 
     def _subscriptions(self, protocol: str) -> list[tuple[str, int]]:
@@ -246,7 +208,11 @@ class AggregatorService:
                 self._apply(self.leader.tick(time.time()))
             if self.leader is not None and self.leader.done and self._published(now):
                 return
-        if self.leader is not None and self.leader.done and self._final_seen != (True, True):
+        if (
+            self.leader is not None
+            and self.leader.done
+            and not (self.final and self.final.confirmed)
+        ):
             self.fatal = (
                 "stopped before the final round and central were confirmed on the broker; "
                 "start the service again to publish them"
@@ -256,43 +222,35 @@ class AggregatorService:
     def _published(self, now: float) -> bool:
         """True once the broker holds the final retained round and central (read back).
 
-        Until then, every step of :data:`PUBLISH_RETRY_S` (while connected): publish both
-        again and subscribe to their topics once more, which makes the broker send its
-        retained copies back; :meth:`_dispatch` marks what comes back.
+        Until then, at each step of :data:`~broker_aggregator.confirm.RETRY_S` while
+        connected: publish both again and subscribe to their topics once more, which makes
+        the broker send its retained copies back; :meth:`_dispatch` shows them to the tracker.
         """
         assert self.leader is not None
-        if self._final is None:
+        if self.final is None:
             row, latest = self.state.current_round(), self.state.latest_central()
             assert row is not None and latest is not None
-            self._final = (row.round_id, latest[0])
-            self._final_seen = (False, False)
-            self._retry, self._next_try = 0, now
+            self.final = FinalConfirmation(row.round_id, latest[0], next_try=now)
             log.info(
-                "all rounds done: confirming round %d and central v%d on the broker", *self._final
+                "all rounds done: confirming round %d and central v%d on the broker",
+                row.round_id,
+                latest[0],
             )
-        if self._final_seen == (True, True):
-            log.info("round %d and central v%d are on the broker", *self._final)
+        if self.final.confirmed:
+            log.info(
+                "round %d and central v%d are on the broker",
+                self.final.round_id,
+                self.final.central_version,
+            )
             return True
-        if now >= self._next_try:
+        if self.final.due(now):
             if self.link.connected():
                 self._apply(self.leader.republish())
                 t = self.topics
                 self.link.client.subscribe([(t.round, 1), (t.central_bundle, 1)])
             else:
                 log.warning("broker not reachable: the final central is not published yet")
-            self._next_try = now + PUBLISH_RETRY_S[min(self._retry, len(PUBLISH_RETRY_S) - 1)]
-            self._retry += 1
         return False
-
-    def _mark_final(self, ev: object) -> None:
-        if self._final is None:
-            return
-        round_ok, central_ok = self._final_seen
-        if isinstance(ev, RoundMsg):
-            round_ok |= ev.round_id == self._final[0] and ev.state == "finished"
-        elif isinstance(ev, _Central):
-            central_ok |= ev.version == self._final[1]
-        self._final_seen = (round_ok, central_ok)
 
     def _group_commit(self, first: object, state: State) -> None:
         """Store a run of queued updates (and count progress) in one transaction, then answer.
@@ -332,7 +290,7 @@ class AggregatorService:
         finally:
             for ev in batch:
                 if isinstance(ev, CheckedUpdate):
-                    self._slots.release()
+                    self.intake.slots.release()
         for ack in acks:
             self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
         for p in progress:
@@ -355,33 +313,33 @@ class AggregatorService:
                 acks.append(out)
             elif isinstance(out, ProgressMsg):
                 progress.append(out)
-            outcomes.append(_outcome(ev, out))
+            outcomes.append(outcome(ev, out))
         state.commit()
         self.outcomes.update(outcomes)
         return acks, progress
 
     def _handle(self, ev: object, state: State) -> object:
-        header = _update_header(ev)
+        header = update_header(ev)
         if header is not None and (header.node_id, header.update_id) in self._poisoned:
             log.warning(
                 "poison update %s from %s again: rejected", header.update_id, header.node_id
             )
-            return _rejection(header, "poison")
-        if isinstance(ev, _Poison):
+            return rejection(header, "poison")
+        if isinstance(ev, Poison):
             raise PoisonError(ev.detail)
         if isinstance(ev, CheckedUpdate):
             return self.worker.handle_update(ev)
-        if isinstance(ev, _Rejected):
+        if isinstance(ev, Rejected):
             self.rejected += 1
             return self.worker.reject(ev.node_id, ev.reason, ev.detail, ev.header)
         return ev  # progress: from a remote worker, or re-announced after a (re)open
 
     def _poison(self, ev: object, detail: str, state: State) -> list[AckMsg]:
         """Record a message whose handling raised; answer ``rejected``/``poison`` when we can."""
-        header = _update_header(ev)
+        header = update_header(ev)
         node = header.node_id if header else getattr(ev, "node_id", None)
         uid = header.update_id if header else getattr(ev, "update_id", None)
-        topic = ev.topic if isinstance(ev, _Poison) else type(ev).__name__
+        topic = ev.topic if isinstance(ev, Poison) else type(ev).__name__
         log.error("poison message (%s) from %s: %s", topic, node, detail)
         self.poisoned += 1
         self.outcomes["poison"] += 1
@@ -393,7 +351,7 @@ class AggregatorService:
         if header is None:
             return []
         self._poisoned.add((header.node_id, header.update_id))
-        return [_rejection(header, "poison")]
+        return [rejection(header, "poison")]
 
     def _requeue(self, progress: list[ProgressMsg]) -> None:
         for p in progress:
@@ -413,7 +371,10 @@ class AggregatorService:
 
     def _dispatch(self, ev: object) -> None:
         """A control event; one that raises is logged and recorded as poison, never fatal."""
-        self._mark_final(ev)
+        if self.final is not None and isinstance(ev, RoundMsg):
+            self.final.saw_round(ev.round_id, ev.state)
+        elif self.final is not None and isinstance(ev, CentralEvent):
+            self.final.saw_central(ev.version)
         try:
             self._dispatch_one(ev)
         except Exception as exc:
@@ -433,14 +394,14 @@ class AggregatorService:
                 header, sums = result
                 body = wcodec.to_bytes(sums.sums) if sums.count else b""
                 self.link.publish(self.control["partial"], pack(header, body), 1, False)
-        elif isinstance(ev, _Partial) and lead is not None:
+        elif isinstance(ev, PartialEvent) and lead is not None:
             self._apply(lead.on_partial(ev.header, ev.sums))
         elif isinstance(ev, RoundMsg) and lead is None:
             for p in w.on_round(ev):
                 self.link.publish(self.control["progress"], to_json(p), 1, False)
-        elif isinstance(ev, _Central) and lead is None:
+        elif isinstance(ev, CentralEvent) and lead is None:
             w.on_central(ev.version, ev.weights)
-        elif isinstance(ev, _Connected) and lead is not None:
+        elif isinstance(ev, Connected) and lead is not None:
             self._apply(lead.republish())
 
     def _expectations(self) -> Expectations:
@@ -455,101 +416,3 @@ class AggregatorService:
             max_clips_per_class=cfg.max_clips_per_class,
             weighting=cfg.weighting,
         )
-
-    # paho's thread: decode, enqueue; never raise --------------------------------------
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        t = self.topics
-        try:
-            if topic.endswith("/update"):
-                self._on_update(topic, payload)
-            elif topic == t.round:
-                self.events.put(from_json(payload, RoundMsg))
-            elif topic == t.central_bundle:
-                header, body = open_central(
-                    payload, self.public_key, allow_unsigned=self.cfg.insecure_unsigned
-                )
-                self.events.put(_Central(header.version, wcodec.from_bytes(body)))
-            elif topic == self.control["progress"]:
-                self.events.put(from_json(payload, ProgressMsg))
-            elif topic == self.control["close"]:
-                self.events.put(from_json(payload, CloseMsg))
-            elif topic == self.control["partial"]:
-                self._on_partial(payload)
-        except (MessageError, wcodec.WeightsError) as exc:
-            log.warning("ignored message on %s: %s", topic, exc)
-
-    def _on_update(self, topic: str, payload: bytes) -> None:
-        """Hand the update to the checker thread; block (paho stops reading) while 32 wait."""
-        while not self._slots.acquire(timeout=0.5):
-            if self._stopping.is_set():
-                return  # never acked, so the node's outbox sends it again
-        self._unchecked.put((topic, payload))
-
-    # the checker thread: sha256, safetensors layout, values -------------------------------------
-    def _check_loop(self) -> None:
-        while (item := self._unchecked.get()) is not None:
-            topic, payload = item
-            node = self.topics.node_of(topic)
-            try:
-                self.events.put(inspect_update(payload, node, self.worker.expect))
-            except MessageError as exc:
-                self._slots.release()
-                self.events.put(_Rejected(node or topic, exc.reason, exc.detail, exc.header))
-            except Exception as exc:  # a checker bug must not stop the stream
-                self._slots.release()
-                log.exception("checking an update on %s failed", topic)
-                self.events.put(
-                    _Poison(topic, peek_header(payload), f"{type(exc).__name__}: {exc}")
-                )
-
-    def _on_partial(self, payload: bytes) -> None:
-        header, body = unpack(payload, PartialHeader)
-        sums = RunningSum()
-        if header.nodes:
-            arrays = wcodec.from_bytes(body)
-            sums = RunningSum(
-                {n: a.astype(np.float64) for n, a in arrays.items()},
-                header.total_weight,
-                len(header.nodes),
-            )
-        self.events.put(_Partial(header, sums))
-
-
-class PoisonError(RuntimeError):
-    """Raised inside the loop for an update the checker thread could not handle."""
-
-
-def _update_header(ev: object) -> UpdateHeader | None:
-    if isinstance(ev, CheckedUpdate):
-        return ev.header
-    if isinstance(ev, (_Rejected, _Poison)) and isinstance(ev.header, UpdateHeader):
-        return ev.header
-    return None
-
-
-def _outcome(ev: object, out: object) -> str:
-    if isinstance(out, AckMsg):
-        return out.reason or "stored"
-    if isinstance(out, ProgressMsg):
-        return "reported"
-    if isinstance(ev, _Rejected):
-        return ev.reason
-    return "no_answer"
-
-
-def _rejection(h: UpdateHeader, reason: str) -> AckMsg:
-    return AckMsg(
-        node_id=h.node_id,
-        round_id=h.round_id,
-        update_id=h.update_id,
-        status="rejected",
-        reason=reason,
-    )
-
-
-def peek_header(payload: bytes) -> UpdateHeader | None:
-    """The update's header when it parses (no body checks), else None; never raises."""
-    try:
-        return unpack(payload, UpdateHeader)[0]
-    except Exception:
-        return None
