@@ -50,7 +50,14 @@ from vfer.robust import aggregate_blocks  # noqa: E402
 
 W = dict[str, np.ndarray]
 MAX_UPDATE_NORM = 100.0
-RULES = ("mean", "median", "trimmed_mean", "krum")
+#: (label, rule, robust_fraction)
+RULES = (
+    ("mean", "mean", 0.2),
+    ("median", "median", 0.2),
+    ("trimmed_mean", "trimmed_mean", 0.2),
+    ("trimmed_mean (0.3)", "trimmed_mean", 0.3),
+    ("krum", "krum", 0.2),
+)
 
 
 def attack(own: W, central: W, kind: str) -> W:
@@ -62,7 +69,7 @@ def attack(own: W, central: W, kind: str) -> W:
     return {n: (central[n] + step * delta[n]).astype(np.float32) for n in own}
 
 
-def combine(rule: str, updates: list[W]) -> W:
+def combine(rule: str, updates: list[W], fraction: float) -> W:
     if rule == "mean":
         return aggregate([(u, 1) for u in updates])
     shapes = {n: a.shape for n, a in updates[0].items()}
@@ -70,7 +77,7 @@ def combine(rule: str, updates: list[W]) -> W:
     def read(name: str, lo: int, hi: int) -> np.ndarray:
         return np.stack([u[name].ravel()[lo:hi] for u in updates])
 
-    return aggregate_blocks(rule, shapes, len(updates), read, fraction=0.2)[0]  # type: ignore[arg-type]
+    return aggregate_blocks(rule, shapes, len(updates), read, fraction=fraction)[0]  # type: ignore[arg-type]
 
 
 def main(argv: list[str]) -> int:
@@ -123,19 +130,19 @@ def run(ctx: Context, seed: int) -> dict[str, Any]:
         p = personalize(d, start, ctx.profile, seed=seed * 1000 + 100 + i)
         if p.weights is not None:  # a node that selected nothing sends nothing
             honest.append({n: p.weights[n] for n in names})
-    hostile = max(1, len(honest) // 5)
+    hostile = max(1, round(len(honest) / 5))  # 20 % of the nodes that sent an update
     table: dict[str, dict[str, float]] = {}
-    for rule in RULES:
-        row = {"clean": macro_f1(combine(rule, honest))}
+    for label, rule, fraction in RULES:
+        row = {"clean": macro_f1(combine(rule, honest, fraction))}
         for kind in ("scaled", "sign_flip"):
             sent = [attack(u, base, kind) for u in honest[:hostile]] + honest[hostile:]
-            row[kind] = macro_f1(combine(rule, sent))
-        table[rule] = {k: round(v, 4) for k, v in row.items()}
+            row[kind] = macro_f1(combine(rule, sent, fraction))
+        table[label] = {k: round(v, 4) for k, v in row.items()}
     return {
         "benchmark": "robust_rules",
         "nodes": len(data),
         "updates": len(honest),
-        "eval_clips": int(len(y)),
+        "eval_clips": len(y),
         "hostile": hostile,
         "rounds": 1,
         "max_update_norm": MAX_UPDATE_NORM,
