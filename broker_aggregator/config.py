@@ -100,11 +100,11 @@ class AggregatorConfig(_Section):
         "trimmed_mean, Krum's f",
     )
     max_weight_share: float = Field(
-        1.0,
+        0.2,
         gt=0,
         le=1,
         description="with weighting 'samples': no node's weight exceeds this share of the "
-        "round's total (e.g. 0.2); 1 means no cap",
+        "round's total (with N * share <= 1 every node weighs the same); 1 means no cap",
     )
     max_clips_per_class: int = Field(
         10_000,
