@@ -27,7 +27,7 @@ from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.service import AggregatorService
 from broker_aggregator.simulate import personalized
 from broker_aggregator.store import State
-from tests.support.fuzz import FuzzMessage, update_messages, valid_weights
+from tests.support.fuzz import FuzzMessage, control_messages, update_messages, valid_weights
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker  # noqa: F401
@@ -174,3 +174,37 @@ def test_fuzzed_updates_never_stop_the_aggregator(broker: Broker, tmp_path: Path
             "central_submissions": header.num_submissions,
         }
         Path(report).write_text(json.dumps(figures, indent=2))
+
+
+def test_fuzzed_control_messages_never_stop_the_aggregator(broker: Broker, tmp_path: Path) -> None:  # noqa: F811
+    """Rounds, centrals, progress, close and partial messages (what another aggregator login
+    could send), each followed by a sentinel update: once the sentinel has an outcome, the
+    control message before it was handled (one publisher, one queue, in order)."""
+    initial = tmp_path / "v.safetensors"
+    wcodec.save(initial, BASE)
+    svc, thread = start(config(broker, tmp_path, initial, 10**6), broker)
+    sender = RawNode(broker, "fz-control", listen=False)
+
+    @settings(
+        max_examples=max(10, EXAMPLES // 2),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(msg=control_messages(BASE))
+    def one(msg: tuple[str, bytes]) -> None:
+        topic, payload = msg
+        before = sum(svc.outcomes.values())
+        sender.client.publish(topic, payload, qos=1).wait_for_publish(10)
+        sender.publish(b"sentinel", node="sentinel")
+        assert wait_for(lambda: sum(svc.outcomes.values()) > before), topic
+        assert thread.is_alive(), topic
+
+    try:
+        one()
+        assert thread.is_alive() and svc.poisoned == 0, svc.outcomes
+    finally:
+        svc.stop_event.set()
+        thread.join(timeout=20)
+        sender.stop()
+    assert svc.fatal is None

@@ -172,3 +172,79 @@ def update_messages(draw: Any, base: dict[str, np.ndarray]) -> FuzzMessage:
         payload = MAGIC + struct.pack(">I", len(head)) + head + body
     topic_node = node if draw(st.integers(0, 9)) else draw(node_ids)
     return FuzzMessage(topic_node, payload, f"{note}/{frame_kind}/{','.join(changed)}")
+
+
+CONTROL_TEMPLATES: dict[str, dict[str, Any]] = {
+    "fedvfer/round": {
+        "schema": 1,
+        "kind": "round",
+        "round_id": 1,
+        "base_version": 1,
+        "state": "open",
+        "opened_at": 0.0,
+        "deadline": 1e12,
+        "min_submissions": 1,
+        "max_submissions": 9,
+        "classes": ["anger", "disgust", "fear", "happiness", "neutral", "sadness"],
+        "weight_dtype": "float32",
+        "personalization": {"p": 15, "p_threshold": 0.5, "epochs": 2, "lr": 0.001},
+    },
+    "fedvfer/aggregator/progress": {
+        "schema": 1,
+        "kind": "progress",
+        "node_id": "fz-9",
+        "worker_id": "agg-9",
+        "round_id": 99,
+        "seq": 1,
+        "update_id": "fuzzfuzzfuzz",
+    },
+    "fedvfer/aggregator/close": {
+        "schema": 1,
+        "kind": "close",
+        "round_id": 1,
+        "assignments": {"agg-9": {"fz-9": 1}},
+    },
+}
+FRAME_TOPICS = {
+    "fedvfer/central/bundle": {
+        "schema": 1,
+        "kind": "central",
+        "version": 9,
+        "round_id": 1,
+        "classes": ["anger", "disgust", "fear", "happiness", "neutral", "sadness"],
+        "created_at": 0.0,
+    },
+    "fedvfer/aggregator/partial": {
+        "schema": 1,
+        "kind": "partial",
+        "worker_id": "agg-9",
+        "round_id": 1,
+        "nodes": {"fz-9": 1},
+        "total_weight": 1.0,
+    },
+}
+
+
+@st.composite
+def control_messages(draw: Any, base: dict[str, np.ndarray]) -> tuple[str, bytes]:
+    """(topic, payload) for the topics the aggregator reads besides updates: JSON messages and
+    frames built from a valid template with fields removed or replaced, or raw bytes."""
+    topic = draw(st.sampled_from(sorted({**CONTROL_TEMPLATES, **FRAME_TOPICS})))
+    template = {**CONTROL_TEMPLATES, **FRAME_TOPICS}[topic]
+    msg = dict(template)
+    for field in draw(st.lists(st.sampled_from(sorted(template)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            msg.pop(field)
+        else:
+            msg[field] = draw(json_values)
+    if draw(st.integers(0, 9)) == 0:
+        return topic, draw(st.binary(max_size=200))
+    head = json.dumps(msg).encode()
+    if topic not in FRAME_TOPICS:
+        return topic, head
+    body, _ = draw(bodies(base))
+    if topic.endswith("partial") and draw(st.booleans()):  # float64 sums, as workers send
+        body = wcodec.to_bytes({n: a.astype(np.float64) for n, a in base.items()})
+    framed = {**msg, "body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    head = json.dumps(framed).encode()
+    return topic, MAGIC + struct.pack(">I", len(head)) + head + body
