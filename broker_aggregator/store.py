@@ -393,14 +393,14 @@ class State:
                 if row is not None and body is not None:
                     yield node, wanted[node], float(row[0]), body
 
-    def latest_updates(self, round_id: int) -> list[tuple[str, int, str]]:
-        """(node, seq, update_id) of each node's newest stored update, in node-id order."""
+    def latest_updates(self, round_id: int) -> list[tuple[str, int, str, float]]:
+        """(node, seq, update_id, factor) of each node's newest stored update, in node order."""
         rows = self.db.execute(
-            "SELECT node_id, max(seq), update_id FROM updates WHERE round_id=? "
+            "SELECT node_id, max(seq), update_id, factor FROM updates WHERE round_id=? "
             "GROUP BY node_id ORDER BY node_id",
             [round_id],
         ).fetchall()
-        return [(r[0], int(r[1]), str(r[2])) for r in rows]
+        return [(r[0], int(r[1]), str(r[2]), float(r[3])) for r in rows]
 
     def count_rejection(self, round_id: int, reason: str) -> None:
         self.db.execute(

@@ -174,9 +174,14 @@ class Worker:
         """Progress for every update stored for ``round_id`` (after restarts)."""
         return [
             ProgressMsg(
-                node_id=node, worker_id=self.worker_id, round_id=round_id, seq=seq, update_id=uid
+                node_id=node,
+                worker_id=self.worker_id,
+                round_id=round_id,
+                seq=seq,
+                update_id=uid,
+                factor=factor,
             )
-            for node, seq, uid in self.state.latest_updates(round_id)
+            for node, seq, uid, factor in self.state.latest_updates(round_id)
         ]
 
     # closing ----------------------------------------------------------------------------

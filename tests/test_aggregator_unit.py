@@ -92,7 +92,8 @@ def test_schema_1_bodies_move_into_the_payload_files(tmp_path: Path) -> None:
     state = State(db)
     try:
         assert (tmp_path / "agg.db.bak-v1").exists()
-        assert state.latest_updates(3) == [("pi-1", 7, "u-0000007")]
+        assert state.latest_updates(3) == [("pi-1", 7, "u-0000007", 1.0)]
+        assert state.poison_rows() == []  # migration 3 added the poison table
         assert list(state.bodies(3, {"pi-1": 7})) == [("pi-1", 7, 1.0, body)]
         assert list(state.bodies(3, {"pi-1": 6})) == []  # only the seq asked for
     finally:
