@@ -138,3 +138,69 @@ def test_samples_weighting_caps_a_node_claiming_many_clips(
             np.stack([s[name].astype(np.float64) for s in sent]), axis=0, weights=weights
         )
         np.testing.assert_allclose(arr, want.astype(np.float32), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_weight_cap_holds_across_two_workers(
+    broker: Broker,  # noqa: F811
+    fleet: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The capped factors travel in the close: agg-2 sums its nodes with them, not its own."""
+    sent = honest_and_one_poisoner(fleet, n=6)
+    clips = [{"anger": 10_000}] + [{"anger": 30}] * 5
+    cfg = tmp_path / "aggregator.yaml"
+    cfg.write_text(
+        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
+        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
+        "weighting: samples\nmax_weight_share: 0.2\n"
+        "round: {min_submissions: 6, max_submissions: 6, rounds: 1, deadline_s: 120}\n"
+    )
+    before = subscriptions(broker)
+    worker = AggregatorProcess(
+        ["--config", str(cfg), "--state-db", str(tmp_path / "w2.db"), "--worker-id", "agg-2"],
+        tmp_path / "w2.log",
+        command="worker",
+    ).start()
+    agg = AggregatorProcess(["--config", str(cfg)], tmp_path / "agg.log").start()
+    nodes = [RawNode(broker, f"pi-{i}") for i in range(6)]
+    try:
+        assert wait_subscribed(broker, before + 1), agg.log()[-2000:] + worker.log()[-2000:]
+        # pi-0 (the capped one) must be held by agg-2: resend it with a higher seq (a
+        # replacement) until $share's round robin hands it to agg-2
+        for seq in range(1, 5):
+            uid = uuid.uuid4().hex
+            nodes[0].publish(
+                update_frame("pi-0", 1, 1, seq, sent[0], uid, clips_per_class=clips[0])
+            )
+            assert nodes[0].wait_ack(uid) is not None
+            if "pi-0 submitted (via agg-2)" in agg.log():
+                break
+        assert "pi-0 submitted (via agg-2)" in agg.log(), agg.log()[-2000:]
+        for node, w, c in list(zip(nodes, sent, clips, strict=True))[1:]:
+            uid = uuid.uuid4().hex
+            node.publish(update_frame(node.node_id, 1, 1, 1, w, uid, clips_per_class=c))
+            ack = node.wait_ack(uid)
+            assert ack is not None and ack.status == "stored", agg.log()[-2000:]
+        assert agg.wait(timeout=30) == 0, agg.log()[-2000:]
+    finally:
+        for node in nodes:
+            node.stop()
+        agg.stop()
+        worker.stop()
+    log = agg.log()
+    assert log.count("(via agg-1)") > 0 and log.count("(via agg-2)") > 0, log
+    state = State(tmp_path / "agg.db")
+    try:
+        latest = state.latest_central()
+    finally:
+        state.close()
+    assert latest is not None and latest[0] == 2
+    central = wcodec.from_bytes(unpack(latest[1], CentralHeader)[1])
+    factors = capped_factors({f"pi-{i}": float(sum(c.values())) for i, c in enumerate(clips)}, 0.2)
+    weights = np.array([factors[f"pi-{i}"] for i in range(6)])
+    assert weights[0] / weights.sum() == pytest.approx(0.2)
+    for name, arr in central.items():
+        want = np.average(
+            np.stack([s[name].astype(np.float64) for s in sent]), axis=0, weights=weights
+        )
+        np.testing.assert_allclose(arr, want.astype(np.float32), rtol=1e-5, atol=1e-6, err_msg=name)
