@@ -165,6 +165,10 @@ class Leader:
         """
         counted = self.state.counted(p.round_id, p.node_id)
         if counted is not None and (counted[1] == p.update_id or counted[0] == p.seq):
+            if p.reason is not None:
+                log.info(
+                    "round %d: %s's update counts already: stored, again", p.round_id, p.node_id
+                )
             return self._ack(p, None)  # already counts (a resend or a re-announce)
         row = self.state.current_round()
         if p.reason is not None:

@@ -295,7 +295,6 @@ def test_a_frozen_aggregator_completes_its_round_without_spurious_rejections(
             assert_same(got.weights, mean_of(sent))
         assert wait_until(lambda: all(n.pending() == 0 for n in nodes), 20)
         assert agg.wait(timeout=30) == 0
-        assert "duplicate update" in agg.log() or "round 1 finished" in agg.log()
         assert rejections(db) == {}, rejections(db)
     finally:
         if agg.proc is not None and agg.proc.poll() is None:
