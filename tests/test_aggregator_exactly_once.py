@@ -303,3 +303,29 @@ def test_a_frozen_aggregator_completes_its_round_without_spurious_rejections(
             node.stop()
         agg.stop()
         broker.stop()
+
+
+def test_sigterm_before_the_final_central_is_confirmed_exits_non_zero(
+    fleet: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    broker = persistent_broker(tmp_path)
+    args = aggregator_args(broker, fleet, tmp_path, rounds=1, min_submissions=1, max_submissions=1)
+    before = subscriptions(broker)
+    agg = AggregatorProcess(args, tmp_path / "agg.log").start()
+    node = RawNode(broker, "pi-0")
+    try:
+        assert wait_subscribed(broker, before), agg.log()[-2000:]
+        submit([node], base_weights(fleet), np.random.default_rng(5))
+        assert agg.wait(timeout=30) == 0, agg.log()[-2000:]
+        assert "round 1 and central v2 are on the broker" in agg.log()
+        broker.stop()  # the next start finds all rounds done and no broker
+        agg = AggregatorProcess(args, tmp_path / "agg2.log").start()
+        assert agg.wait_for_log("broker not reachable", 20), agg.log()[-2000:]
+        agg.stop()  # SIGTERM
+        assert agg.proc is not None and agg.proc.returncode == 1
+        assert "Error: stopped before the final round and central were confirmed" in agg.log()
+    finally:
+        node.stop()
+        agg.stop()
+        broker.stop()
