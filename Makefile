@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv system-deps demo test lint unit bench clean
+.PHONY: venv system-deps demo test lint unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ unit: venv system-deps
 	$(VENV)/bin/pytest
 
 test: lint unit
+
+# The aggregator fuzzer with a long budget (the test suite runs 50 examples); figures in
+# benchmarks/results/fuzz.json and docs/mqtt.md ("Fuzzer").
+FUZZ_EXAMPLES ?= 5000
+fuzz: venv system-deps
+	@mkdir -p benchmarks/results
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=benchmarks/results/fuzz.json \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_aggregator_fuzz.py
 
 demo: venv
 	$(PY) -m training demo

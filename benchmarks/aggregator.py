@@ -207,6 +207,91 @@ def run_round(
     }
 
 
+def replacement_flood(
+    work: Path, port: int, keys: tuple[Path, Path], base: dict[str, np.ndarray], k: int = 60
+) -> dict[str, object]:
+    """One node sends ``k`` replacements (seq 1..k) in one open round: the round file's size.
+
+    Before ``max_replacements_per_round`` (issue 14) sixty of them grew the file from 0.8 to
+    51 MB; now every copy past the cap is answered ``rate_limited`` and never written.
+    """
+    initial = work / "flood-initial.safetensors"
+    wcodec.save(initial, base)
+    state_db = work / "flood.db"
+    agg = AggregatorProcess(
+        [
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--initial-weights",
+            str(initial),
+            "--classes",
+            "6",
+            "--state-db",
+            str(state_db),
+            "--signing-key",
+            str(keys[0]),
+            "--min-submissions",
+            "2",
+            "--max-submissions",
+            "2",
+            "--log-level",
+            "WARNING",
+        ],
+        work / "flood.log",
+    ).start()
+    answers: dict[str, str] = {}
+    cond = threading.Condition()
+
+    def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        data = json.loads(m.payload)
+        with cond:
+            answers[data["update_id"]] = data["reason"] or data["status"]
+            cond.notify_all()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="flooder", protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port)
+    c.subscribe("fedvfer/nodes/flooder/ack", 1)
+    opened = threading.Event()
+    c.message_callback_add("fedvfer/round", lambda *_: opened.set())
+    c.subscribe("fedvfer/round", 1)
+    c.loop_start()
+    try:
+        opened.wait(30)
+        rng = np.random.default_rng(60)
+        for seq in range(1, k + 1):
+            header = UpdateHeader(
+                node_id="flooder",
+                round_id=1,
+                base_version=1,
+                update_id=uuid.uuid4().hex,
+                seq=seq,
+                created_at=time.time(),
+                clips_per_class={"anger": 1},
+            )
+            c.publish(
+                "fedvfer/nodes/flooder/update",
+                pack(header, wcodec.to_bytes(personalized(base, rng))),
+                qos=1,
+            )
+        with cond:
+            cond.wait_for(lambda: len(answers) >= k, timeout=120)
+        round_file = state_db.with_name(f"{state_db.name}.payloads") / "round-000001.bin"
+        size = round_file.stat().st_size if round_file.exists() else 0
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        agg.stop()
+    body = len(wcodec.to_bytes(base))
+    verdicts = sorted(set(answers.values()))
+    return {
+        "replacements_sent": k,
+        "answers": {v: list(answers.values()).count(v) for v in verdicts},
+        "round_file_mb": round(size / 1e6, 2),
+        "bound_mb": round(6 * body / 1e6, 2),  # first copy + max_replacements_per_round (5)
+    }
+
+
 def frame(header: UpdateHeader, body: bytes) -> bytes:
     """What :func:`vfer.messages.pack` builds, with the body's size and sha256 already set."""
     head = json.dumps(header.to_json_dict(), separators=(",", ":")).encode()
@@ -236,10 +321,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 and 100 submissions only (< 1 min)")
     ap.add_argument("--sizes", help="comma-separated N to run instead, e.g. 1000")
+    ap.add_argument(
+        "--flood-only", action="store_true", help="only the replacement flood (round file size)"
+    )
     args = ap.parse_args()
     sizes = [10, 100] if args.quick else [10, 100, 1000, 2000]
     if args.sizes:
         sizes = [int(x) for x in args.sizes.split(",")]
+    if args.flood_only:
+        sizes = []
     base = random_v(6, np.random.default_rng(0))
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedvfer-bench-") as tmp:
@@ -260,6 +350,12 @@ def main() -> None:
                 f"CPU ms/update {r['cpu_ms_per_update']}  load {r['load_average_1min']}",
                 flush=True,
             )
+        broker = start_mosquitto(work / "mosquitto-flood", BROKER_CONF)
+        try:
+            flood = replacement_flood(work, broker.port, keys, base)
+        finally:
+            broker.stop()
+        print(f"replacement flood: {flood}", flush=True)
     f16 = float16_effect(base)
     print(
         f"float16 transport: averaged head differs by at most {f16['max_abs_diff']:.2e} "
@@ -280,6 +376,7 @@ def main() -> None:
                 "machine": platform.platform(),
                 "cpus": psutil.cpu_count(),
                 "rounds": rows,
+                "replacement_flood": flood,
                 "float16_transport": f16,
                 "sha256_of_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
             },

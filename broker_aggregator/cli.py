@@ -110,6 +110,10 @@ def _serve(kw: dict[str, Any], leader: bool) -> None:
     log.info("effective config: %s", masked_dump(cfg))
     if cfg.signing_key_file is None:
         log.warning("!!! insecure_unsigned: nodes with a fleet key will ignore these centrals !!!")
+    if not leader and cfg.rule != "mean":
+        raise UserError(
+            f"rule {cfg.rule!r} needs every update in the leader's process: run no extra workers"
+        )
     if leader and cfg.initial_weights is None and not Path(cfg.state_db).exists():
         raise UserError("a first start needs --initial-weights (or initial_weights in the config)")
     service = AggregatorService(cfg, leader=leader)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.config_io import apply_overrides, load_yaml_model, validate_model
-from vfer.messages import Personalization
+from vfer.messages import MAX_CLIPS, Personalization
 from vfer.ops_http import MetricsConfig
 from vfer.topics import DEFAULT_PREFIX, Topics, check_node_id
 
@@ -86,6 +86,40 @@ class AggregatorConfig(_Section):
     )  # type: ignore[arg-type]
     weighting: Literal["mean", "samples"] = Field(
         "mean", description="'mean' as in the paper, or weighted by clips used"
+    )
+    rule: Literal["mean", "median", "trimmed_mean", "krum"] = Field(
+        "mean",
+        description="aggregation rule: 'mean' (FedAvg, as in the paper), or a robust one: "
+        "'median' (coordinate-wise), 'trimmed_mean', 'krum'. Robust rules need a single "
+        "worker and ignore 'weighting'",
+    )
+    robust_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=0.5,
+        description="share of updates a robust rule assumes hostile: trimmed at each end by "
+        "trimmed_mean, Krum's f",
+    )
+    max_weight_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="with weighting 'samples': no node's weight exceeds this share of the "
+        "round's total (with N * share <= 1 every node weighs the same); 1 means no cap",
+    )
+    max_clips_per_class: int = Field(
+        10_000,
+        ge=1,
+        le=MAX_CLIPS,
+        description="reject an update claiming more clips than this for one class "
+        "(reason clip_count)",
+    )
+    max_replacements_per_round: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="stored copies a node may add to a round after its first (a higher seq "
+        "replaces); beyond that an update is rejected as rate_limited",
     )
     max_update_norm: float = Field(
         100.0,

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker_aggregator.columns import column_reader
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.policy import Decision, RoundPolicy
 from broker_aggregator.store import RoundRow, State
-from broker_aggregator.worker import Publish
 from vfer import weights as wcodec
-from vfer.fedavg import EmptyAggregationError, RunningSum
+from vfer.fedavg import EmptyAggregationError, RunningSum, central_problem
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import (
     AckMsg,
@@ -34,6 +35,7 @@ from vfer.messages import (
     to_json,
     unpack,
 )
+from vfer.robust import aggregate_blocks, capped_factors
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -51,28 +53,59 @@ def load_initial_weights(path: str, num_classes: int) -> dict[str, np.ndarray]:
     return weights
 
 
+@dataclass(frozen=True)
+class Publish:
+    """Send ``payload`` on ``topic`` (QoS 1)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class LocalClose:
+    """Ask this process's own worker for its partial sum."""
+
+    close: CloseMsg
+
+
+@dataclass(frozen=True)
+class NewCentral:
+    """This process's worker now checks updates against this central."""
+
+    version: int
+    weights: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NewRound:
+    """This process's worker now follows this round."""
+
+    round: RoundMsg
+
+
+Effect = Publish | LocalClose | NewCentral | NewRound
+
+
 class Leader:
+    """The round's decisions. Public methods return the :data:`Effect` list the service applies
+    in order (publish, hand a close or a new round or central to the local worker); no
+    callbacks, no MQTT. ``on_progress`` returns the node's answer directly."""
+
     def __init__(
         self,
         cfg: AggregatorConfig,
         state: State,
         topics: Topics,
-        publish: Publish,
         key: Ed25519PrivateKey | None,
         control_topics: dict[str, str],
-        local_close: Callable[[CloseMsg], None],
-        on_central: Callable[[int, Mapping[str, np.ndarray]], None],
-        on_round: Callable[[RoundMsg], None],
     ) -> None:
         self.cfg = cfg
         self.state = state
         self.topics = topics
-        self._publish = publish
         self._key = key
         self._control = control_topics
-        self._local_close = local_close
-        self._on_central = on_central
-        self._on_round = on_round
+        self._out: list[Effect] = []
         r = cfg.round
         self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
         self._partials: dict[str, tuple[PartialHeader, RunningSum]] = {}
@@ -80,8 +113,15 @@ class Leader:
         self._close_sent = 0.0
         self.done = False
 
+    def _drain(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self._out.append(Publish(topic, payload, retain))
+
     # start and reconnect ------------------------------------------------------------------
-    def start(self, initial_weights: str | None) -> None:
+    def start(self, initial_weights: str | None) -> list[Effect]:
         if self.state.latest_central() is None:
             if initial_weights is None:
                 raise ValueError("the state db has no central v yet: give initial_weights")
@@ -95,40 +135,87 @@ class Leader:
             self._announce_round(row)
             if row.state == "closing":
                 self._start_closing(row)
+        return self._drain()
 
-    def republish(self) -> None:
+    def republish(self) -> list[Effect]:
         """After a (re)connect: the retained central and round, and a pending close."""
         latest = self.state.latest_central()
         if latest is not None:
-            self._publish(self.topics.central_bundle, latest[1], 1, True)
+            self._publish(self.topics.central_bundle, latest[1], retain=True)
         row = self.state.current_round()
         if row is not None:
-            self._publish(self.topics.round, to_json(self._round_msg(row)), 1, True)
+            self._publish(self.topics.round, to_json(self._round_msg(row)), retain=True)
         if self._close is not None:
-            self._publish(self._control["close"], to_json(self._close), 1, False)
+            self._publish(self._control["close"], to_json(self._close))
+        for ack in self.counted_acks():
+            self._publish(self.topics.node_ack(ack.node_id), to_json(ack))
+        return self._drain()
 
     # events --------------------------------------------------------------------------------
     def on_progress(self, p: ProgressMsg) -> AckMsg | None:
-        """A worker stored an update: count it while the round is open; the node's answer.
+        """A worker stored (or, with ``p.reason``, could not store) an update; the node's answer.
 
-        ``stored`` only for an update that counts (it is in ``accepted``, so the close assigns
-        it); an update stored by a worker after this leader decided to close is answered
-        ``rejected``/``round_closed``, so its node knows it was left out. Runs inside the
-        loop's transaction; the caller publishes the ack after the commit.
+        Exactly-once answers: an update that already counts in its round (same ``update_id``,
+        or same node and ``seq``) is answered ``stored`` again, whatever the round's state and
+        before any round check; ``accepted`` keeps these answers for the last
+        :data:`~broker_aggregator.store.ANSWER_ROUNDS` rounds. Otherwise ``stored`` only for an
+        update that now counts (it is in ``accepted``, so the close assigns it); one a worker
+        stored after this leader decided to close is ``rejected``/``round_closed``, so its node
+        knows it was left out. Runs inside the loop's transaction; the caller publishes the
+        ack after the commit.
         """
+        counted = self.state.counted(p.round_id, p.node_id)
+        if counted is not None and (counted[1] == p.update_id or counted[0] == p.seq):
+            if p.reason is not None:
+                log.info(
+                    "round %d: %s's update counts already: stored, again", p.round_id, p.node_id
+                )
+            return self._ack(p, None)  # already counts (a resend or a re-announce)
         row = self.state.current_round()
+        if p.reason is not None:
+            stale_view = row is not None and row.state == "open" and row.round_id == p.round_id
+            if stale_view and p.reason != "stale_base":
+                return None  # the worker's view of the round lagged: not stored, it comes again
+            return self._reject(p, p.reason)
         if row is None or p.round_id > row.round_id:
             return None  # not known here yet (a worker ahead of a restarting leader)
-        counted = self.state.accepted_one(p.round_id, p.node_id)
-        if counted is not None and counted[1] == p.seq:
-            return self._ack(p, None)  # already counts (a resend or a re-announce)
         if row.round_id != p.round_id or row.state != "open":
-            return self._ack(p, "round_closed")
-        if counted is not None and counted[1] > p.seq:
-            return self._ack(p, "replay")
-        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id)
+            return self._reject(p, "round_closed")
+        if counted is not None and counted[0] > p.seq:
+            return self._reject(p, "replay")
+        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id, p.factor)
         log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
         return self._ack(p, None)
+
+    def _reject(self, p: ProgressMsg, reason: str) -> AckMsg | None:
+        """A final rejection, logged and counted; ``ahead`` is no verdict (no ack, not counted)."""
+        if reason == "ahead":
+            log.info(
+                "no answer yet for node %s: reason=ahead (round %d not known yet)",
+                p.node_id,
+                p.round_id,
+            )
+            return None
+        log.warning(
+            "rejected update from node %s: reason=%s (round %d, seq %d)",
+            p.node_id,
+            reason,
+            p.round_id,
+            p.seq,
+        )
+        row = self.state.current_round()
+        self.state.count_rejection(row.round_id if row else 0, reason)
+        return self._ack(p, reason)
+
+    def counted_acks(self) -> list[AckMsg]:
+        """``stored`` for every update counted in a round that is closing (sent after a restart)."""
+        row = self.state.current_round()
+        if row is None or row.state != "closing":
+            return []
+        return [
+            AckMsg(node_id=n, round_id=row.round_id, update_id=uid, status="stored")
+            for n, _seq, uid in self.state.counted_updates(row.round_id)
+        ]
 
     @staticmethod
     def _ack(p: ProgressMsg, reason: str | None) -> AckMsg:
@@ -140,13 +227,17 @@ class Leader:
             reason=reason,
         )
 
-    def on_partial(self, header: PartialHeader, sums: RunningSum) -> None:
+    def on_partial(self, header: PartialHeader, sums: RunningSum) -> list[Effect]:
         if self._close is None or header.round_id != self._close.round_id:
-            return
+            return []
         self._partials[header.worker_id] = (header, sums)
-        self.tick(time.time())
+        return self.tick(time.time())
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> list[Effect]:
+        self._tick(now)
+        return self._drain()
+
+    def _tick(self, now: float) -> None:
         row = self.state.current_round()
         if row is None or self.done:
             return
@@ -177,7 +268,11 @@ class Leader:
         assignments: dict[str, dict[str, int]] = {}
         for node, (worker, seq) in sorted(self.state.accepted(row.round_id).items()):
             assignments.setdefault(worker, {})[node] = seq
-        self._close = CloseMsg(round_id=row.round_id, assignments=assignments)
+        factors: dict[str, float] = {}
+        if self.cfg.weighting == "samples" and self.cfg.max_weight_share < 1:
+            raw = self.state.accepted_factors(row.round_id)
+            factors = capped_factors(raw, self.cfg.max_weight_share) if raw else {}
+        self._close = CloseMsg(round_id=row.round_id, assignments=assignments, factors=factors)
         self._partials = {}
         self._send_close()
 
@@ -185,12 +280,15 @@ class Leader:
         assert self._close is not None
         self._close_sent = time.monotonic()
         if set(self._close.assignments) - {self.cfg.worker_id}:
-            self._publish(self._control["close"], to_json(self._close), 1, False)
-        self._local_close(self._close)
+            self._publish(self._control["close"], to_json(self._close))
+        self._out.append(LocalClose(self._close))
 
     def _try_finish(self, row: RoundRow, now: float) -> None:
         if self._close is None:
             self._start_closing(row)
+            return
+        if self.cfg.rule != "mean":
+            self._finish(row, now, *self._robust_central(row))
             return
         waiting = sorted(set(self._close.assignments) - set(self._partials))
         if waiting:
@@ -206,8 +304,48 @@ class Leader:
                 log.error("round %d: %s could not sum %s", row.round_id, worker, lost[:10])
             total.merge(sums)
         try:
-            mean = total.mean()
+            mean: dict[str, np.ndarray] | None = total.mean()
         except EmptyAggregationError:
+            mean = None
+        self._finish(row, now, mean, total.count)
+
+    def _robust_central(self, row: RoundRow) -> tuple[dict[str, np.ndarray] | None, int]:
+        """The central under a robust rule, read column block by block from the round file.
+
+        Robust rules need every counted body in this process (one worker; docs/mqtt.md).
+        """
+        assert self._close is not None
+        elsewhere = sorted(set(self._close.assignments) - {self.cfg.worker_id})
+        if elsewhere:
+            log.error(
+                "round %d: rule %s ignores updates held by %s",
+                row.round_id,
+                self.cfg.rule,
+                elsewhere,
+            )
+        wanted = self._close.assignments.get(self.cfg.worker_id, {})
+        spans = self.state.body_spans(row.round_id, wanted)
+        if not spans:
+            return None, 0
+        spec = vfer_spec(len(self.cfg.classes))
+        shapes = {n: spec[n].shape for n in trainable_names(spec)}
+        with column_reader(self.state.payloads.path(row.round_id), spans) as read:
+            central, info = aggregate_blocks(
+                self.cfg.rule,  # type: ignore[arg-type]
+                shapes,
+                len(spans),
+                read,
+                fraction=self.cfg.robust_fraction,
+            )
+        if "selected" in info:
+            info["selected"] = spans[int(info["selected"])][0]  # type: ignore[call-overload]
+        log.info("round %d: %s over %d updates: %s", row.round_id, self.cfg.rule, len(spans), info)
+        return central, len(spans)
+
+    def _finish(
+        self, row: RoundRow, now: float, mean: dict[str, np.ndarray] | None, count: int
+    ) -> None:
+        if mean is None:
             log.error("round %d: no usable submissions; reopening it", row.round_id)
             self._close = None
             self.state.open_round(
@@ -216,10 +354,21 @@ class Leader:
             self._announce_round(self.state.current_round() or row)
             return
         self._close = None
-        version = self._store_central(row.round_id, mean, total.count)
-        log.info(
-            "round %d finished: central v%d from %d submissions", row.round_id, version, total.count
-        )
+        problem = central_problem(mean, self.cfg.max_abs_weight)
+        if problem is not None:
+            latest = self.state.latest_central()
+            assert latest is not None
+            log.error(
+                "round %d: refusing to sign its central (%s); keeping central v%d",
+                row.round_id,
+                problem,
+                latest[0],
+            )
+            self.state.finish_round(row.round_id, latest[0], time.time(), count, None)
+            self._open_next()
+            return
+        version = self._store_central(row.round_id, mean, count)
+        log.info("round %d finished: central v%d from %d submissions", row.round_id, version, count)
         self._install_latest_central()
         self._open_next()
 
@@ -232,7 +381,7 @@ class Leader:
             classes=list(self.cfg.classes),
             created_at=time.time(),
             num_submissions=n,
-            weighting=self.cfg.weighting,
+            weighting=self.cfg.weighting if self.cfg.rule == "mean" else self.cfg.rule,
         )
         frame = sign_central(header, wcodec.to_bytes(weights), self._key)
         if round_id == 0:
@@ -246,8 +395,8 @@ class Leader:
         assert latest is not None
         version, frame = latest
         _header, body = unpack(frame, CentralHeader)
-        self._on_central(version, wcodec.from_bytes(body))
-        self._publish(self.topics.central_bundle, frame, 1, True)
+        self._out.append(NewCentral(version, wcodec.from_bytes(body)))
+        self._publish(self.topics.central_bundle, frame, retain=True)
 
     def _open_next(self) -> None:
         finished = self.state.finished_rounds()
@@ -289,5 +438,5 @@ class Leader:
 
     def _announce_round(self, row: RoundRow) -> None:
         msg = self._round_msg(row)
-        self._on_round(msg)
-        self._publish(self.topics.round, to_json(msg), 1, True)
+        self._out.append(NewRound(msg))
+        self._publish(self.topics.round, to_json(msg), retain=True)

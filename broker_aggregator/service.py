@@ -1,9 +1,7 @@
 """The aggregator process: one MQTT link, one loop thread, a worker and (usually) the leader.
 
-Three threads: paho's receives and decodes small messages; a checker thread checks updates
-(sha256, layout, values: pure functions in :mod:`broker_aggregator.validate`), so receiving
-the next update overlaps checking this one; both put typed events on a queue. The loop thread
-owns SQLite and drives :class:`~broker_aggregator.worker.Worker` and
+Three threads: paho's and the checker's turn what arrives into typed events
+(:mod:`broker_aggregator.intake`); the loop thread owns SQLite and drives :class:`~broker_aggregator.worker.Worker` and
 :class:`~broker_aggregator.leader.Leader`, storing updates in group commits.
 A process started with ``leader=False`` is an extra worker: it shares the update stream
 through ``$share/<group>/...`` and answers the leader's close requests with partial sums.
@@ -11,39 +9,51 @@ through ``$share/<group>/...`` and answers the leader's close requests with part
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.config import AggregatorConfig
-from broker_aggregator.leader import Leader
+from broker_aggregator.confirm import FinalConfirmation
+from broker_aggregator.intake import (
+    CentralEvent,
+    Connected,
+    Intake,
+    PartialEvent,
+    Poison,
+    PoisonError,
+    Rejected,
+    outcome,
+    rejection,
+    update_header,
+)
+from broker_aggregator.leader import (
+    Effect,
+    Leader,
+    LocalClose,
+    NewCentral,
+    NewRound,
+    Publish,
+)
 from broker_aggregator.store import State
-from broker_aggregator.validate import CheckedUpdate, Expectations, inspect_update
+from broker_aggregator.validate import CheckedUpdate, Expectations
 from broker_aggregator.worker import Worker
 from vfer import signing
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
-from vfer.fedavg import RunningSum
 from vfer.heads_spec import vfer_spec
 from vfer.messages import (
     AckMsg,
     CloseMsg,
-    MessageError,
-    PartialHeader,
     ProgressMsg,
     RoundMsg,
-    from_json,
-    open_central,
     pack,
     to_json,
-    unpack,
 )
 from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics
@@ -53,34 +63,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 SWITCH_INTERVAL_S = 0.0005
 BATCH = 64
-MAX_WAITING_UPDATES = 32
 
 
-@dataclass(frozen=True)
-class _Rejected:
-    node_id: str
-    reason: str
-    detail: str
-    header: object | None
-
-
-@dataclass(frozen=True)
-class _Central:
-    version: int
-    weights: Mapping[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class _Partial:
-    header: PartialHeader
-    sums: RunningSum
-
-
-class _Connected:
-    pass
-
-
-_BATCHED = (CheckedUpdate, _Rejected, ProgressMsg)
+_BATCHED = (CheckedUpdate, Rejected, ProgressMsg, Poison)
 
 
 def control_topics(topics: Topics) -> dict[str, str]:
@@ -95,13 +80,6 @@ class AggregatorService:
         self.is_leader = leader
         self.topics = Topics(cfg.topic_prefix)
         self.control = control_topics(self.topics)
-        self.events: queue.Queue[object] = queue.Queue()
-        # Back-pressure: at most this many updates wait in memory (unchecked or checked);
-        # paho's thread then stops reading and the broker queues the rest (memory flat in N).
-        self._slots = threading.BoundedSemaphore(MAX_WAITING_UPDATES)
-        #: Raw updates on their way to the checker thread (at most MAX_WAITING_UPDATES).
-        self._unchecked: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._stopping = threading.Event()
         self.stop_event = threading.Event()
         self.key: Ed25519PrivateKey | None = (
             signing.load_private_key(cfg.signing_key_file) if cfg.signing_key_file else None
@@ -110,7 +88,22 @@ class AggregatorService:
             log.warning("INSECURE: the central v is published UNSIGNED (insecure_unsigned: true)")
         self.public_key = self.key.public_key() if self.key else None
         self.spec = vfer_spec(len(cfg.classes))
+        self.intake = Intake(
+            self.topics,
+            self.control,
+            self.spec,
+            self.public_key,
+            cfg.insecure_unsigned,
+            lambda: self.worker.expect,
+        )
+        self.events = self.intake.events
         self.rejected = 0
+        self.poisoned = 0
+        #: What became of each message the loop handled: "stored", a reason code, "reported"
+        #: (progress sent to the leader), or "no_answer" (not final: the node sends again).
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        #: Set once all rounds are done: what must be read back from the broker before exit.
+        self.final: FinalConfirmation | None = None
         self._warned_311 = False
         #: Why the service stopped on its own with an error (the CLI exits non-zero with it).
         self.fatal: str | None = None
@@ -125,6 +118,7 @@ class AggregatorService:
         # near 100 updates/s. A shorter interval hands it back sooner.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         state = State(cfg.state_db, fsync=cfg.fsync_updates)
+        self.state = state
         password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
         link = MqttLink(
             BrokerSettings(
@@ -139,39 +133,35 @@ class AggregatorService:
                 reconnect_max_delay_s=5,
             ),
             self._subscriptions,
-            self._on_message,
-            lambda: self.events.put(_Connected()),
+            self.intake.on_message,
+            lambda: self.events.put(Connected()),
         )
         self.link = link
-        self.worker = Worker(cfg.worker_id, state, self.topics, self._expectations(), cfg.weighting)
-        self.leader = (
-            Leader(
-                cfg,
-                state,
-                self.topics,
-                link.publish,
-                self.key,
-                self.control,
-                lambda c: self.events.put(c),
-                self.worker.on_central,
-                lambda msg: self._requeue(self.worker.on_round(msg)),
-            )
-            if self.is_leader
-            else None
+        self.worker = Worker(
+            cfg.worker_id,
+            state,
+            self.topics,
+            self._expectations(),
+            cfg.weighting,
+            cfg.max_replacements_per_round,
         )
-        checker = threading.Thread(target=self._check_loop, name="check-updates", daemon=True)
-        checker.start()
+        self._poisoned = state.poisoned()
+        self.leader = (
+            Leader(cfg, state, self.topics, self.key, self.control) if self.is_leader else None
+        )
+        self.intake.start()
         try:
             if self.leader is not None:
-                self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
+                self._apply(
+                    self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
+                )
             link.start()
             self._loop(state)
         finally:
-            self._stopping.set()
-            self._unchecked.put(None)
+            self.intake.stopping.set()
             link.flush(timeout=5.0)
             link.stop()
-            checker.join(timeout=5.0)
+            self.intake.stop()
             state.close()
 
     def _subscriptions(self, protocol: str) -> list[tuple[str, int]]:
@@ -215,15 +205,60 @@ class AggregatorService:
             now = time.monotonic()
             if self.leader is not None and now - last_tick >= TICK_S:
                 last_tick = now
-                self.leader.tick(time.time())
-            if self.leader is not None and self.leader.done:
+                self._apply(self.leader.tick(time.time()))
+            if self.leader is not None and self.leader.done and self._published(now):
                 return
+        if (
+            self.leader is not None
+            and self.leader.done
+            and not (self.final and self.final.confirmed)
+        ):
+            self.fatal = (
+                "stopped before the final round and central were confirmed on the broker; "
+                "start the service again to publish them"
+            )
+
+    # the end: confirmed on the broker, never merely handed to paho ------------------------
+    def _published(self, now: float) -> bool:
+        """True once the broker holds the final retained round and central (read back).
+
+        Until then, at each step of :data:`~broker_aggregator.confirm.RETRY_S` while
+        connected: publish both again and subscribe to their topics once more, which makes
+        the broker send its retained copies back; :meth:`_dispatch` shows them to the tracker.
+        """
+        assert self.leader is not None
+        if self.final is None:
+            row, latest = self.state.current_round(), self.state.latest_central()
+            assert row is not None and latest is not None
+            self.final = FinalConfirmation(row.round_id, latest[0], next_try=now)
+            log.info(
+                "all rounds done: confirming round %d and central v%d on the broker",
+                row.round_id,
+                latest[0],
+            )
+        if self.final.confirmed:
+            log.info(
+                "round %d and central v%d are on the broker",
+                self.final.round_id,
+                self.final.central_version,
+            )
+            return True
+        if self.final.due(now):
+            if self.link.connected():
+                self._apply(self.leader.republish())
+                t = self.topics
+                self.link.client.subscribe([(t.round, 1), (t.central_bundle, 1)])
+            else:
+                log.warning("broker not reachable: the final central is not published yet")
+        return False
 
     def _group_commit(self, first: object, state: State) -> None:
         """Store a run of queued updates (and count progress) in one transaction, then answer.
 
         Nodes hear ``stored`` only after the commit and only from the leader, once the update
         counts in the round; workers' own rejections are answered after the commit too.
+        When handling raises, the batch is rolled back and handled again one message at a
+        time, so the one that raises goes to the ``poison`` table and the others count.
         """
         batch, other = [first], None
         while len(batch) < BATCH:
@@ -235,69 +270,139 @@ class AggregatorService:
                 other = ev
                 break
             batch.append(ev)
-        acks: list[AckMsg] = []
-        progress: list[ProgressMsg] = []
-        state.begin()
         try:
-            for ev in batch:
-                out = self._handle(ev)
-                if isinstance(out, ProgressMsg) and self.leader is not None:
-                    out = self.leader.on_progress(out)
-                if isinstance(out, AckMsg):
-                    acks.append(out)
-                elif isinstance(out, ProgressMsg):
-                    progress.append(out)
-        except BaseException:
+            acks, progress = self._commit(batch, state)
+        except Exception:
             state.rollback()
-            raise
-        state.commit()
+            log.warning("a batch of %d failed; handling its messages one by one", len(batch))
+            acks, progress = [], []
+            for ev in batch:
+                try:
+                    one_acks, one_progress = self._commit([ev], state)
+                except Exception as exc:
+                    state.rollback()
+                    one_acks, one_progress = (
+                        self._poison(ev, f"{type(exc).__name__}: {exc}", state),
+                        [],
+                    )
+                acks += one_acks
+                progress += one_progress
+        finally:
+            for ev in batch:
+                if isinstance(ev, CheckedUpdate):
+                    self.intake.slots.release()
         for ack in acks:
             self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
         for p in progress:
             self.link.publish(self.control["progress"], to_json(p), 1, False)
         if self.leader is not None:
-            self.leader.tick(time.time())
+            self._apply(self.leader.tick(time.time()))
         if other is not None:
             self._dispatch(other)
 
-    def _handle(self, ev: object) -> object:
+    def _commit(self, batch: list[object], state: State) -> tuple[list[AckMsg], list[ProgressMsg]]:
+        acks: list[AckMsg] = []
+        progress: list[ProgressMsg] = []
+        outcomes: list[str] = []
+        state.begin()
+        for ev in batch:
+            out = self._handle(ev, state)
+            if isinstance(out, ProgressMsg) and self.leader is not None:
+                out = self.leader.on_progress(out)
+            if isinstance(out, AckMsg):
+                acks.append(out)
+            elif isinstance(out, ProgressMsg):
+                progress.append(out)
+            outcomes.append(outcome(ev, out))
+        state.commit()
+        self.outcomes.update(outcomes)
+        return acks, progress
+
+    def _handle(self, ev: object, state: State) -> object:
+        header = update_header(ev)
+        if header is not None and (header.node_id, header.update_id) in self._poisoned:
+            log.warning(
+                "poison update %s from %s again: rejected", header.update_id, header.node_id
+            )
+            return rejection(header, "poison")
+        if isinstance(ev, Poison):
+            raise PoisonError(ev.detail)
         if isinstance(ev, CheckedUpdate):
-            self._slots.release()
             return self.worker.handle_update(ev)
-        if isinstance(ev, _Rejected):
+        if isinstance(ev, Rejected):
             self.rejected += 1
             return self.worker.reject(ev.node_id, ev.reason, ev.detail, ev.header)
         return ev  # progress: from a remote worker, or re-announced after a (re)open
+
+    def _poison(self, ev: object, detail: str, state: State) -> list[AckMsg]:
+        """Record a message whose handling raised; answer ``rejected``/``poison`` when we can."""
+        header = update_header(ev)
+        node = header.node_id if header else getattr(ev, "node_id", None)
+        uid = header.update_id if header else getattr(ev, "update_id", None)
+        topic = ev.topic if isinstance(ev, Poison) else type(ev).__name__
+        log.error("poison message (%s) from %s: %s", topic, node, detail)
+        self.poisoned += 1
+        self.outcomes["poison"] += 1
+        state.begin()
+        state.add_poison(topic, node, uid, "poison", detail)
+        if header is not None:
+            state.count_rejection(self.worker.expect.round_id or 0, "poison")
+        state.commit()
+        if header is None:
+            return []
+        self._poisoned.add((header.node_id, header.update_id))
+        return [rejection(header, "poison")]
 
     def _requeue(self, progress: list[ProgressMsg]) -> None:
         for p in progress:
             self.events.put(p)
 
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what the leader decided, in order."""
+        for e in effects:
+            if isinstance(e, Publish):
+                self.link.publish(e.topic, e.payload, 1, e.retain)
+            elif isinstance(e, LocalClose):
+                self.events.put(e)
+            elif isinstance(e, NewCentral):
+                self.worker.on_central(e.version, e.weights)
+            elif isinstance(e, NewRound):
+                self._requeue(self.worker.on_round(e.round))
+
     def _dispatch(self, ev: object) -> None:
+        """A control event; one that raises is logged and recorded as poison, never fatal."""
+        if self.final is not None and isinstance(ev, RoundMsg):
+            self.final.saw_round(ev.round_id, ev.state)
+        elif self.final is not None and isinstance(ev, CentralEvent):
+            self.final.saw_central(ev.version)
+        try:
+            self._dispatch_one(ev)
+        except Exception as exc:
+            log.exception("handling %s failed", type(ev).__name__)
+            self.state.rollback()
+            self._poison(ev, f"{type(exc).__name__}: {exc}", self.state)
+
+    def _dispatch_one(self, ev: object) -> None:
+        """Route a control event. The leader's process ignores the broker's echo of its own
+        round, central and close: its worker got them directly (:meth:`_apply`)."""
         w, lead = self.worker, self.leader
-        if isinstance(ev, CloseMsg):
-            result = w.partial(ev)
-            if result is not None:
-                if lead is not None:
-                    self.events.put(_Partial(*result))
-                else:
-                    header, sums = result
-                    body = wcodec.to_bytes(sums.sums) if sums.count else b""
-                    self.link.publish(self.control["partial"], pack(header, body), 1, False)
-        elif isinstance(ev, _Partial):
-            if lead is not None:
-                lead.on_partial(ev.header, ev.sums)
-        elif isinstance(ev, RoundMsg):
-            progress = w.on_round(ev)
-            if lead is not None:
-                self._requeue(progress)
-            else:
-                for p in progress:
-                    self.link.publish(self.control["progress"], to_json(p), 1, False)
-        elif isinstance(ev, _Central):
+        if isinstance(ev, LocalClose) or (isinstance(ev, CloseMsg) and lead is None):
+            result = w.partial(ev.close if isinstance(ev, LocalClose) else ev)
+            if result is not None and lead is not None:
+                self._apply(lead.on_partial(*result))
+            elif result is not None:
+                header, sums = result
+                body = wcodec.to_bytes(sums.sums) if sums.count else b""
+                self.link.publish(self.control["partial"], pack(header, body), 1, False)
+        elif isinstance(ev, PartialEvent) and lead is not None:
+            self._apply(lead.on_partial(ev.header, ev.sums))
+        elif isinstance(ev, RoundMsg) and lead is None:
+            for p in w.on_round(ev):
+                self.link.publish(self.control["progress"], to_json(p), 1, False)
+        elif isinstance(ev, CentralEvent) and lead is None:
             w.on_central(ev.version, ev.weights)
-        elif isinstance(ev, _Connected) and lead is not None:
-            lead.republish()
+        elif isinstance(ev, Connected) and lead is not None:
+            self._apply(lead.republish())
 
     def _expectations(self) -> Expectations:
         cfg = self.cfg
@@ -308,59 +413,6 @@ class AggregatorService:
             max_abs_weight=cfg.max_abs_weight,
             max_update_norm=cfg.max_update_norm,
             dtypes=("float32", "float16") if cfg.float16_transport else ("float32",),
+            max_clips_per_class=cfg.max_clips_per_class,
+            weighting=cfg.weighting,
         )
-
-    # paho's thread: decode, enqueue; never raise --------------------------------------
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        t = self.topics
-        try:
-            if topic.endswith("/update"):
-                self._on_update(topic, payload)
-            elif topic == t.round:
-                self.events.put(from_json(payload, RoundMsg))
-            elif topic == t.central_bundle:
-                header, body = open_central(
-                    payload, self.public_key, allow_unsigned=self.cfg.insecure_unsigned
-                )
-                self.events.put(_Central(header.version, wcodec.from_bytes(body)))
-            elif topic == self.control["progress"]:
-                self.events.put(from_json(payload, ProgressMsg))
-            elif topic == self.control["close"]:
-                self.events.put(from_json(payload, CloseMsg))
-            elif topic == self.control["partial"]:
-                self._on_partial(payload)
-        except (MessageError, wcodec.WeightsError) as exc:
-            log.warning("ignored message on %s: %s", topic, exc)
-
-    def _on_update(self, topic: str, payload: bytes) -> None:
-        """Hand the update to the checker thread; block (paho stops reading) while 32 wait."""
-        while not self._slots.acquire(timeout=0.5):
-            if self._stopping.is_set():
-                return  # never acked, so the node's outbox sends it again
-        self._unchecked.put((topic, payload))
-
-    # the checker thread: sha256, safetensors layout, values -------------------------------------
-    def _check_loop(self) -> None:
-        while (item := self._unchecked.get()) is not None:
-            topic, payload = item
-            node = self.topics.node_of(topic)
-            try:
-                self.events.put(inspect_update(payload, node, self.worker.expect))
-            except MessageError as exc:
-                self._slots.release()
-                self.events.put(_Rejected(node or topic, exc.reason, exc.detail, exc.header))
-            except Exception:  # a checker bug must not stop the stream
-                self._slots.release()
-                log.exception("checking an update on %s failed", topic)
-
-    def _on_partial(self, payload: bytes) -> None:
-        header, body = unpack(payload, PartialHeader)
-        sums = RunningSum()
-        if header.nodes:
-            arrays = wcodec.from_bytes(body)
-            sums = RunningSum(
-                {n: a.astype(np.float64) for n, a in arrays.items()},
-                header.total_weight,
-                len(header.nodes),
-            )
-        self.events.put(_Partial(header, sums))

@@ -7,8 +7,11 @@ Tables: ``centrals`` (every signed central frame, exactly as published), ``round
 leader's rounds), ``accepted`` (the leader's view: which worker holds which (node, seq), the
 updates that count), ``updates`` (a worker's index of stored bodies: one row per node, seq
 and round; the bodies live in append-only files, :mod:`broker_aggregator.payloads`) and
-``rejections`` (counts per round and reason). Schema 1 kept the bodies in a ``submissions``
-table; migration 2 moves them into the files.
+``rejections`` (counts per round and reason) and ``poison`` (messages whose handling raised:
+recorded with the reason, answered ``rejected`` and never handled again). Schema 1 kept the
+bodies in a ``submissions`` table; migration 2 moves them into the files; migration 3 adds
+``poison``. ``accepted`` doubles as the answer table: its rows are kept for the last
+:data:`ANSWER_ROUNDS` finished rounds, so a resend of a counted update is answered ``stored``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +79,21 @@ def _m2(db: sqlite_utils.Database, path: Path) -> None:
     c.execute("DROP TABLE submissions")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2]
+def _m3(db: sqlite_utils.Database, path: Path) -> None:
+    """The poison table (messages whose handling raised); each counted update's FedAvg factor."""
+    db.conn.execute(
+        "CREATE TABLE poison (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL, "
+        "topic TEXT, node_id TEXT, update_id TEXT, reason TEXT, detail TEXT)"
+    )
+    db.conn.execute("CREATE INDEX poison_update ON poison(node_id, update_id)")
+    db.conn.execute("ALTER TABLE accepted ADD COLUMN factor REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2, _m3]
+
+#: Rounds whose answers (the ``accepted`` rows) are kept after they finish, so a late resend of
+#: a counted update is still answered ``stored``.
+ANSWER_ROUNDS = 5
 
 
 def payload_dir(db_path: Path) -> Path:
@@ -143,6 +161,7 @@ class State:
         self.payloads = PayloadFiles(payload_dir(Path(path)))
         self._staged: list[tuple[object, ...]] = []
         self._staged_latest: dict[tuple[int, str], tuple[int, str]] = {}
+        self._staged_copies: dict[tuple[int, str], int] = {}
 
     def close(self) -> None:
         self.payloads.close()
@@ -164,12 +183,14 @@ class State:
         if self.fsync:
             self.payloads.sync()
         self.db.conn.execute("COMMIT")
-        self._staged, self._staged_latest = [], {}
+        self._staged, self._staged_latest, self._staged_copies = [], {}, {}
 
     def rollback(self) -> None:
+        """Forget the staged bodies and roll back the open transaction (if any)."""
         self.payloads.discard()
-        self._staged, self._staged_latest = [], {}
-        self.db.conn.execute("ROLLBACK")
+        self._staged, self._staged_latest, self._staged_copies = [], {}, {}
+        if self.db.conn.in_transaction:
+            self.db.conn.execute("ROLLBACK")
 
     def accepted_count(self, round_id: int) -> int:
         row = self.db.execute(
@@ -224,13 +245,15 @@ class State:
         self.db.execute("UPDATE rounds SET state='closing' WHERE round_id=?", [round_id])
 
     def finish_round(
-        self, round_id: int, version: int, created_at: float, n: int, frame: bytes
+        self, round_id: int, version: int, created_at: float, n: int, frame: bytes | None
     ) -> None:
-        """Store the new central and finish the round in one transaction; drop the bodies."""
+        """Store the new central (None: keep the previous one) and finish the round in one
+        transaction; drop the bodies and the answers of rounds older than ANSWER_ROUNDS."""
         c = self.db.conn
         c.execute("BEGIN")
         try:
-            self.add_central(version, round_id, created_at, n, frame)
+            if frame is not None:
+                self.add_central(version, round_id, created_at, n, frame)
             c.execute(
                 "UPDATE rounds SET state='finished', closed_at=?, result_version=?, "
                 "num_submissions=? WHERE round_id=?",
@@ -238,6 +261,7 @@ class State:
             )
             c.execute("DELETE FROM updates WHERE round_id<=?", [round_id])
             c.execute("DELETE FROM centrals WHERE version<?", [version - 4])
+            c.execute("DELETE FROM accepted WHERE round_id<=?", [round_id - ANSWER_ROUNDS])
         except BaseException:
             c.execute("ROLLBACK")
             raise
@@ -251,12 +275,39 @@ class State:
 
     # leader: which (node, seq) counts, held by which worker ---------------------------------
     def record_accepted(
-        self, round_id: int, node_id: str, worker_id: str, seq: int, update_id: str
+        self,
+        round_id: int,
+        node_id: str,
+        worker_id: str,
+        seq: int,
+        update_id: str,
+        factor: float | None = None,
     ) -> None:
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?, ?)",
-            [round_id, node_id, worker_id, seq, update_id],
+            "INSERT OR REPLACE INTO accepted (round_id, node_id, worker_id, seq, update_id, "
+            "factor) VALUES (?, ?, ?, ?, ?, ?)",
+            [round_id, node_id, worker_id, seq, update_id, factor],
         )
+
+    def accepted_factors(self, round_id: int) -> dict[str, float]:
+        """node -> FedAvg factor of each counted update whose worker reported one."""
+        rows = self.db.execute(
+            "SELECT node_id, factor FROM accepted WHERE round_id=? AND factor IS NOT NULL",
+            [round_id],
+        ).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    def body_spans(self, round_id: int, wanted: dict[str, int]) -> list[tuple[str, int, int]]:
+        """(node, offset, length) in the round file of exactly the wanted (node -> seq)."""
+        out = []
+        for node in sorted(wanted):
+            row = self.db.execute(
+                "SELECT offset, length FROM updates WHERE round_id=? AND node_id=? AND seq=?",
+                [round_id, node, wanted[node]],
+            ).fetchone()
+            if row is not None:
+                out.append((node, int(row[0]), int(row[1])))
+        return out
 
     def accepted_one(self, round_id: int, node_id: str) -> tuple[str, int] | None:
         """(worker, seq) of the node's update that counts in ``round_id``, or None."""
@@ -265,6 +316,22 @@ class State:
             [round_id, node_id],
         ).fetchone()
         return (str(row[0]), int(row[1])) if row else None
+
+    def counted(self, round_id: int, node_id: str) -> tuple[int, str] | None:
+        """(seq, update_id) of the node's update that counts in ``round_id``: the answer table."""
+        row = self.db.execute(
+            "SELECT seq, update_id FROM accepted WHERE round_id=? AND node_id=?",
+            [round_id, node_id],
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def counted_updates(self, round_id: int) -> list[tuple[str, int, str]]:
+        """(node, seq, update_id) of every update that counts in ``round_id``, in node order."""
+        rows = self.db.execute(
+            "SELECT node_id, seq, update_id FROM accepted WHERE round_id=? ORDER BY node_id",
+            [round_id],
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
     def accepted(self, round_id: int) -> dict[str, tuple[str, int]]:
         rows = self.db.execute(
@@ -301,6 +368,15 @@ class State:
         row = (round_id, node_id, seq, update_id, factor, received_at, dtype, offset, len(body))
         self._staged.append(row)
         self._staged_latest[(round_id, node_id)] = (seq, update_id)
+        key = (round_id, node_id)
+        self._staged_copies[key] = self._staged_copies.get(key, 0) + 1
+
+    def stored_copies(self, round_id: int, node_id: str) -> int:
+        """Bodies stored (or staged) for the node in ``round_id``: its first and replacements."""
+        row = self.db.execute(
+            "SELECT count(*) FROM updates WHERE round_id=? AND node_id=?", [round_id, node_id]
+        ).fetchone()
+        return int(row[0]) + self._staged_copies.get((round_id, node_id), 0)
 
     def bodies(
         self, round_id: int, wanted: dict[str, int]
@@ -317,14 +393,14 @@ class State:
                 if row is not None and body is not None:
                     yield node, wanted[node], float(row[0]), body
 
-    def latest_updates(self, round_id: int) -> list[tuple[str, int, str]]:
-        """(node, seq, update_id) of each node's newest stored update, in node-id order."""
+    def latest_updates(self, round_id: int) -> list[tuple[str, int, str, float]]:
+        """(node, seq, update_id, factor) of each node's newest stored update, in node order."""
         rows = self.db.execute(
-            "SELECT node_id, max(seq), update_id FROM updates WHERE round_id=? "
+            "SELECT node_id, max(seq), update_id, factor FROM updates WHERE round_id=? "
             "GROUP BY node_id ORDER BY node_id",
             [round_id],
         ).fetchall()
-        return [(r[0], int(r[1]), str(r[2])) for r in rows]
+        return [(r[0], int(r[1]), str(r[2]), float(r[3])) for r in rows]
 
     def count_rejection(self, round_id: int, reason: str) -> None:
         self.db.execute(
@@ -332,6 +408,27 @@ class State:
             "ON CONFLICT(round_id, reason) DO UPDATE SET count=count+1",
             [round_id, reason],
         )
+
+    # poison: messages whose handling raised ---------------------------------------------
+    def add_poison(
+        self, topic: str, node_id: str | None, update_id: str | None, reason: str, detail: str
+    ) -> None:
+        self.db.conn.execute(
+            "INSERT INTO poison (received_at, topic, node_id, update_id, reason, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [time.time(), topic[:300], node_id, update_id, reason[:64], detail[:2000]],
+        )
+
+    def poisoned(self) -> set[tuple[str, str]]:
+        """(node, update_id) of every poisoned update (small: read once at start)."""
+        rows = self.db.execute(
+            "SELECT node_id, update_id FROM poison WHERE update_id IS NOT NULL"
+        ).fetchall()
+        return {(str(r[0]), str(r[1])) for r in rows}
+
+    def poison_rows(self) -> list[tuple[str, str | None, str]]:
+        rows = self.db.execute("SELECT topic, update_id, reason FROM poison ORDER BY id")
+        return [(str(r[0]), r[1], str(r[2])) for r in rows.fetchall()]
 
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute(

@@ -11,15 +11,17 @@ service loop's thread (it owns the SQLite connection), inside the loop's transac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from broker_aggregator.policy import Admission, admit
 from broker_aggregator.store import State
 from broker_aggregator.validate import (
+    ROUND_REASONS,
     CheckedUpdate,
     Expectations,
     update_factor,
@@ -38,8 +40,6 @@ from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes, int, bool], object]
-
 
 class Worker:
     def __init__(
@@ -49,6 +49,7 @@ class Worker:
         topics: Topics,
         expectations: Expectations,
         weighting: str,
+        max_replacements: int = 5,
     ) -> None:
         self.worker_id = worker_id
         self.state = state
@@ -56,6 +57,7 @@ class Worker:
         #: Read by paho's thread to check updates; replaced whole, never mutated.
         self.expect = expectations
         self.weighting = weighting
+        self.max_replacements = max_replacements
         self._central_version: int | None = None
         self._central: Mapping[str, np.ndarray] = {}
         self._round: RoundMsg | None = None
@@ -82,15 +84,10 @@ class Worker:
         self._refresh()
 
     def _refresh(self) -> None:
-        r, exp = self._round, self.expect
+        r = self._round
         ready = r is not None and r.base_version == self._central_version
-        self.expect = Expectations(
-            spec=exp.spec,
-            classes=exp.classes,
-            max_payload_bytes=exp.max_payload_bytes,
-            max_abs_weight=exp.max_abs_weight,
-            max_update_norm=exp.max_update_norm,
-            dtypes=exp.dtypes,
+        self.expect = dataclasses.replace(
+            self.expect,
             round_id=r.round_id if ready and r is not None else None,
             round_open=ready and r is not None and r.state == "open",
             base_version=self._central_version,
@@ -99,16 +96,25 @@ class Worker:
 
     # updates ----------------------------------------------------------------------------
     def handle_update(self, checked: CheckedUpdate) -> ProgressMsg | AckMsg | None:
-        """Store a checked update; progress for the leader, or the node's rejection ack."""
+        """Store a checked update; progress for the leader, or the node's rejection ack.
+
+        An update whose round is no longer open here is not stored: it goes to the leader as
+        progress with a ``reason``, and the leader answers ``stored`` again when that very
+        update already counts (a resend whose first ack was lost), else ``rejected``.
+        """
         h = checked.header
         exp = self.expect
         if h.round_id != exp.round_id or not exp.round_open:
-            return self.reject(
-                h.node_id, "round_closed", f"round {h.round_id} closed before storing", h
-            )
+            return self.defer(h, "round_closed" if h.round_id == exp.round_id else "wrong_round")
         verdict = admit(self.state.stored_seq(h.round_id, h.node_id), h.seq, h.update_id)
         if verdict is Admission.REPLAY:
             return self.reject(h.node_id, "replay", f"seq {h.seq} is older than the stored one", h)
+        if (
+            verdict is Admission.REPLACE
+            and self.state.stored_copies(h.round_id, h.node_id) > self.max_replacements
+        ):
+            detail = f"more than {self.max_replacements} replacements in round {h.round_id}"
+            return self.reject(h.node_id, "rate_limited", detail, h)
         if verdict in (Admission.STORE, Admission.REPLACE):
             self.state.store_update(
                 h.round_id,
@@ -124,22 +130,37 @@ class Worker:
             log.debug("stored %s from %s (%s)", h.update_id, h.node_id, verdict.value)
         else:
             log.info("duplicate update %s from %s reported again", h.update_id, h.node_id)
+        return self._progress(h, None)
+
+    def defer(self, h: UpdateHeader, reason: str) -> ProgressMsg:
+        """A round check failed: the leader decides between ``stored`` (it counts) and ``reason``."""
+        log.debug("update %s from %s: %s, asking the leader", h.update_id, h.node_id, reason)
+        return self._progress(h, reason)
+
+    def _progress(self, h: UpdateHeader, reason: str | None) -> ProgressMsg:
         return ProgressMsg(
             node_id=h.node_id,
             worker_id=self.worker_id,
             round_id=h.round_id,
             seq=h.seq,
             update_id=h.update_id,
+            reason=reason,
+            factor=None if reason else update_factor(h, self.weighting),
         )
 
     def reject(
         self, node_id: str, reason: str, detail: str, header: object | None
-    ) -> AckMsg | None:
-        """Log and count a rejection; the node's ack when its own envelope was readable and final."""
+    ) -> AckMsg | ProgressMsg | None:
+        """Log and count a rejection; the node's ack when its own envelope was readable and final.
+
+        A round reason with a readable envelope goes to the leader instead (:meth:`defer`).
+        """
+        if isinstance(header, UpdateHeader) and reason in ROUND_REASONS:
+            return self.defer(header, reason)
         log.warning("rejected update from node %s: reason=%s (%s)", node_id, reason, detail)
         round_id = self.expect.round_id or 0
         self.state.count_rejection(round_id, reason)
-        if isinstance(header, UpdateHeader) and reason != "ahead":
+        if isinstance(header, UpdateHeader):
             return AckMsg(
                 node_id=header.node_id,
                 round_id=header.round_id,
@@ -153,9 +174,14 @@ class Worker:
         """Progress for every update stored for ``round_id`` (after restarts)."""
         return [
             ProgressMsg(
-                node_id=node, worker_id=self.worker_id, round_id=round_id, seq=seq, update_id=uid
+                node_id=node,
+                worker_id=self.worker_id,
+                round_id=round_id,
+                seq=seq,
+                update_id=uid,
+                factor=factor,
             )
-            for node, seq, uid in self.state.latest_updates(round_id)
+            for node, seq, uid, factor in self.state.latest_updates(round_id)
         ]
 
     # closing ----------------------------------------------------------------------------
@@ -170,7 +196,8 @@ class Worker:
         acc = RunningSum()
         summed: dict[str, int] = {}
         for node, seq, factor, body in self.state.bodies(close.round_id, wanted):
-            acc.add(weights_view(body), factor)  # checked on receipt; read without a copy
+            # checked on receipt; read without a copy; a capped factor from the leader wins
+            acc.add(weights_view(body), close.factors.get(node, factor))
             summed[node] = seq
         missing = sorted(set(wanted) - set(summed))
         if missing:

@@ -205,6 +205,8 @@ def mosquitto_conf(
         f"max_packet_size {limit}\n",
         f"max_queued_messages {queue_limit(fleet_size)}\n",
         "persistent_client_expiration 30d\n",
+        "# A kill -9 of the broker loses at most this many seconds (docs/mqtt.md, Durability).\n"
+        "autosave_interval 30\n",
         "\n# Nodes over TLS; a node's client id is its user name, so nobody can take over another's.\n",
         tls(port, bind, files.passwd),
         "use_username_as_clientid true\n",

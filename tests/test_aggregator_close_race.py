@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from broker_aggregator.config import AggregatorConfig
-from broker_aggregator.leader import Leader
+from broker_aggregator.leader import Effect, Leader, LocalClose
 from broker_aggregator.service import control_topics
 from broker_aggregator.simulate import personalized, random_v
 from broker_aggregator.store import State
@@ -52,20 +52,13 @@ def leader_with_open_round(tmp_path: Path) -> tuple[Leader, State, list[CloseMsg
         round={"min_submissions": 2, "max_submissions": 2, "deadline_s": 3600},  # type: ignore[arg-type]
     )
     state = State(cfg.state_db)
-    closes: list[CloseMsg] = []
-    leader = Leader(
-        cfg,
-        state,
-        TOPICS,
-        lambda *_: None,
-        None,
-        control_topics(TOPICS),
-        closes.append,
-        lambda *_: None,
-        lambda _: None,
-    )
-    leader.start(str(initial))
+    leader = Leader(cfg, state, TOPICS, None, control_topics(TOPICS))
+    closes = _closes(leader.start(str(initial)))
     return leader, state, closes
+
+
+def _closes(effects: list[Effect]) -> list[CloseMsg]:
+    return [e.close for e in effects if isinstance(e, LocalClose)]
 
 
 def answer(leader: Leader, state: State, *msgs: ProgressMsg) -> list[AckMsg | None]:
@@ -81,7 +74,7 @@ def test_an_update_stored_after_the_close_decision_is_told_round_closed(tmp_path
         first = answer(leader, state, progress("pi-1", 1), progress("pi-2", 1))
         assert [a.status for a in first if a] == ["stored", "stored"]
         assert not closes
-        leader.tick(time.time())  # max_submissions reached: the leader decides to close
+        closes += _closes(leader.tick(time.time()))  # max_submissions reached: close
         assert closes and closes[-1].assignments == {"agg-2": {"pi-1": 1, "pi-2": 1}}
         # agg-2 stored these before the close reached it, and reports them now
         late, newer, resend = answer(
@@ -161,3 +154,48 @@ def _update(node: str, seq: int, weights: dict[str, np.ndarray]) -> bytes:
         clips_per_class={"anger": 1},
     )
     return pack(header, wcodec.to_bytes(weights))
+
+
+def test_a_counted_update_is_answered_stored_in_every_round_state_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    leader, state, _ = leader_with_open_round(tmp_path)
+    try:
+        first = answer(leader, state, progress("pi-1", 1), progress("pi-2", 1))
+        assert [a.status for a in first if a] == ["stored", "stored"]
+        leader.tick(time.time())  # closing
+        resend = lambda: answer(leader, state, progress("pi-1", 1))[0]  # noqa: E731
+        assert state.current_round().state == "closing"  # type: ignore[union-attr]
+        assert resend() == first[0]
+        acks = leader.counted_acks()  # what a restart while closing sends again
+        assert sorted(a.node_id for a in acks) == ["pi-1", "pi-2"]
+        assert all(a.status == "stored" for a in acks)
+        # round 1 finishes (as its close would, with agg-2's sum) and round 2 opens
+        state.finish_round(1, 1, time.time(), 2, None)
+        state.open_round(2, 1, time.time(), time.time() + 60)
+        # a resend from a finished round, from a restarted leader over the same state db
+        again = Leader(leader.cfg, state, TOPICS, None, control_topics(TOPICS))
+        late = ProgressMsg(
+            node_id="pi-1",
+            worker_id="agg-2",
+            round_id=1,
+            seq=1,
+            update_id="pi-1-update-1",
+            reason="wrong_round",
+        )
+        state.begin()
+        ack = again.on_progress(late)
+        other = again.on_progress(late.model_copy(update={"node_id": "pi-3"}))
+        state.commit()
+        assert ack is not None and (ack.status, ack.reason) == ("stored", None)
+        assert other is not None and (other.status, other.reason) == ("rejected", "wrong_round")
+        assert state.rejections() == {"wrong_round": 1}  # the duplicate is not a rejection
+        # answers are kept for the last five finished rounds, then forgotten
+        for r in range(2, 8):
+            state.finish_round(r, 1, time.time(), 0, None)
+        state.begin()
+        ack = again.on_progress(late)
+        state.commit()
+        assert ack is not None and ack.reason == "wrong_round"
+    finally:
+        state.close()

@@ -151,7 +151,8 @@ def test_hostile_updates_are_each_rejected_and_the_round_completes(
     assert central is not None
     counts = State(tmp_path / "agg.db").rejections()
     assert counts["non_finite"] == 2 and counts["wrong_dtype"] == 2
-    assert sum(counts.values()) >= len(cases)
+    # 'ahead' is no verdict (no ack, the node sends again later), so it is not counted
+    assert "ahead" not in counts and sum(counts.values()) >= len(cases) - 1
 
 
 def _play_honest(

@@ -92,7 +92,8 @@ def test_schema_1_bodies_move_into_the_payload_files(tmp_path: Path) -> None:
     state = State(db)
     try:
         assert (tmp_path / "agg.db.bak-v1").exists()
-        assert state.latest_updates(3) == [("pi-1", 7, "u-0000007")]
+        assert state.latest_updates(3) == [("pi-1", 7, "u-0000007", 1.0)]
+        assert state.poison_rows() == []  # migration 3 added the poison table
         assert list(state.bodies(3, {"pi-1": 7})) == [("pi-1", 7, 1.0, body)]
         assert list(state.bodies(3, {"pi-1": 6})) == []  # only the seq asked for
     finally:
@@ -161,3 +162,45 @@ def test_zero_copy_decode_matches_the_safetensors_library() -> None:
     assert set(got) == set(ref)
     for name in ref:
         np.testing.assert_array_equal(got[name], ref[name])
+
+
+def test_an_update_without_clips_under_sample_weighting_is_refused_before_the_loop() -> None:
+    import uuid
+
+    from broker_aggregator.validate import inspect_update
+    from vfer.classes import EMOTIONS_6
+    from vfer.messages import UpdateHeader, pack
+
+    base = random_v(6, np.random.default_rng(0))
+    exp = Expectations(
+        vfer_spec(6), tuple(EMOTIONS_6), 10**7, 100.0, 50.0, round_id=1, round_open=True,
+        base_version=1, base_weights=base, weighting="samples",
+    )  # fmt: skip
+    header = UpdateHeader(
+        node_id="pi-1", round_id=1, base_version=1, update_id=uuid.uuid4().hex, seq=1,
+        created_at=0.0, clips_per_class={"anger": 0},
+    )  # fmt: skip
+    with pytest.raises(MessageError) as err:
+        inspect_update(pack(header, wcodec.to_bytes(base)), "pi-1", exp)
+    assert err.value.reason == "no_samples"
+    checked = inspect_update(
+        pack(header.model_copy(update={"clips_per_class": {"anger": 3}}), wcodec.to_bytes(base)),
+        "pi-1",
+        exp,
+    )
+    assert checked.header.num_clips == 3
+
+
+def test_weights_view_is_zero_copy_and_names_its_reasons() -> None:
+    base = random_v(6, np.random.default_rng(0))
+    body = wcodec.to_bytes(base)
+    views = wcodec.view(body, vfer_spec(6), dtypes=("float32",))
+    assert all(not v.flags.owndata and not v.flags.writeable for v in views.values())
+    assert all(np.array_equal(views[n], base[n]) for n in base)
+    with pytest.raises(wcodec.WeightsError) as err:
+        wcodec.view(wcodec.to_bytes({**base, "x": np.zeros(1, np.float32)}), vfer_spec(6))
+    assert err.value.reason == "unexpected_weights"
+    assert wcodec.bounds_problem({"a": np.array([1.0, np.nan])}, 5.0) == (
+        "non_finite",
+        "a contains NaN or Inf",
+    )

@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from vfer.weights import bounds_problem
+
 Weights = Mapping[str, np.ndarray]
 Weighting = Literal["mean", "samples"]
 
@@ -116,3 +118,10 @@ def aggregate(
 ) -> dict[str, np.ndarray]:
     """FedAvg: the (weighted) mean of each named array over ``results``, as float32."""
     return accumulate(results, weighting).mean()
+
+
+def central_problem(weights: Weights, max_abs: float) -> str | None:
+    """Why ``weights`` must not be signed as a central (None when fine): not finite, or a value
+    beyond ``max_abs``. The same bound every update is held to."""
+    problem = bounds_problem(weights, max_abs)
+    return None if problem is None else problem[1]

@@ -10,6 +10,12 @@ Two shapes travel (docs/mqtt.md has an example of each):
 
 Decoding never trusts the input: every failure raises :class:`MessageError` whose ``reason``
 is a short code (``checksum``, ``schema_version``, ...) that the aggregator logs and counts.
+
+**Bounds.** Every integer has a documented range far inside SQLite's int64: ids, versions and
+sequence numbers at most :data:`MAX_ID` (2**53 - 1, also the largest integer a JSON double
+holds exactly), clip counts at most :data:`MAX_CLIPS` per class (the aggregator's config caps
+them lower, ``max_clips_per_class``), sizes at most :data:`MAX_BODY_BYTES`. Floats must be
+finite. Strings and maps have maximum lengths. Anything outside is ``invalid_header``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import base64
 import hashlib
 import json
 import struct
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,6 +35,20 @@ from vfer.topics import check_node_id
 SCHEMA_VERSION = 1
 MAGIC = b"FVF1"
 MAX_HEADER_BYTES = 64 * 1024
+#: Largest id, version or sequence number (2**53 - 1: exact in a JSON double, far under int64).
+MAX_ID = 2**53 - 1
+#: Largest clip count per class in any envelope (the config's ``max_clips_per_class`` is lower).
+MAX_CLIPS = 10**9
+#: Largest body of any frame (the config's ``max_payload_bytes`` is lower).
+MAX_BODY_BYTES = 1 << 31
+#: Largest number of entries in any map or list of an envelope (classes, metrics, assignments).
+MAX_ENTRIES = 100_000
+#: Longest short string (ids, reasons, names of classes and metrics).
+MAX_TEXT = 64
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+PosId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 _LEN = struct.Struct(">I")
 
 WeightDtype = Literal["float32", "float16"]
@@ -46,7 +66,9 @@ class MessageError(ValueError):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
     schema_: int = Field(SCHEMA_VERSION, alias="schema", description="wire schema version")
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -63,12 +85,12 @@ class _NodeMessage(_Message):
 
 
 class _Framed(_Message):
-    body_size: int = Field(0, ge=0, description="bytes of the body after the header")
-    body_sha256: str = Field("", description="hex sha256 of the body")
+    body_size: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="bytes of the body")
+    body_sha256: str = Field("", max_length=64, description="hex sha256 of the body")
 
 
 class Personalization(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     p: int = Field(15, ge=0, le=10_000, description="at most P clips per class")
     p_threshold: float = Field(0.5, ge=0, le=1, description="pseudo-label confidence threshold")
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
@@ -79,14 +101,14 @@ class RoundMsg(_Message):
     """``<prefix>/round`` (retained): the open round."""
 
     kind: Literal["round"] = "round"
-    round_id: int = Field(ge=1)
-    base_version: int = Field(ge=1, description="central version nodes must start from")
+    round_id: int = Field(ge=1, le=MAX_ID)
+    base_version: int = Field(ge=1, le=MAX_ID, description="central version nodes must start from")
     state: Literal["open", "closing", "finished"] = "open"
     opened_at: float
     deadline: float = Field(description="unix time the round closes if it has the minimum")
-    min_submissions: int = Field(ge=1)
-    max_submissions: int = Field(ge=1)
-    classes: list[str]
+    min_submissions: int = Field(ge=1, le=MAX_ID)
+    max_submissions: int = Field(ge=1, le=MAX_ID)
+    classes: list[Text] = Field(max_length=256)
     weight_dtype: WeightDtype = Field("float32", description="dtype nodes should send")
     personalization: Personalization
     signature: str = Field(
@@ -103,20 +125,22 @@ class UpdateHeader(_Framed, _NodeMessage):
     """``<prefix>/nodes/<id>/update``: a node's personalized v after a round."""
 
     kind: Literal["update"] = "update"
-    round_id: int = Field(ge=1)
-    base_version: int = Field(ge=1)
+    round_id: int = Field(ge=1, le=MAX_ID)
+    base_version: int = Field(ge=1, le=MAX_ID)
     update_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    seq: int = Field(ge=1, description="per-node increasing number; a higher one replaces")
+    seq: int = Field(
+        ge=1, le=MAX_ID, description="per-node increasing number; a higher one replaces"
+    )
     created_at: float
-    clips_per_class: dict[str, int] = Field(description="clips used per class")
-    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+    clips_per_class: dict[Text, int] = Field(description="clips used per class", max_length=256)
+    metrics: dict[Text, float] = Field(default_factory=dict, max_length=64)
     dtype: WeightDtype = "float32"
 
     @field_validator("clips_per_class")
     @classmethod
     def _clips(cls, v: dict[str, int]) -> dict[str, int]:
-        if len(v) > 256 or any(n < 0 for n in v.values()):
-            raise ValueError("clip counts must be >= 0 for at most 256 classes")
+        if any(n < 0 or n > MAX_CLIPS for n in v.values()):
+            raise ValueError(f"clip counts must be in [0, {MAX_CLIPS}]")
         return v
 
     @property
@@ -128,13 +152,15 @@ class CentralHeader(_Framed):
     """``<prefix>/central/bundle`` (retained): the signed central v."""
 
     kind: Literal["central"] = "central"
-    version: int = Field(ge=1)
-    round_id: int = Field(ge=0, description="round it came from (0: the initial model)")
-    classes: list[str]
+    version: int = Field(ge=1, le=MAX_ID)
+    round_id: int = Field(ge=0, le=MAX_ID, description="round it came from (0: the initial model)")
+    classes: list[Text] = Field(max_length=256)
     created_at: float
-    num_submissions: int = Field(0, ge=0)
-    weighting: str = "mean"
-    signature: str = Field("", description="base64 Ed25519 signature of the header without it")
+    num_submissions: int = Field(0, ge=0, le=MAX_ID)
+    weighting: str = Field("mean", max_length=MAX_TEXT)
+    signature: str = Field(
+        "", max_length=256, description="base64 Ed25519 signature of the header without it"
+    )
 
     def signing_bytes(self) -> bytes:
         data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
@@ -145,10 +171,10 @@ class AckMsg(_NodeMessage):
     """``<prefix>/nodes/<id>/ack``: the update was stored (or will never be)."""
 
     kind: Literal["ack"] = "ack"
-    round_id: int
-    update_id: str
+    round_id: Id
+    update_id: str = Field(max_length=64)
     status: Literal["stored", "rejected"]
-    reason: str | None = None
+    reason: str | None = Field(None, max_length=MAX_TEXT)
 
 
 class StatusMsg(_NodeMessage):
@@ -156,8 +182,8 @@ class StatusMsg(_NodeMessage):
 
     kind: Literal["status"] = "status"
     state: Literal["online", "offline"]
-    central_version: int | None = None
-    round_id: int | None = None
+    central_version: Id | None = None
+    round_id: Id | None = None
     ts: float | None = None
 
 
@@ -169,19 +195,32 @@ class ProgressMsg(_NodeMessage):
     """
 
     kind: Literal["progress"] = "progress"
-    worker_id: str
-    round_id: int
-    seq: int
-    update_id: str
+    worker_id: str = Field(max_length=MAX_TEXT)
+    round_id: PosId
+    seq: PosId
+    update_id: str = Field(max_length=64)
+    reason: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="set when the worker did not store it (a round check failed): the leader "
+        "answers 'stored' if this update already counts, else 'rejected' with this reason",
+    )
+    factor: float | None = Field(
+        None, ge=0, le=1e12, description="the update's FedAvg factor (1, or its clip count)"
+    )
 
 
 class CloseMsg(_Message):
     """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these updates."""
 
     kind: Literal["close"] = "close"
-    round_id: int
-    assignments: dict[str, dict[str, int]] = Field(
+    round_id: PosId
+    assignments: dict[Text, dict[Text, PosId]] = Field(
         description="worker id -> {node id: seq}: exactly the updates that count"
+    )
+    factors: dict[Text, Annotated[float, Field(gt=0, le=1e12)]] = Field(
+        default_factory=dict,
+        description="node id -> factor to sum with instead of the stored one (capped weights)",
     )
 
 
@@ -189,9 +228,9 @@ class PartialHeader(_Framed):
     """``<prefix>/aggregator/partial``: a worker's float64 sums over its assigned nodes."""
 
     kind: Literal["partial"] = "partial"
-    worker_id: str
-    round_id: int
-    nodes: dict[str, int] = Field(description="node id -> seq actually summed")
+    worker_id: str = Field(max_length=MAX_TEXT)
+    round_id: PosId
+    nodes: dict[Text, PosId] = Field(description="node id -> seq actually summed")
     total_weight: float = Field(ge=0)
 
 
@@ -310,8 +349,8 @@ def open_round(
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError("bad_header", f"not UTF-8 JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # also int literals too long, deep nesting
+        raise MessageError("bad_header", f"not UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise MessageError("bad_header", f"expected a JSON object, got {type(data).__name__}")
     return data
