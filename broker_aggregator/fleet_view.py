@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from broker_aggregator.store import payload_dir
 from vfer.messages import MessageError, StatusMsg, from_json
-from vfer.ops_http import Route, metrics_route
+from vfer.ops_http import OpsServer, Route, metrics_route, start_ops_server
 from vfer.topics import Topics
 
 ROUND_STATES = ("open", "closing", "finished")
@@ -275,3 +275,38 @@ def fleet_routes(db_path: Path, book: StatusBook, *, page: bool) -> dict[str, Ro
             ),
         }
     return routes
+
+
+class FleetView:
+    """The leader's operator endpoint: the status subscription and the HTTP server together.
+
+    The round service calls :meth:`subscriptions` on every connect, offers every message to
+    :meth:`offer` (paho's thread; True when it was a status, which is then not the intake's), and
+    starts and stops it around its loop.
+    """
+
+    def __init__(self, db_path: Path, topics: Topics, host: str, port: int, password: str | None):
+        self.book = StatusBook(topics)
+        self._db = db_path
+        self._host, self._port, self._password = host, port, password
+        self.server: OpsServer | None = None
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(self.book.subscription(), 1)]
+
+    def offer(self, topic: str, payload: bytes) -> bool:
+        if not topic.endswith("/status"):
+            return False
+        self.book.on_message(topic, payload)
+        return True
+
+    def start(self) -> None:
+        routes = fleet_routes(self._db, self.book, page=self._password is not None)
+        self.server = start_ops_server(
+            routes, host=self._host, port=self._port, password=self._password, name="fleet-view"
+        )
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

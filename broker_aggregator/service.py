@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.confirm import FinalConfirmation
+from broker_aggregator.fleet_view import FleetView
 from broker_aggregator.intake import (
     CentralEvent,
     Connected,
@@ -68,6 +69,15 @@ BATCH = 64
 _BATCHED = (CheckedUpdate, Rejected, ProgressMsg, Poison)
 
 
+def fleet_view(cfg: AggregatorConfig, topics: Topics) -> FleetView | None:
+    """The operator endpoint (``metrics:``), or None when it is off."""
+    m = cfg.metrics
+    if not m.enabled:
+        return None
+    password = read_secret(m.password_file, "FEDVFER_METRICS_PASSWORD")
+    return FleetView(cfg.state_db, topics, m.host, m.port, password)
+
+
 def control_topics(topics: Topics) -> dict[str, str]:
     """Aggregator-internal topics (worker <-> leader)."""
     base = f"{topics.prefix}/aggregator"
@@ -97,6 +107,7 @@ class AggregatorService:
             lambda: self.worker.expect,
         )
         self.events = self.intake.events
+        self.fleet_view = fleet_view(cfg, self.topics) if leader else None
         self.rejected = 0
         self.poisoned = 0
         #: What became of each message the loop handled: "stored", a reason code, "reported"
@@ -133,7 +144,7 @@ class AggregatorService:
                 reconnect_max_delay_s=5,
             ),
             self._subscriptions,
-            self.intake.on_message,
+            self._on_message,
             lambda: self.events.put(Connected()),
         )
         self.link = link
@@ -150,6 +161,8 @@ class AggregatorService:
             Leader(cfg, state, self.topics, self.key, self.control) if self.is_leader else None
         )
         self.intake.start()
+        if self.fleet_view is not None:
+            self.fleet_view.start()
         try:
             if self.leader is not None:
                 self._apply(
@@ -162,6 +175,8 @@ class AggregatorService:
             link.flush(timeout=5.0)
             link.stop()
             self.intake.stop()
+            if self.fleet_view is not None:
+                self.fleet_view.stop()
             state.close()
 
     def _subscriptions(self, protocol: str) -> list[tuple[str, int]]:
@@ -189,7 +204,14 @@ class AggregatorService:
         subs = [(updates, 1), (t.round, 1), (t.central_bundle, 1), (self.control["close"], 1)]
         if self.is_leader:
             subs += [(self.control["progress"], 1), (self.control["partial"], 1)]
+        if self.fleet_view is not None:
+            subs += self.fleet_view.subscriptions()
         return subs
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """paho's thread: node statuses feed the fleet view, everything else the intake."""
+        if self.fleet_view is None or not self.fleet_view.offer(topic, payload):
+            self.intake.on_message(topic, payload)
 
     def _loop(self, state: State) -> None:
         last_tick = 0.0
