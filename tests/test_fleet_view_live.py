@@ -130,7 +130,7 @@ def test_metrics_and_fleet_page_follow_a_real_round(
             "pi-0": "online",
             "pi-1": "online",
         }
-        finished = [r for r in data["rounds"] if r["round_id"] == 1][0]
+        finished = next(r for r in data["rounds"] if r["round_id"] == 1)
         assert finished["result_version"] == 2 and finished["submissions"] == 2
         assert finished["rejections"] == {"unknown_class": 1, "stale_base": 1}
     finally:
