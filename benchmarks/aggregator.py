@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from broker_aggregator.simulate import AggregatorProcess, personalized, random_v  # noqa: E402
+from tests.support.aggregator import AggregatorProcess, personalized, random_v  # noqa: E402
 from tests.support.mosquitto import start_mosquitto  # noqa: E402
 from vfer import signing  # noqa: E402
 from vfer import weights as wcodec  # noqa: E402

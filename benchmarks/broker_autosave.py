@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker_aggregator.simulate import random_v
+from tests.support.aggregator import random_v
 from tests.support.mosquitto import start_mosquitto
 from vfer import weights as wcodec
 

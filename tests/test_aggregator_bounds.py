@@ -18,10 +18,10 @@ import pytest
 import broker_aggregator.service as service_mod
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.service import AggregatorService
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from broker_aggregator.store import State
 from broker_aggregator.validate import CheckedUpdate
 from broker_aggregator.worker import Worker
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import (
     RawNode,

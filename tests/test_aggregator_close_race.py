@@ -16,10 +16,10 @@ import numpy as np
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.leader import Effect, Leader, LocalClose
 from broker_aggregator.service import control_topics
-from broker_aggregator.simulate import personalized, random_v
 from broker_aggregator.store import State
 from broker_aggregator.validate import Expectations, inspect_update
 from broker_aggregator.worker import Worker
+from tests.support.aggregator import personalized, random_v
 from vfer import weights as wcodec
 from vfer.classes import EMOTIONS_6
 from vfer.heads_spec import vfer_spec

@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from edge_node.federation import NodeUpdate
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker, start_mosquitto
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import BROKER_CONF, aggregator_args, clients, fleet  # noqa: F401

@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from broker_aggregator.store import State
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401

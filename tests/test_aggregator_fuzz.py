@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.service import AggregatorService
-from broker_aggregator.simulate import personalized
 from broker_aggregator.store import State
+from tests.support.aggregator import personalized
 from tests.support.fuzz import FuzzMessage, control_messages, update_messages, valid_weights
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed

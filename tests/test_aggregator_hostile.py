@@ -15,9 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from broker_aggregator.store import State
 from edge_node.federation import NodeUpdate
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.test_federation_e2e import broker, clients, fleet  # noqa: F401
 from vfer import weights as wcodec

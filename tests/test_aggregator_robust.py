@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from broker_aggregator.store import State
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401

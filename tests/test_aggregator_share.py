@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker_aggregator.simulate import AggregatorProcess
+from tests.support.aggregator import AggregatorProcess
 from tests.support.mosquitto import Broker
 from tests.test_federation_e2e import (  # noqa: F401
     aggregator_args,

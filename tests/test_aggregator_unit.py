@@ -11,9 +11,9 @@ import pytest
 
 from broker_aggregator.config import AggregatorConfig, load_aggregator_config
 from broker_aggregator.policy import Admission, Decision, RoundPolicy, admit
-from broker_aggregator.simulate import personalized, random_v
 from broker_aggregator.store import _SCHEMA_1, State, StateError
 from broker_aggregator.validate import Expectations, check_values, decode_weights
+from tests.support.aggregator import personalized, random_v
 from vfer import weights as wcodec
 from vfer.config_io import ConfigError
 from vfer.heads_spec import vfer_spec

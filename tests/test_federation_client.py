@@ -13,9 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_aggregator.simulate import personalized, random_v
 from edge_node.config import FederationConfig
 from edge_node.federation import FederationClient, NodeUpdate
+from tests.support.aggregator import personalized, random_v
 from tests.support.mosquitto import Broker
 from vfer import signing
 from vfer import weights as wcodec

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker_aggregator.simulate import AggregatorProcess, personalized, random_v
 from edge_node.config import FederationConfig
 from edge_node.federation import FederationClient, NodeUpdate
+from tests.support.aggregator import AggregatorProcess, personalized, random_v
 from tests.support.mosquitto import Broker, mosquitto_binary, start_mosquitto
 from vfer import signing
 from vfer import weights as wcodec

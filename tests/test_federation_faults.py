@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
 from edge_node.federation import FederationClient, NodeUpdate
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import start_mosquitto
 from tests.test_federation_e2e import BROKER_CONF, aggregator_args, clients, fleet  # noqa: F401
 from vfer.fedavg import aggregate

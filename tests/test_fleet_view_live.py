@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker_aggregator.simulate import AggregatorProcess, personalized
+from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401

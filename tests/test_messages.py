@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker_aggregator.simulate import random_v
+from tests.support.aggregator import random_v
 from vfer import signing
 from vfer import weights as wcodec
 from vfer.messages import (

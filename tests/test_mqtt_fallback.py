@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker_aggregator.simulate import AggregatorProcess
+from tests.support.aggregator import AggregatorProcess
 from tests.support.amqtt_broker import amqtt_broker  # noqa: F401
 from tests.support.mosquitto import Broker, mosquitto_binary
 from tests.test_federation_e2e import (  # noqa: F401

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from broker_aggregator.simulate import AggregatorProcess, personalized, random_v
 from edge_node.config import load_node_config
 from edge_node.federation import FederationClient, NodeUpdate
+from tests.support.aggregator import AggregatorProcess, personalized, random_v
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet, connect, start_fleet
 from vfer import weights as wcodec

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker_aggregator.simulate import random_v
 from edge_node.config import load_node_config
 from edge_node.federation import FederationClient
+from tests.support.aggregator import random_v
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Client, Fleet, start_fleet
 from vfer import signing
