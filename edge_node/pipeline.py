@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_node.bundles import BundleHome
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import ModelInfo, NodeState
@@ -56,7 +57,7 @@ class Models:
     @classmethod
     def load(cls, path: str | os.PathLike[str], num_threads: int = 2) -> Models:
         fingerprint = bundle_fingerprint(path)
-        bundle = Bundle.load(fingerprint[0])
+        bundle = BundleHome(path).open(fingerprint[0])  # verified once per installed version
         return cls(
             bundle,
             Backbone.from_path(bundle.file(BACKBONE), num_threads),

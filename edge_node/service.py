@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from edge_node.pipeline import Models, Pipeline, PipelineOptions
 from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
-from edge_node.state import NodeState
+from edge_node.state import NodeState, ProcessInfo
 from edge_node.store import ClipStore
 from vfer.cli import UserError
 from vfer.faces import MODEL_URL, FaceCropper
@@ -70,6 +72,17 @@ def resolve_face_model(configured: Path | None, bundle: Path) -> Path:
         f"download {FACE_MODEL_NAME} from {MODEL_URL} and pass --face-model PATH, "
         f"set face.model in node.yaml or {FACE_MODEL_ENV}"
     )
+
+
+def process_info() -> ProcessInfo:
+    """This process's memory and whether TensorFlow is loaded in it (the kiosk's /api/state)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux
+        rss = 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return ProcessInfo(os.getpid(), round(rss, 1), round(peak, 1), "tensorflow" in sys.modules)
 
 
 def retention_policy(config: NodeConfig) -> RetentionPolicy:
@@ -147,12 +160,17 @@ def run_node(
         )
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
         next_retention = t_start + config.retention.check_every_s
+        next_process = t_start
+        state.update(process=process_info())
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)
             for frame in source.frames(stop):
                 pipeline.process(frame)
                 now = time.monotonic()
+                if now >= next_process:
+                    next_process = now + 1.0
+                    state.update(process=process_info())
                 if now >= next_retention:
                     next_retention = now + config.retention.check_every_s
                     store.apply_retention(policy, time.time())

@@ -31,6 +31,16 @@ class FederationInfo:
 
 
 @dataclass(frozen=True)
+class ProcessInfo:
+    """The capture process itself, read from the process (``/proc/self``) about once a second."""
+
+    pid: int = 0
+    rss_mb: float = 0.0  # resident memory now
+    peak_rss_mb: float = 0.0
+    tensorflow_loaded: bool = False  # never true in the node: TensorFlow work runs in a child
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything the kiosk page shows, as plain data (``/api/state`` is its JSON)."""
 
@@ -47,6 +57,7 @@ class LiveState:
     model: ModelInfo = field(default_factory=ModelInfo)
     federation: FederationInfo = field(default_factory=FederationInfo)
     last_adaptation: str | None = None  # ISO time of the last successful personalization
+    process: ProcessInfo = field(default_factory=ProcessInfo)
     clips_stored: int = 0
     updated_at: float = 0.0
 

@@ -8,6 +8,7 @@ and pass its path.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,29 @@ MODEL_URL = (
     "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/"
     "float16/latest/blaze_face_short_range.tflite"
 )
+
+
+def import_mediapipe() -> Any:
+    """``mediapipe``, without importing TensorFlow as a side effect.
+
+    ``mediapipe.tasks.python.metadata`` tries ``import tensorflow`` only to open files through
+    ``tf.io.gfile`` and falls back to ``open`` on ImportError. In a process that has not loaded
+    TensorFlow (the node's capture process) TensorFlow is masked for the duration of the import,
+    which keeps about 900 MB out of the capture process; a process that already holds TensorFlow
+    imports mediapipe as usual. TensorFlow stays importable afterwards.
+    """
+    if "mediapipe" in sys.modules or "tensorflow" in sys.modules:
+        import mediapipe
+
+        return mediapipe
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` -> ImportError
+    try:
+        import mediapipe
+        import mediapipe.tasks.python.vision  # the part that reaches metadata.py
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return mediapipe
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,7 @@ class FaceCropper:
             )
         if not 0.0 < options.min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in (0, 1), got {options.min_confidence}")
+        self._mp = import_mediapipe()
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
 
@@ -128,8 +153,7 @@ class FaceCropper:
             raise ValueError(
                 f"detect() takes an RGB uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}"
             )
-        import mediapipe as mp
-
+        mp = self._mp
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._detector.detect(image)
         faces = []
