@@ -240,29 +240,39 @@ class BundleHome:
         self.switch_to(target)
         return target
 
-    def deactivate_personalized(self, why: str) -> str | None:
-        """Show the central head again if a personalized one is active; returns what was dropped.
+    def forget_personalized(self, why: str) -> list[str]:
+        """Drop every personalized head (all were built from clips that are now forgotten).
 
-        The personalized version is not kept as ``previous`` either, so a rollback cannot bring
-        it back (forget me: a head built from forgotten clips must not come back).
+        The display goes back to the central head, and the personalized version folders are
+        deleted, so neither ``previous`` nor a rollback can bring one back. Returns the versions
+        dropped. A plain (unmanaged) bundle is never personalized: nothing to do.
         """
-        if not (self.link.is_symlink() or self.versions.is_dir()):
-            return None
-        active = self.active()
+        if not self.link.is_symlink():
+            return []
         state = self.read_state()
-        if not active.manifest.personalized or not state.central:
-            return None
-        dropped = state.active
-        self.switch_to(state.central)
+        if self.active().manifest.personalized:
+            if not state.central or not (self.versions / state.central).is_dir():
+                raise BundleError(f"{self.link}: no central bundle to go back to")
+            self.switch_to(state.central)
+        dropped = []
         with self._locked():
             state = self.read_state()
-            state.previous = None
+            for folder in sorted(p for p in self.versions.iterdir() if p.is_dir()):
+                if folder.name.startswith(".") or folder.name in (state.active, state.central):
+                    continue
+                try:
+                    personalized = Bundle.load(folder, verify=False).manifest.personalized
+                except BundleError:
+                    personalized = True  # unreadable: it goes too
+                if personalized:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    state.verified.pop(folder.name, None)
+                    dropped.append(folder.name)
+            if state.previous in dropped:
+                state.previous = None
             self._write_state(state)
-            if dropped and dropped not in (state.active, state.central):
-                shutil.rmtree(self.versions / dropped, ignore_errors=True)
-                state.verified.pop(dropped, None)
-                self._write_state(state)
-        log.info("personalized head %s deactivated (%s); showing %s", dropped, why, state.central)
+        if dropped:
+            log.info("forgot personalized heads %s (%s); showing %s", dropped, why, state.active)
         return dropped
 
     # -- federation progress (was <db>.personalizer.json) ---------------------------------------

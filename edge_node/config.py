@@ -161,6 +161,15 @@ class AdaptationConfig(_Section):
         return f"{h:02d}:{m:02d}"
 
 
+class ForgetConfig(_Section):
+    pause_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="after 'forget me', recording stays paused this long (the visitor can leave)",
+    )
+
+
 class NodeConfig(_Section):
     """Everything one edge node needs; see docs/config.md."""
 
@@ -182,6 +191,9 @@ class NodeConfig(_Section):
     )  # type: ignore[arg-type]
     adaptation: AdaptationConfig = Field(
         default_factory=AdaptationConfig, description="nightly personalization"
+    )  # type: ignore[arg-type]
+    forget: ForgetConfig = Field(
+        default_factory=ForgetConfig, description="what 'forget me' does besides deleting clips"
     )  # type: ignore[arg-type]
 
     @field_validator("node_id")

@@ -75,9 +75,18 @@ class Personalizer(threading.Thread):
     def adapt_now(self, params: AdaptParams) -> AdaptResult:
         """One personalization, in a child process; the capture loop picks up the new bundle."""
         with self.lock:
+            forgets = self.state.forget_generation
             result, run = adapt_in_child(
                 self.config.db, self.config.bundle, params, stop=self.stop_event
             )
+            if self.state.forget_generation != forgets and result.status == "adapted":
+                # "forget me" came while the child ran: its head was built from forgotten clips
+                self.home.forget_personalized("forget me during adaptation")
+                result.status, result.reason, result.trainable = (
+                    "rejected",
+                    "the clips were forgotten while adapting",
+                    {},
+                )
         self.children.append(run)
         self.results.append(result)
         if result.status == "adapted":

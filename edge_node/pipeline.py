@@ -87,6 +87,7 @@ class PipelineOptions:
     preview: bool = False  # encode JPEG previews for the kiosk
     preview_fps: float = 15.0
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
+    forget_pause_s: float = 60.0  # no recording this long after "forget me"
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Pipeline:
             vfer = m.vfer.step(embedding)
             if step.in_clip and self._clip is not None:
                 self._add_frame(self._clip, frame.t, embedding, ifer, face)
-        if self._clip is not None and self.state.pause_requested.is_set():
+        if self._clip is not None and self.state.recording_paused():
             self._clip.recordable = False
         self._publish(frame, face, ifer, vfer)
         return face
@@ -165,7 +166,7 @@ class Pipeline:
     def _start_clip(self, t: float) -> None:
         self._maybe_reload()
         self.models.vfer.reset()
-        recordable = not (self.state.pause_requested.is_set() or self.recording_suspended)
+        recordable = not (self.state.recording_paused() or self.recording_suspended)
         self._clip = _OpenClip(time.time(), t, self.models, recordable)
         log.debug("clip started (recording: %s)", recordable)
 
@@ -266,12 +267,21 @@ class Pipeline:
         self.state.update(model=new.info())
 
     def forget(self) -> None:
-        """Delete every clip (and the one being recorded), VACUUM, tell the kiosk."""
+        """Forget me: pause recording, delete every clip (and the one being recorded), VACUUM,
+        drop every personalized head (all were built from those clips), tell the kiosk."""
+        self.state.pause_after_forget(self.options.forget_pause_s)  # before anything is deleted
         self.segmenter.abandon()
         self._clip = None
         self.models.vfer.reset()
         n = self.store.delete_all()
-        log.info("forgot %s clips on request", n)
+        dropped = BundleHome(self.bundle_path).forget_personalized("forget me")
+        self._maybe_reload()  # show the central head from the next frame on
+        log.info(
+            "forgot %s clips and %s personalized heads on request; recording paused %.0f s",
+            n,
+            len(dropped),
+            self.options.forget_pause_s,
+        )
         self.state.update(clips_stored=0, recording=False, clip_frames=0)
         self.state.forget_completed()
 
@@ -315,7 +325,7 @@ class Pipeline:
             face_box=box,
             frame_size=(pw, ph),
             recording=clip is not None and clip.recordable,
-            paused=self.state.pause_requested.is_set(),
+            paused=self.state.recording_paused(),
             clip_frames=len(clip.times) if clip is not None else 0,
             fps=round(self._fps, 1),
         )

@@ -98,10 +98,10 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.set()  # first: logging from a signal handler can fail (a reentrant stderr write)
         log.info(
             "%s received: finishing the current frame and stopping", signal.Signals(signum).name
         )
-        stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -147,6 +147,7 @@ def run_node(
             preview=kiosk,
             preview_fps=config.kiosk.preview_fps,
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
+            forget_pause_s=config.forget.pause_s,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
         handle = None

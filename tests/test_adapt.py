@@ -184,3 +184,36 @@ def test_nightly_mode_runs_once_a_night(central: Path, tmp_path: Path) -> None:
     again = run_cli("adapt", "--config", str(cfg), "--nightly")
     assert again.returncode == 0 and "already done" in again.stdout
     assert len(list((tmp_path / "node" / "bundle.versions").glob("local-*"))) == 1
+
+
+def test_each_bundle_is_verified_once_per_installed_version(
+    central: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: adapt, switch, reload, poll: no bundle is hashed in full more than once."""
+    from collections import Counter
+
+    from edge_node.pipeline import Models
+
+    verified: Counter[str] = Counter()
+    real_verify = Bundle.verify
+
+    def counting(self: Bundle) -> None:
+        verified[self.bundle_id] += 1
+        real_verify(self)
+
+    monkeypatch.setattr(Bundle, "verify", counting)
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    Models.load(b).close()  # the node starts on the provisioned (plain) bundle
+    fill_store(db, BundleHome(b).active().bundle_id, confident={0: 3, 1: 3}, unsure=0)
+    with ClipStore(db) as store:
+        r = adapt(StoreClips(store), b, AdaptParams(min_clips=2))
+    assert r.status == "adapted", r.reason
+    home = BundleHome(b)
+    for _ in range(20):  # what the node and the personalizer do every clip / every 0.5 s
+        Models.load(b).close()
+        home.central()
+        home.central_version()
+    home.rollback()
+    home.rollback()
+    assert len(verified) == 2 and set(verified.values()) == {1}, verified

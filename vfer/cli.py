@@ -41,9 +41,16 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 #: Native log lines dropped from fd 2 unless verbose: tflite/LiteRT minimal logging
-#: (``INFO: ...``, ``WARNING: ...``) and glog/absl INFO and WARNING lines (``I1201 ...``, ``W0000 ...``).
+#: (``INFO: ...``, ``WARNING: ...``), glog/absl INFO and WARNING lines (``I1201 12:00:00.1 ...``,
+#: ``W0000 00:00:1796157485.2 ...`` before absl is initialised), and the few ERROR lines TensorFlow
+#: prints on every start of a CPU-only machine (no CUDA driver, no AVX-512 for oneDNN).
+_GLOG = rb"\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]+\] "
 NATIVE_NOISE = re.compile(
-    rb"^(?:(?:INFO|WARNING|VERBOSE): |[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] )"
+    rb"^(?:(?:INFO|WARNING|VERBOSE): |[IW]"
+    + _GLOG
+    + rb"|E"
+    + _GLOG
+    + rb"(?:failed call to cuInit|Unable to register cu|oneDNN supports ))"
 )
 VERBOSE_FLAG = "--verbose"
 VERBOSE_ENV = "FEDVFER_VERBOSE"
