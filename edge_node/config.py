@@ -58,6 +58,14 @@ class FaceConfig(_Section):
     select: Literal["largest", "tracked"] = Field(
         "largest", description="several faces: the largest, or the one nearest the previous face"
     )
+    detect_every: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="run the detector every N frames and follow the box in between (1: every "
+        "frame); a lost box is detected again at once. 4 keeps 99% of g's per-frame predictions "
+        "(docs/performance.md)",
+    )
 
 
 class ClipConfig(_Section):

@@ -141,7 +141,9 @@ def run_node(
         store.apply_retention(policy, time.time())
         models = Models.load(config.bundle)
         f = config.face
-        cropper = FaceCropper.from_path(face_model, f.min_confidence, f.margin, f.select)
+        cropper = FaceCropper.from_path(
+            face_model, f.min_confidence, f.margin, f.select, f.detect_every
+        )
         options = PipelineOptions(
             policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),
             preview=kiosk,
