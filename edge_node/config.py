@@ -187,6 +187,10 @@ class NodeConfig(_Section):
     bundle: Path = Field(Path("bundle"), description="model bundle folder")
     db: Path = Field(Path("fedvfer.db"), description="SQLite database of clips")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    overlap_stages: bool = Field(
+        True,
+        description="decode and detect the next frame in a thread while f, g and v run on this one",
+    )
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")  # type: ignore[arg-type]
     face: FaceConfig = Field(default_factory=FaceConfig, description="face detection")  # type: ignore[arg-type]
     clips: ClipConfig = Field(default_factory=ClipConfig, description="clip segmentation")  # type: ignore[arg-type]

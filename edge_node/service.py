@@ -23,10 +23,11 @@ from types import FrameType
 from typing import Any
 
 from edge_node.config import NodeConfig
-from edge_node.pipeline import Models, Pipeline, PipelineOptions
+from edge_node.pipeline import Detected, Models, Pipeline, PipelineOptions
 from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
+from edge_node.stages import detected_frames
 from edge_node.state import NodeState, ProcessInfo
 from edge_node.store import ClipStore
 from vfer.cli import UserError
@@ -120,6 +121,15 @@ def _start_kiosk(state: NodeState, config: NodeConfig, stop: threading.Event) ->
     return start_kiosk(state, config.kiosk, config.db, stop)
 
 
+def _stage_a(
+    source: FrameSource, pipeline: Pipeline, stop: threading.Event, overlap: bool
+) -> Iterator[Detected]:
+    """Decoded frames with their faces: in a thread one frame ahead, or in this thread."""
+    if overlap:
+        return detected_frames(source, pipeline, stop)
+    return (pipeline.detect(frame) for frame in source.frames(stop))
+
+
 def run_node(
     config: NodeConfig,
     *,
@@ -168,8 +178,8 @@ def run_node(
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)
-            for frame in source.frames(stop):
-                pipeline.process(frame)
+            for detected in _stage_a(source, pipeline, stop, config.overlap_stages):
+                pipeline.infer(detected)
                 now = time.monotonic()
                 if now >= next_process:
                     next_process = now + 1.0
