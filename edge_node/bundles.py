@@ -128,9 +128,8 @@ class BundleHome:
         """The bundle in ``folder``: verified in full only if nobody has verified it before."""
         path = Path(os.path.realpath(folder))
         bundle = Bundle.load(path, verify=False)  # parses the manifest and hashes it
-        recorded = (
-            self.read_state().verified.get(path.name) if path.parent == self.versions else None
-        )
+        mine = path.parent == Path(os.path.realpath(self.versions))
+        recorded = self.read_state().verified.get(path.name) if mine else None
         if bundle.bundle_id in (recorded, _VERIFIED_HERE.get(str(path))):
             return bundle
         bundle.verify()

@@ -63,7 +63,7 @@ def run_child(
     run = ChildRun(argv, proc.returncode, stdout, time.monotonic() - t0, usage.ru_maxrss / 1024.0)
     log.info(
         "child %s exited %s after %.1f s (peak RSS %.0f MB)",
-        " ".join(args[:2]),
+        " ".join(a for a in args[:2] if not a.startswith("-")),
         run.returncode,
         run.seconds,
         run.peak_rss_mb,

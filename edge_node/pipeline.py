@@ -181,6 +181,8 @@ class Pipeline:
             self._forget_sent.set()  # cleared by infer once the forget is done
             self._shadow.abandon()
             self.cropper.reset()
+        if frame.cut:  # another file, or the loop started over: nothing to follow across it
+            self.cropper.reset()
         face = self.cropper.crop(frame.rgb)
         if self._shadow.push(frame.index, frame.t, face is not None, cut=frame.cut).ended:
             self.cropper.reset()  # a new clip looks for its face from scratch
