@@ -97,6 +97,12 @@ def _filter_fd2() -> None:
     pid = os.fork()
     if pid == 0:  # the filter
         try:
+            import signal
+
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                # a signal to the whole process group (Ctrl-C, a supervisor) must not kill the
+                # filter before the process it serves has written its last lines
+                signal.signal(sig, signal.SIG_IGN)
             os.close(write_end)
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1):  # hold nobody's stdout open: only the pipe decides when we end
