@@ -137,3 +137,55 @@ def test_adapt_in_child_reports_its_own_peak_memory(
     assert run.returncode == 0 and result.status == "adapted", result.reason
     assert set(result.trainable) and result.new_version == BundleHome(bundle).read_state().active
     assert run.peak_rss_mb > 300  # TensorFlow was loaded there, not here
+
+
+def test_a_forget_during_adaptation_throws_the_new_head_away(
+    edge_bundles: EdgeBundles, tmp_path: Path
+) -> None:
+    """Forget me while the child adapts: its head was built from forgotten clips, so it goes."""
+    import threading
+
+    from edge_node.config import load_node_config
+    from edge_node.personalizer import Personalizer
+    from edge_node.service import run_node
+    from edge_node.state import NodeState
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(edge_bundles.a, bundle)
+    db = tmp_path / "n.db"
+    cfg = load_node_config(
+        None,
+        **{
+            "camera.source": str(require(paths.CREMA_D / "VideoFlash")),
+            "camera.kind": "folder",
+            "camera.realtime": False,
+            "bundle": str(bundle),
+            "db": str(db),
+            "kiosk.enabled": False,
+        },
+    )
+    run_node(cfg, face_model=edge_bundles.face_model)
+    state = NodeState()
+    personalizer = Personalizer(cfg, state, threading.Event())
+    from edge_node.adapt import AdaptParams
+
+    done: list[object] = []
+    worker = threading.Thread(
+        target=lambda: done.append(
+            personalizer.adapt_now(AdaptParams(p=2, p_threshold=0.0, min_clips=2))
+        )
+    )
+    worker.start()
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while not any("adapt" in p.cmdline() for p in psutil.Process().children()):
+        assert worker.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)  # waiting for the child process to exist
+    state.forget_completed()  # the capture loop finished a "forget me" while the child runs
+    worker.join(timeout=300)
+    [result] = done
+    assert result.status == "rejected" and "forgotten" in result.reason  # type: ignore[attr-defined]
+    assert result.trainable == {}  # type: ignore[attr-defined]
+    home = BundleHome(bundle)
+    assert not home.active().manifest.personalized and not list(home.versions.glob("local-*"))
