@@ -28,7 +28,7 @@ from typing import Any
 
 from edge_node.adapt import AdaptParams, AdaptResult
 from edge_node.bundles import BundleHome
-from edge_node.children import ChildRun, adapt_in_child, install_central_in_child
+from edge_node.children import ChildError, ChildRun, adapt_in_child, install_central_in_child
 from edge_node.config import NodeConfig
 from edge_node.schedule import in_window, night_of
 from edge_node.state import FederationInfo, NodeState
@@ -68,6 +68,12 @@ class Personalizer(threading.Thread):
                 self._run_federated()
             else:
                 self._run_local()
+        except ChildError as exc:
+            if self.stop_event.is_set():  # the node is stopping: the child was stopped with it
+                log.info("personalizer stopped with the node (%s)", exc)
+                return
+            log.exception("personalizer stopped: %s", exc)
+            self.error = exc
         except BaseException as exc:  # surfaced by the service, never silent
             log.exception("personalizer stopped: %s", exc)
             self.error = exc
