@@ -293,6 +293,27 @@ class BundleHome:
             state.night_done = night
             self._write_state(state)
 
+    def adopt_legacy_memo(self, db: Path) -> bool:
+        """Fold an older node's ``<db>.personalizer.json`` (rounds and night done) into the state.
+
+        Renamed to ``.migrated`` afterwards, so it is read once; True when there was one.
+        """
+        legacy = Path(f"{db}.personalizer.json")
+        try:
+            data = json.loads(legacy.read_text())
+        except (OSError, ValueError):
+            return False
+        rounds = [int(r) for r in data.get("rounds_done", []) if isinstance(r, int)]
+        night = data.get("night_done") if isinstance(data.get("night_done"), str) else None
+        with self._locked():
+            state = self.read_state()
+            state.rounds_done = sorted(set(state.rounds_done) | set(rounds))[-ROUNDS_REMEMBERED:]
+            state.night_done = max(filter(None, (state.night_done, night)), default=None)
+            self._write_state(state)
+        legacy.rename(legacy.with_name(legacy.name + ".migrated"))
+        log.info("moved %s into %s", legacy, self.state_file)
+        return True
+
     def _prune(self, state: HomeState) -> None:
         """Keep the active, previous and central versions and the newest few others."""
         keep = {v for v in (state.active, state.previous, state.central) if v}

@@ -61,6 +61,7 @@ def nightly_adapt(
 ) -> AdaptResult | None:
     """Adapt once per night: None when tonight's adaptation already ran (node or timer)."""
     home = BundleHome(bundle)
+    home.adopt_legacy_memo(db)
     night = night_of(now, window_start)
     if home.night_done() == night:
         return None

@@ -58,6 +58,7 @@ class Personalizer(threading.Thread):
         self.lock = threading.Lock()  # one adaptation at a time
         self.fed: Any = None
         self.home = BundleHome(config.bundle)
+        self.home.adopt_legacy_memo(config.db)
         self.results: list[AdaptResult] = []
         self.children: list[ChildRun] = []  # every child run, with its peak RSS
         self.error: BaseException | None = None
