@@ -202,6 +202,16 @@ def test_each_bundle_is_verified_once_per_installed_version(
         real_verify(self)
 
     monkeypatch.setattr(Bundle, "verify", counting)
+    import vfer.bundle as vb
+
+    hashed: Counter[str] = Counter()
+    real_sha = vb.file_sha256
+
+    def counting_sha(path: Path) -> str:
+        hashed[str(path)] += 1
+        return real_sha(path)
+
+    monkeypatch.setattr(vb, "file_sha256", counting_sha)
     b = node_copy(central, tmp_path)
     db = tmp_path / "node.db"
     Models.load(b).close()  # the node starts on the provisioned (plain) bundle
@@ -210,10 +220,14 @@ def test_each_bundle_is_verified_once_per_installed_version(
         r = adapt(StoreClips(store), b, AdaptParams(min_clips=2))
     assert r.status == "adapted", r.reason
     home = BundleHome(b)
+    hashes_before = sum(hashed.values())
+    assert hashes_before and max(hashed.values()) <= 2  # written (hash), then verified once
     for _ in range(20):  # what the node and the personalizer do every clip / every 0.5 s
         Models.load(b).close()
         home.central()
         home.central_version()
+    assert sum(hashed.values()) == hashes_before  # reads hash no file
     home.rollback()
     home.rollback()
     assert len(verified) == 2 and set(verified.values()) == {1}, verified
+    assert sum(hashed.values()) == hashes_before
