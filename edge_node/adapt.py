@@ -19,11 +19,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from edge_node import bundles
+from edge_node.bundles import BundleHome
 from vfer import weights as wio
 from vfer.bundle import (
     BACKBONE,
@@ -33,10 +33,12 @@ from vfer.bundle import (
     VFER_WEIGHTS,
     Bundle,
     now_iso,
-    write_files,
 )
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.selection import select_clips
+
+if TYPE_CHECKING:
+    from edge_node.config import AdaptationConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,34 @@ class AdaptParams:
     min_clips: int = 4
     batch_size: int = 8
     seed: int = 0
+
+    @classmethod
+    def build(
+        cls, config: AdaptationConfig, round_settings: Any = None, **overrides: Any
+    ) -> AdaptParams:
+        """The one place parameters come from: node.yaml's ``adaptation``, then the federation
+        round's personalization settings (P, threshold, epochs, lr), then explicit overrides
+        (the command line's flags; ``None`` means not given)."""
+        values: dict[str, Any] = {
+            "p": config.p,
+            "p_threshold": config.p_threshold,
+            "epochs": config.epochs,
+            "lr": config.lr,
+            "min_clips": config.min_clips,
+        }
+        if round_settings is not None:
+            for name in ("p", "p_threshold", "epochs", "lr"):
+                values[name] = getattr(round_settings, name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def cli_args(self) -> list[str]:
+        """The same parameters as ``python -m edge_node adapt`` flags (the child process)."""
+        return [
+            "--p", str(self.p), "--p-threshold", repr(self.p_threshold),
+            "--epochs", str(self.epochs), "--lr", repr(self.lr),
+            "--min-clips", str(self.min_clips),
+        ]  # fmt: skip
 
 
 class ClipSource(Protocol):
@@ -90,7 +120,8 @@ class AdaptResult:
 def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptResult:
     """Run one personalization against ``bundle_path`` (a bundle folder or the node's managed link)."""
     t0 = time.perf_counter()
-    central = bundles.central_bundle(bundle_path)
+    home = BundleHome(bundle_path)
+    central = home.central()
     classes = central.classes
     ids, probs = source.candidates(classes)
     result = AdaptResult(
@@ -137,11 +168,11 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
     if not np.isfinite(tuned.loss_after) or not all(
         np.isfinite(a).all() for a in tuned.weights.values()
     ):
-        return _reject(result, bundle_path, central, "the fine-tuned head produced NaN or Inf", t0)
+        return _reject(result, home, central, "the fine-tuned head produced NaN or Inf", t0)
     if tuned.loss_after > tuned.loss_before:
         return _reject(
             result,
-            bundle_path,
+            home,
             central,
             f"the fine-tuned head fits the pseudo labels worse (loss {tuned.loss_after:.4f} > {tuned.loss_before:.4f})",
             t0,
@@ -149,18 +180,18 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
     result.trainable = {
         n: tuned.weights[n] for n in trainable_names(vfer_spec(central.num_classes))
     }
-    version = _write_personalized(bundle_path, central, tuned.weights, result)
-    old_step = bundles.load_active(bundle_path).file(VFER_STEP).read_bytes()
-    bundles.switch_to(bundle_path, version)
+    version = _write_personalized(home, central, tuned.weights, result)
+    old_step = home.active().file(VFER_STEP).read_bytes()
+    home.switch_to(version)
     result.new_version = version
-    result.step_changed = bundles.load_active(bundle_path).file(VFER_STEP).read_bytes() != old_step
+    result.step_changed = home.active().file(VFER_STEP).read_bytes() != old_step
     result.status = "adapted"
     result.reason = f"fine-tuned on {sel.count} clips"
     return _done(result, t0)
 
 
 def _write_personalized(
-    bundle_path: Path, central: Bundle, weights: dict[str, np.ndarray], result: AdaptResult
+    home: BundleHome, central: Bundle, weights: dict[str, np.ndarray], result: AdaptResult
 ) -> str:
     from vfer.export import vfer_step_tflite
 
@@ -173,9 +204,8 @@ def _write_personalized(
         VFER_STEP: vfer_step_tflite(weights),
         VFER_WEIGHTS: wio.to_bytes(weights),
     }
-    bundles.ensure_managed(bundle_path)
-    write_files(
-        bundles.new_version_path(bundle_path, version),
+    home.write_version(
+        version,
         files,
         classes=central.classes,
         head_version=version,
@@ -195,14 +225,14 @@ def _write_personalized(
 
 
 def _reject(
-    result: AdaptResult, bundle_path: Path, central: Bundle, why: str, t0: float
+    result: AdaptResult, home: BundleHome, central: Bundle, why: str, t0: float
 ) -> AdaptResult:
     log.warning("personalization rejected, keeping the central head: %s", why)
     result.status, result.reason = "rejected", why
-    active = bundles.load_active(bundle_path)
+    active = home.active()
     if active.bundle_id != central.bundle_id:
-        bundles.ensure_managed(bundle_path)
-        bundles.switch_to(bundle_path, central.path.name)
+        home.ensure_managed()
+        home.switch_to(central.path.name)
     return _done(result, t0)
 
 

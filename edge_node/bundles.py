@@ -1,4 +1,4 @@
-"""The node's bundles: the active one, the previous one (rollback) and the central base.
+"""The node's bundles and federation state, owned by one object: :class:`BundleHome`.
 
 The node is configured with one bundle path ``B``. Once the node manages versions, ``B`` is a
 symlink into ``B.versions/``, switched atomically (a new symlink renamed over the old one), so a
@@ -6,54 +6,66 @@ power cut leaves the old or the new bundle, never a broken one::
 
     bundle -> bundle.versions/local-20261126T030001-3f2a9c     (what the node runs)
     bundle.versions/
-      state.json            {"active": ..., "previous": ..., "central": ...} (atomic writes)
+      state.json            the one file that says what is installed (atomic writes, see HomeState)
+      .lock                 flock: the node, the adaptation child and the timer take turns
       central-r0-91ab02/     the central bundle personalization starts from
       local-20261126T030001-3f2a9c/
 
 A provisioned ``B`` that is still a plain folder is adopted on the first switch: it is moved into
 ``B.versions/`` and replaced by a symlink. ``state.json`` is written first, so if power fails
-between the two renames, :func:`resolve` re-creates the symlink from it.
+between the two renames, :meth:`BundleHome.resolve` re-creates the symlink from it.
+
+Verification: a version is verified in full (every sha256, K across heads and weights) once, when
+it is written or adopted, and its bundle id is recorded in ``state.json``. Reads after that parse
+the manifest and compare its hash with the recorded id, which is cheap. A folder the home did not
+install (a plain, unmanaged bundle) is verified once per process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vfer.atomic import atomic_write_text, fsync_dir
-from vfer.bundle import MANIFEST, Bundle, BundleError
+from vfer.bundle import MANIFEST, Bundle, BundleError, write_files
 
 log = logging.getLogger(__name__)
 KEEP_VERSIONS = 4
+ROUNDS_REMEMBERED = 50
+
+#: bundle ids verified in full by this process, by resolved folder (unmanaged bundles)
+_VERIFIED_HERE: dict[str, str] = {}
 
 
 @dataclass
 class HomeState:
+    """``state.json``: which versions are active, previous and central, and federation progress."""
+
     active: str | None = None
     previous: str | None = None
     central: str | None = None
+    #: federation version of the installed central (0: the provisioned bundle, never received)
+    central_version: int = 0
+    rounds_done: list[int] = field(default_factory=list)  # rounds this node has submitted for
+    night_done: str | None = None  # the night (YYYY-MM-DD) the nightly adaptation last ran
+    verified: dict[str, str] = field(default_factory=dict)  # version -> bundle id verified
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HomeState:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 def versions_dir(bundle: Path) -> Path:
     return bundle.parent / f"{bundle.name}.versions"
-
-
-def read_state(bundle: Path) -> HomeState:
-    p = versions_dir(bundle) / "state.json"
-    if not p.is_file():
-        return HomeState()
-    data = json.loads(p.read_text())
-    return HomeState(**{k: data.get(k) for k in ("active", "previous", "central")})
-
-
-def _write_state(bundle: Path, state: HomeState) -> None:
-    atomic_write_text(
-        versions_dir(bundle) / "state.json", json.dumps(asdict(state), indent=2) + "\n"
-    )
 
 
 def _crash_point(name: str) -> None:
@@ -64,125 +76,258 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def resolve(bundle: Path) -> Path:
-    """The folder the node should load for ``bundle``, repairing an interrupted switch."""
-    if bundle.is_symlink() or (bundle / MANIFEST).is_file():
-        return bundle.resolve()
-    state = read_state(bundle)
-    if not bundle.exists() and state.active and (versions_dir(bundle) / state.active).is_dir():
-        log.warning(
-            "bundle %s missing after an interrupted switch: restoring it to %s",
-            bundle,
-            state.active,
+class BundleHome:
+    """The bundle path ``B``, its versions folder and ``state.json``; see the module docstring."""
+
+    def __init__(self, bundle: str | os.PathLike[str]) -> None:
+        self.link = Path(bundle)
+        self.versions = versions_dir(self.link)
+        self.state_file = self.versions / "state.json"
+
+    # -- state ------------------------------------------------------------------------------
+    def read_state(self) -> HomeState:
+        if not self.state_file.is_file():
+            return HomeState()
+        return HomeState.from_json(json.loads(self.state_file.read_text()))
+
+    def _write_state(self, state: HomeState) -> None:
+        self.versions.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.state_file, json.dumps(asdict(state), indent=2) + "\n")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes (node, adaptation child, nightly timer)."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        with open(self.versions / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- reading ------------------------------------------------------------------------------
+    def resolve(self) -> Path:
+        """The folder the node should load, repairing an interrupted switch."""
+        bundle = self.link
+        if bundle.is_symlink() or (bundle / MANIFEST).is_file():
+            return bundle.resolve()
+        state = self.read_state()
+        if not bundle.exists() and state.active and (self.versions / state.active).is_dir():
+            log.warning(
+                "bundle %s missing after an interrupted switch: restoring it to %s",
+                bundle,
+                state.active,
+            )
+            self._point(state.active)
+            return bundle.resolve()
+        raise BundleError(
+            f"{bundle}: no model bundle here (make one with `python -m training export-bundle`)"
         )
-        _point(bundle, state.active)
-        return bundle.resolve()
-    raise BundleError(
-        f"{bundle}: no model bundle here (make one with `python -m training export-bundle`)"
-    )
 
+    def open(self, folder: str | os.PathLike[str]) -> Bundle:
+        """The bundle in ``folder``: verified in full only if nobody has verified it before."""
+        path = Path(os.path.realpath(folder))
+        bundle = Bundle.load(path, verify=False)  # parses the manifest and hashes it
+        mine = path.parent == Path(os.path.realpath(self.versions))
+        recorded = self.read_state().verified.get(path.name) if mine else None
+        if bundle.bundle_id in (recorded, _VERIFIED_HERE.get(str(path))):
+            return bundle
+        bundle.verify()
+        _VERIFIED_HERE[str(path)] = bundle.bundle_id
+        return bundle
 
-def load_active(bundle: Path) -> Bundle:
-    return Bundle.load(resolve(bundle))
+    def active(self) -> Bundle:
+        return self.open(self.resolve())
 
+    def central(self) -> Bundle:
+        """The central bundle personalization starts from (the active one if none is recorded)."""
+        state = self.read_state()
+        if state.central and (self.versions / state.central).is_dir():
+            return self.open(self.versions / state.central)
+        return self.active()
 
-def _point(bundle: Path, version: str) -> None:
-    tmp = bundle.parent / f".{bundle.name}.link-tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(Path(versions_dir(bundle).name) / version, tmp)
-    os.replace(tmp, bundle)
-    fsync_dir(bundle.parent)
+    def central_version(self) -> int:
+        return self.read_state().central_version
 
+    # -- writing ------------------------------------------------------------------------------
+    def write_version(
+        self, name: str, files: Mapping[str, bytes | Path], **manifest: Any
+    ) -> Bundle:
+        """Write a new version folder (verified once, here) and record it; not yet active."""
+        self.ensure_managed()
+        bundle = write_files(self.versions / name, files, **manifest)  # verifies it
+        with self._locked():
+            state = self.read_state()
+            state.verified[name] = bundle.bundle_id
+            self._write_state(state)
+        return bundle
 
-def _adopt(bundle: Path) -> str:
-    """Move a plain bundle folder into the versions folder; returns its version name."""
-    b = Bundle.load(bundle)
-    name = f"{b.manifest.head_version}-{b.bundle_id[:6]}"
-    vdir = versions_dir(bundle)
-    vdir.mkdir(exist_ok=True)
-    state = read_state(bundle)
-    state.active = name
-    state.central = state.central or (name if not b.manifest.personalized else None)
-    _write_state(bundle, state)
-    _crash_point("adopt-before-move")
-    os.rename(bundle, vdir / name)
-    _crash_point("adopt-after-move")
-    _point(bundle, name)
-    return name
+    def has_version(self, name: str) -> bool:
+        return (self.versions / name).is_dir()
 
+    def ensure_managed(self) -> HomeState:
+        """Make ``B`` a managed symlink (adopting a plain folder) and return the state."""
+        self.resolve()
+        with self._locked():
+            if not self.link.is_symlink():
+                self._adopt()
+            state = self.read_state()
+            if state.active is None:
+                state.active = Path(os.readlink(self.link)).name
+                self._write_state(state)
+        return state
 
-def ensure_managed(bundle: Path) -> HomeState:
-    """Make ``bundle`` a managed symlink (adopting a plain folder) and return the state."""
-    resolve(bundle)
-    if not bundle.is_symlink():
-        _adopt(bundle)
-    state = read_state(bundle)
-    if state.active is None:
-        state.active = Path(os.readlink(bundle)).name
-        _write_state(bundle, state)
-    return state
+    def _adopt(self) -> str:
+        """Move a plain bundle folder into the versions folder; returns its version name."""
+        b = self.open(self.link)  # verified in full once (not again if this process did)
+        name = f"{b.manifest.head_version}-{b.bundle_id[:6]}"
+        state = self.read_state()
+        state.active = name
+        if not b.manifest.personalized and state.central is None:
+            state.central = name
+            state.central_version = int(b.manifest.notes.get("central_version", "0"))
+        state.verified[name] = b.bundle_id
+        self._write_state(state)
+        _crash_point("adopt-before-move")
+        os.rename(self.link, self.versions / name)
+        _crash_point("adopt-after-move")
+        self._point(name)
+        return name
 
+    def _point(self, version: str) -> None:
+        tmp = self.link.parent / f".{self.link.name}.link-tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path(self.versions.name) / version, tmp)
+        os.replace(tmp, self.link)
+        fsync_dir(self.link.parent)
 
-def central_bundle(bundle: Path) -> Bundle:
-    """The central bundle personalization starts from (the active one if none is recorded)."""
-    state = read_state(bundle)
-    if state.central and (versions_dir(bundle) / state.central).is_dir():
-        return Bundle.load(versions_dir(bundle) / state.central)
-    return load_active(bundle)
+    def switch_to(
+        self, version: str, *, central: bool = False, central_version: int | None = None
+    ) -> None:
+        """Atomically make ``B.versions/<version>`` active; the old one becomes previous."""
+        self.ensure_managed()
+        self.open(self.versions / version)  # never switch to something that does not verify
+        with self._locked():
+            state = self.read_state()
+            state.previous, state.active = state.active, version
+            if central:
+                state.central = version
+                if central_version is not None:
+                    state.central_version = central_version
+            self._write_state(state)
+            _crash_point("switch-before-link")
+            self._point(version)
+            self._prune(state)
+        log.info("bundle %s now -> %s (previous %s)", self.link, version, state.previous)
 
+    def set_central(self, version: str, central_version: int) -> None:
+        """Record a newer central as the next personalization's base (display unchanged)."""
+        self.ensure_managed()
+        self.open(self.versions / version)
+        with self._locked():
+            state = self.read_state()
+            state.central, state.central_version = version, central_version
+            self._write_state(state)
+            self._prune(state)
 
-def new_version_path(bundle: Path, name: str) -> Path:
-    vdir = versions_dir(bundle)
-    vdir.mkdir(parents=True, exist_ok=True)
-    return vdir / name
+    def rollback(self) -> str:
+        """Go back to the previous bundle; returns the version now active."""
+        state = self.ensure_managed()
+        if not state.previous or not (self.versions / state.previous).is_dir():
+            raise BundleError(f"{self.link}: no previous bundle to roll back to")
+        target = state.previous
+        self.switch_to(target)
+        return target
 
+    def forget_personalized(self, why: str) -> list[str]:
+        """Drop every personalized head (all were built from clips that are now forgotten).
 
-def switch_to(bundle: Path, version: str, *, central: bool = False) -> None:
-    """Atomically make ``B.versions/<version>`` the active bundle; the old one becomes previous."""
-    state = ensure_managed(bundle)
-    target = versions_dir(bundle) / version
-    Bundle.load(target)  # never switch to something that does not verify
-    state.previous, state.active = state.active, version
-    if central:
-        state.central = version
-    _write_state(bundle, state)
-    _crash_point("switch-before-link")
-    _point(bundle, version)
-    log.info("bundle %s now -> %s (previous %s)", bundle, version, state.previous)
-    _prune(bundle, state)
+        The display goes back to the central head, and the personalized version folders are
+        deleted, so neither ``previous`` nor a rollback can bring one back. Returns the versions
+        dropped. A plain (unmanaged) bundle is never personalized: nothing to do.
+        """
+        if not self.link.is_symlink():
+            return []
+        state = self.read_state()
+        if self.active().manifest.personalized:
+            if not state.central or not (self.versions / state.central).is_dir():
+                raise BundleError(f"{self.link}: no central bundle to go back to")
+            self.switch_to(state.central)
+        dropped = []
+        with self._locked():
+            state = self.read_state()
+            for folder in sorted(p for p in self.versions.iterdir() if p.is_dir()):
+                if folder.name.startswith(".") or folder.name in (state.active, state.central):
+                    continue
+                try:
+                    personalized = Bundle.load(folder, verify=False).manifest.personalized
+                except BundleError:
+                    personalized = True  # unreadable: it goes too
+                if personalized:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    state.verified.pop(folder.name, None)
+                    dropped.append(folder.name)
+            if state.previous in dropped:
+                state.previous = None
+            self._write_state(state)
+        if dropped:
+            log.info("forgot personalized heads %s (%s); showing %s", dropped, why, state.active)
+        return dropped
 
+    # -- federation progress (was <db>.personalizer.json) ---------------------------------------
+    def rounds_done(self) -> list[int]:
+        return self.read_state().rounds_done
 
-def set_central(bundle: Path, version: str) -> None:
-    """Record a newer central bundle as the base for the next personalization (display unchanged)."""
-    state = ensure_managed(bundle)
-    Bundle.load(versions_dir(bundle) / version)
-    state.central = version
-    _write_state(bundle, state)
-    _prune(bundle, state)
+    def mark_round_done(self, round_id: int) -> None:
+        with self._locked():
+            state = self.read_state()
+            state.rounds_done = [*state.rounds_done, round_id][-ROUNDS_REMEMBERED:]
+            self._write_state(state)
 
+    def night_done(self) -> str | None:
+        return self.read_state().night_done
 
-def rollback(bundle: Path) -> str:
-    """Go back to the previous bundle; returns the version now active."""
-    state = ensure_managed(bundle)
-    if not state.previous or not (versions_dir(bundle) / state.previous).is_dir():
-        raise BundleError(f"{bundle}: no previous bundle to roll back to")
-    target = state.previous
-    switch_to(bundle, target)
-    return target
+    def mark_night_done(self, night: str) -> None:
+        with self._locked():
+            state = self.read_state()
+            state.night_done = night
+            self._write_state(state)
 
+    def adopt_legacy_memo(self, db: Path) -> bool:
+        """Fold an older node's ``<db>.personalizer.json`` (rounds and night done) into the state.
 
-def _prune(bundle: Path, state: HomeState) -> None:
-    """Keep the active, previous and central versions and the newest few others."""
-    vdir = versions_dir(bundle)
-    keep = {v for v in (state.active, state.previous, state.central) if v}
-    others = sorted(
-        (
-            p
-            for p in vdir.iterdir()
-            if p.is_dir() and p.name not in keep and not p.name.startswith(".")
-        ),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    for old in others[KEEP_VERSIONS:]:
-        shutil.rmtree(old, ignore_errors=True)
+        Renamed to ``.migrated`` afterwards, so it is read once; True when there was one.
+        """
+        legacy = Path(f"{db}.personalizer.json")
+        try:
+            data = json.loads(legacy.read_text())
+        except (OSError, ValueError):
+            return False
+        rounds = [int(r) for r in data.get("rounds_done", []) if isinstance(r, int)]
+        night = data.get("night_done") if isinstance(data.get("night_done"), str) else None
+        with self._locked():
+            state = self.read_state()
+            state.rounds_done = sorted(set(state.rounds_done) | set(rounds))[-ROUNDS_REMEMBERED:]
+            state.night_done = max(filter(None, (state.night_done, night)), default=None)
+            self._write_state(state)
+        legacy.rename(legacy.with_name(legacy.name + ".migrated"))
+        log.info("moved %s into %s", legacy, self.state_file)
+        return True
+
+    def _prune(self, state: HomeState) -> None:
+        """Keep the active, previous and central versions and the newest few others."""
+        keep = {v for v in (state.active, state.previous, state.central) if v}
+        others = sorted(
+            (
+                p
+                for p in self.versions.iterdir()
+                if p.is_dir() and p.name not in keep and not p.name.startswith(".")
+            ),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in others[KEEP_VERSIONS:]:
+            shutil.rmtree(old, ignore_errors=True)
+            state.verified.pop(old.name, None)
+        if len(others) > KEEP_VERSIONS:
+            self._write_state(state)

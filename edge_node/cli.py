@@ -105,7 +105,7 @@ def _check_fleet_classes(config: Any) -> None:
     if config.classes is None:
         return
     try:
-        found = Bundle.load(bundles.resolve(config.bundle), verify=False).classes
+        found = Bundle.load(bundles.BundleHome(config.bundle).resolve(), verify=False).classes
     except (BundleError, OSError):
         return  # no bundle yet: the service says so with its own message
     check_bundle_classes(config, found)
@@ -182,9 +182,19 @@ def ingest_cmd(
 @cli.command("forget")
 @click.option("--all", "everything", is_flag=True, help="delete every clip (required)")
 @click.option("--db", required=True, type=_PATH, help="SQLite database of clips")
+@click.option(
+    "--bundle",
+    type=_PATH,
+    help="the node's bundle: also drop every personalized head (built from those clips)",
+)
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-def forget_cmd(everything: bool, db: Path, yes: bool) -> None:
-    """Delete every stored clip and VACUUM the database."""
+def forget_cmd(everything: bool, db: Path, bundle: Path | None, yes: bool) -> None:
+    """Delete every stored clip and VACUUM the database (and the personalized heads with --bundle).
+
+    An update already sent to the aggregator cannot be recalled: it is averaged into the fleet's
+    central model.
+    """
+    from edge_node.bundles import BundleHome
     from edge_node.store import ClipStore
 
     if not everything:
@@ -197,6 +207,9 @@ def forget_cmd(everything: bool, db: Path, yes: bool) -> None:
             click.confirm(f"Delete all {n} clips in {db}?", abort=True)
         store.delete_all()
         click.echo(f"deleted {n} clips; {db} is {store.size_bytes():,} bytes")
+    if bundle is not None:
+        dropped = BundleHome(bundle).forget_personalized("forget --all")
+        click.echo(f"dropped {len(dropped)} personalized heads; the central head is active")
 
 
 @cli.command("config-reference")

@@ -6,37 +6,9 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
-from edge_node import bundles
-from edge_node.adapt import AdaptParams, AdaptResult, adapt
-from edge_node.store import ClipStore
-from vfer.cli import UserError
-
-
-class StoreClips:
-    """The clip store as adaptation's :class:`edge_node.adapt.ClipSource`."""
-
-    def __init__(self, store: ClipStore) -> None:
-        self.store = store
-
-    def candidates(self, classes: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
-        rows = [r for r in self.store.clips() if r.classes == classes]
-        if not rows:
-            return [], np.zeros((0, len(classes)), np.float32)
-        return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
-
-    def frame_embeddings(self, clip_id: int) -> np.ndarray:
-        return self.store.frame_embeddings(clip_id)
-
-
-def run_adapt(db: Path, bundle: Path, params: AdaptParams) -> AdaptResult:
-    if not db.is_file():
-        raise UserError(
-            f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
-        )
-    with ClipStore(db) as store:
-        return adapt(StoreClips(store), bundle, params)
+from edge_node.adapt import AdaptParams, AdaptResult
+from edge_node.bundles import BundleHome
 
 
 def print_result(r: AdaptResult) -> None:
@@ -97,30 +69,23 @@ def adapt_cmd(
 ) -> None:
     """Personalize v once from the stored clips (the nightly job) and switch to the new bundle."""
     from edge_node.config import load_node_config
+    from edge_node.jobs import nightly_adapt, run_adapt
 
     cfg = load_node_config(config_path, db=db, bundle=bundle)
-    a = cfg.adaptation
-    params = AdaptParams(
-        p=a.p if p is None else p,
-        p_threshold=a.p_threshold if p_threshold is None else p_threshold,
-        epochs=a.epochs if epochs is None else epochs,
-        lr=a.lr if lr is None else lr,
-        min_clips=a.min_clips if min_clips is None else min_clips,
+    params = AdaptParams.build(
+        cfg.adaptation, p=p, p_threshold=p_threshold, epochs=epochs, lr=lr, min_clips=min_clips
     )
     if nightly:
         from datetime import datetime
 
-        from edge_node.personalizer import load_memo, save_memo, tonight
-
-        memo = load_memo(cfg.db)
-        night = tonight(datetime.now(), a.window_start)
-        if memo.get("night_done") == night:
-            click.echo(f"tonight ({night}) is already done: not adapting again")
+        result = nightly_adapt(
+            cfg.db, cfg.bundle, params, cfg.adaptation.window_start, datetime.now()
+        )
+        if result is None:
+            click.echo("tonight is already done: not adapting again")
             return
-    result = run_adapt(cfg.db, cfg.bundle, params)
-    if nightly and result.status != "skipped":
-        memo["night_done"] = night
-        save_memo(cfg.db, memo)
+    else:
+        result = run_adapt(cfg.db, cfg.bundle, params)
     if as_json:
         click.echo(json.dumps(result.summary()))
     else:
@@ -136,14 +101,15 @@ def model_group() -> None:
 @click.option("--bundle", required=True, type=click.Path(path_type=Path))
 def model_status(bundle: Path) -> None:
     """Which bundle is active, which is previous, which is the central base."""
-    active = bundles.load_active(bundle)
-    m = active.manifest
+    home = BundleHome(bundle)
+    m = home.active().manifest
     click.echo(
         f"active: {m.head_version} (round {m.federation_round}, personalized {m.personalized})"
     )
-    state = bundles.read_state(bundle)
+    state = home.read_state()
     click.echo(
-        f"previous: {state.previous or '-'}; central base: {state.central or m.head_version}"
+        f"previous: {state.previous or '-'}; central base: {state.central or m.head_version} "
+        f"(federation v{state.central_version})"
     )
 
 
@@ -151,5 +117,27 @@ def model_status(bundle: Path) -> None:
 @click.option("--bundle", required=True, type=click.Path(path_type=Path))
 def model_rollback(bundle: Path) -> None:
     """Go back to the previous bundle (the node picks it up at its next clip)."""
-    now = bundles.rollback(bundle)
+    now = BundleHome(bundle).rollback()
     click.echo(f"active bundle is now {now}")
+
+
+@model_group.command("install-central")
+@click.option("--bundle", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--weights",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="v's trainable weights (safetensors), already verified by the node",
+)
+@click.option("--version", "version", required=True, type=click.IntRange(min=1, max=2**53))
+@click.option("--round", "round_id", required=True, type=click.IntRange(min=0, max=2**53))
+@click.option("--classes", required=True, help="the central's classes, comma-separated")
+def model_install_central(
+    bundle: Path, weights: Path, version: int, round_id: int, classes: str
+) -> None:
+    """Write a central v the node has verified as a new bundle version (the node runs this)."""
+    from edge_node.jobs import install_central
+    from vfer import weights as wio
+
+    name = install_central(bundle, version, round_id, tuple(classes.split(",")), wio.load(weights))
+    click.echo(f"central v{version} installed as {name}")

@@ -59,6 +59,14 @@ class FaceConfig(_Section):
     select: Literal["largest", "tracked"] = Field(
         "largest", description="several faces: the largest, or the one nearest the previous face"
     )
+    detect_every: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="run the detector every N frames and follow the box in between (1: every "
+        "frame); a lost box is detected again at once. 4 keeps 99% of g's per-frame predictions "
+        "(docs/performance.md)",
+    )
 
 
 class ClipConfig(_Section):
@@ -227,6 +235,15 @@ class DeploymentConfig(_Section):
         return v
 
 
+class ForgetConfig(_Section):
+    pause_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="after 'forget me', recording stays paused this long (the visitor can leave)",
+    )
+
+
 class NodeConfig(_Section):
     """Everything one edge node needs; see docs/config.md."""
 
@@ -241,6 +258,10 @@ class NodeConfig(_Section):
     )
     db: Path = Field(Path("fedvfer.db"), description="SQLite database of clips")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    overlap_stages: bool = Field(
+        True,
+        description="decode and detect the next frame in a thread while f, g and v run on this one",
+    )
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")  # type: ignore[arg-type]
     face: FaceConfig = Field(default_factory=FaceConfig, description="face detection")  # type: ignore[arg-type]
     clips: ClipConfig = Field(default_factory=ClipConfig, description="clip segmentation")  # type: ignore[arg-type]
@@ -257,6 +278,9 @@ class NodeConfig(_Section):
     deployment: DeploymentConfig = Field(
         default_factory=DeploymentConfig,
         description="where the kiosk stands and what it tells people",
+    )  # type: ignore[arg-type]
+    forget: ForgetConfig = Field(
+        default_factory=ForgetConfig, description="what 'forget me' does besides deleting clips"
     )  # type: ignore[arg-type]
 
     @field_validator("node_id")

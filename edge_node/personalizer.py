@@ -10,112 +10,31 @@ One thread beside the capture loop, sharing its stop event:
 With federation on, it also installs every newer *verified* central v as a new bundle version:
 the base of the next personalization, and what the display shows while it is not personalized.
 The display keeps its personalized head otherwise (the paper's point).
+
+Both jobs need TensorFlow, so both run in a child process (:mod:`edge_node.children`): this
+process, the capture process, never imports it. Which central is installed, which rounds were
+submitted and which night was done live in the bundle home's ``state.json``
+(:class:`~edge_node.bundles.BundleHome`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from edge_node import bundles
 from edge_node.adapt import AdaptParams, AdaptResult
+from edge_node.bundles import BundleHome
+from edge_node.children import ChildError, ChildRun, adapt_in_child, install_central_in_child
 from edge_node.config import NodeConfig
 from edge_node.schedule import in_window, night_of
 from edge_node.state import FederationInfo, NodeState
-from vfer import weights as wio
-from vfer.bundle import (
-    BACKBONE,
-    IFER_TFLITE,
-    IFER_WEIGHTS,
-    VFER_STEP,
-    VFER_WEIGHTS,
-    Bundle,
-    write_files,
-)
 
 log = logging.getLogger(__name__)
 RETRY_S = 10.0
-
-
-def central_version(bundle: Bundle) -> int:
-    """The federation version of a central bundle (0: never received from an aggregator)."""
-    return int(bundle.manifest.notes.get("central_version", "0"))
-
-
-def install_central(
-    bundle_path: Path,
-    version: int,
-    round_id: int,
-    classes: tuple[str, ...],
-    trainable: dict[str, Any],
-) -> str:
-    """Write a verified central v as a new bundle version and make it the personalization base.
-
-    The node keeps BatchNorm statistics from its current central bundle (they never travel).
-    """
-    from vfer.export import vfer_step_tflite
-
-    base = bundles.central_bundle(bundle_path)
-    if base.classes != tuple(classes):
-        raise ValueError(
-            f"central v has classes {list(classes)}, this node's bundle {list(base.classes)}"
-        )
-    full = base.vfer_weights()
-    full.update({n: a.astype("float32") for n, a in trainable.items()})
-    name = f"central-v{version}"
-    target = bundles.new_version_path(bundle_path, name)
-    if not target.exists():
-        bundles.ensure_managed(bundle_path)
-        write_files(
-            target,
-            {
-                BACKBONE: base.file(BACKBONE),
-                IFER_TFLITE: base.file(IFER_TFLITE),
-                IFER_WEIGHTS: base.file(IFER_WEIGHTS),
-                VFER_STEP: vfer_step_tflite(full),
-                VFER_WEIGHTS: wio.to_bytes(full),
-            },
-            classes=base.classes,
-            head_version=name,
-            federation_round=round_id,
-            personalized=False,
-            parent=base.manifest.head_version,
-            notes={"central_version": str(version)},
-        )
-    if bundles.load_active(bundle_path).manifest.personalized:
-        bundles.set_central(bundle_path, name)  # keep showing the personalized head
-    else:
-        bundles.switch_to(bundle_path, name, central=True)
-    log.info("installed central v%d (round %d) as %s", version, round_id, name)
-    return name
-
-
-def memo_path(db: Path) -> Path:
-    """Where the node remembers which night and which rounds it has personalized for."""
-    return Path(f"{db}.personalizer.json")
-
-
-def load_memo(db: Path) -> dict[str, Any]:
-    try:
-        return {"rounds_done": [], "night_done": None, **json.loads(memo_path(db).read_text())}
-    except (OSError, ValueError):
-        return {"rounds_done": [], "night_done": None}
-
-
-def save_memo(db: Path, memo: dict[str, Any]) -> None:
-    from vfer.atomic import atomic_write_text
-
-    atomic_write_text(memo_path(db), json.dumps(memo))
-
-
-def tonight(now: datetime, window_start: str) -> str:
-    return night_of(now, window_start)
 
 
 class Personalizer(threading.Thread):
@@ -138,12 +57,11 @@ class Personalizer(threading.Thread):
         self.busy = busy or (lambda: state.snapshot().recording)
         self.lock = threading.Lock()  # one adaptation at a time
         self.fed: Any = None
-        self._memo = load_memo(config.db)
+        self.home = BundleHome(config.bundle)
+        self.home.adopt_legacy_memo(config.db)
         self.results: list[AdaptResult] = []
+        self.children: list[ChildRun] = []  # every child run, with its peak RSS
         self.error: BaseException | None = None
-
-    def _save_memo(self) -> None:
-        save_memo(self.config.db, self._memo)
 
     def run(self) -> None:
         try:
@@ -151,29 +69,32 @@ class Personalizer(threading.Thread):
                 self._run_federated()
             else:
                 self._run_local()
+        except ChildError as exc:
+            if self.stop_event.is_set():  # the node is stopping: the child was stopped with it
+                log.info("personalizer stopped with the node (%s)", exc)
+                return
+            log.exception("personalizer stopped: %s", exc)
+            self.error = exc
         except BaseException as exc:  # surfaced by the service, never silent
             log.exception("personalizer stopped: %s", exc)
             self.error = exc
 
-    def _params(self, override: Any = None) -> AdaptParams:
-        a = self.config.adaptation
-        if override is not None:
-            return AdaptParams(
-                p=override.p,
-                p_threshold=override.p_threshold,
-                epochs=override.epochs,
-                lr=override.lr,
-                min_clips=a.min_clips,
-            )
-        return AdaptParams(
-            p=a.p, p_threshold=a.p_threshold, epochs=a.epochs, lr=a.lr, min_clips=a.min_clips
-        )
-
     def adapt_now(self, params: AdaptParams) -> AdaptResult:
-        from edge_node.cli_adapt import run_adapt
-
+        """One personalization, in a child process; the capture loop picks up the new bundle."""
         with self.lock:
-            result = run_adapt(self.config.db, self.config.bundle, params)
+            forgets = self.state.forget_generation
+            result, run = adapt_in_child(
+                self.config.db, self.config.bundle, params, stop=self.stop_event
+            )
+            if self.state.forget_generation != forgets and result.status == "adapted":
+                # "forget me" came while the child ran: its head was built from forgotten clips
+                self.home.forget_personalized("forget me during adaptation")
+                result.status, result.reason, result.trainable = (
+                    "rejected",
+                    "the clips were forgotten while adapting",
+                    {},
+                )
+        self.children.append(run)
         self.results.append(result)
         if result.status == "adapted":
             self.state.update(last_adaptation=datetime.now().isoformat(timespec="seconds"))
@@ -188,12 +109,11 @@ class Personalizer(threading.Thread):
 
     def _run_local(self) -> None:
         while not self.stop_event.wait(5.0):
-            self._memo = load_memo(self.config.db)  # the nightly timer may have run meanwhile
-            if self._window_open() and self._memo.get("night_done") != self._tonight():
-                result = self.adapt_now(self._params())
+            # the nightly timer may have run meanwhile: the home's state says
+            if self._window_open() and self.home.night_done() != self._tonight():
+                result = self.adapt_now(AdaptParams.build(self.config.adaptation))
                 if result.status != "skipped":
-                    self._memo["night_done"] = self._tonight()
-                    self._save_memo()
+                    self.home.mark_night_done(self._tonight())
 
     def _run_federated(self) -> None:
         from edge_node.federation import FederationClient, NodeUpdate
@@ -204,17 +124,20 @@ class Personalizer(threading.Thread):
             self.fed = fed
             next_try = 0.0
             while not self.stop_event.wait(0.5):
-                mine = central_version(bundles.central_bundle(cfg.bundle))
+                mine = self.home.central_version()  # state.json: no bundle is re-verified
                 central = fed.latest_central()
                 if central is not None and central.version > mine:
-                    install_central(
-                        cfg.bundle,
-                        central.version,
-                        central.round_id,
-                        central.classes,
-                        central.weights,
+                    self.children.append(
+                        install_central_in_child(
+                            cfg.bundle,
+                            central.version,
+                            central.round_id,
+                            central.classes,
+                            central.weights,
+                            stop=self.stop_event,
+                        )
                     )
-                    mine = central.version
+                    mine = self.home.central_version()
                 rnd = fed.current_round()
                 self.state.update(
                     federation=FederationInfo(
@@ -224,14 +147,15 @@ class Personalizer(threading.Thread):
                         central_version=str(mine),
                     )
                 )
-                if rnd is None or rnd.state != "open" or rnd.round_id in self._memo["rounds_done"]:
+                if rnd is None or rnd.state != "open" or rnd.round_id in self.home.rounds_done():
                     continue
                 if rnd.base_version != mine or time.monotonic() < next_try:
                     continue  # wait for the round's central to arrive (or for the retry time)
                 trigger = cfg.adaptation.trigger
                 if (trigger == "window" and not self._window_open()) or self.busy():
                     continue  # outside the window, or a clip is being recorded right now
-                result = self.adapt_now(self._params(rnd.personalization))
+                params = AdaptParams.build(cfg.adaptation, rnd.personalization)
+                result = self.adapt_now(params)
                 if result.status != "adapted":
                     log.info(
                         "round %d: not submitting (%s); retrying in %.0f s",
@@ -259,7 +183,6 @@ class Personalizer(threading.Thread):
                     rnd.round_id,
                     sum(result.selected_per_class.values()),
                 )
-                self._memo["rounds_done"] = [*self._memo["rounds_done"], rnd.round_id][-50:]
+                self.home.mark_round_done(rnd.round_id)
                 if trigger == "window":
-                    self._memo["night_done"] = self._tonight()
-                self._save_memo()
+                    self.home.mark_night_done(self._tonight())

@@ -5,12 +5,18 @@ frame, feeds the pure :class:`~edge_node.segmenter.Segmenter`, buffers the open 
 hands a finished one to the store in a single transaction (so there is never a half-written
 clip), and keeps the kiosk's :class:`~edge_node.state.NodeState` current. At the start of every
 clip it checks whether the bundle changed on disk (resolved path + manifest mtime) and reloads.
+
+Each frame goes through two stages with typed results: :meth:`Pipeline.detect` (stage A: the
+face, :class:`Detected`) and :meth:`Pipeline.infer` (stage B: f, g, v, clips, :class:`FrameResult`).
+:meth:`Pipeline.process` runs both in turn; :mod:`edge_node.stages` runs stage A (with decoding)
+in a thread one frame ahead of stage B, with a bounded queue, and the same results.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_node.bundles import BundleHome
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import ModelInfo, NodeState
@@ -56,7 +63,7 @@ class Models:
     @classmethod
     def load(cls, path: str | os.PathLike[str], num_threads: int = 2) -> Models:
         fingerprint = bundle_fingerprint(path)
-        bundle = Bundle.load(fingerprint[0])
+        bundle = BundleHome(path).open(fingerprint[0])  # verified once per installed version
         return cls(
             bundle,
             Backbone.from_path(bundle.file(BACKBONE), num_threads),
@@ -86,6 +93,7 @@ class PipelineOptions:
     preview: bool = False  # encode JPEG previews for the kiosk
     preview_fps: float = 15.0
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
+    forget_pause_s: float = 60.0  # no recording this long after "forget me"
 
 
 @dataclass
@@ -98,6 +106,27 @@ class _OpenClip:
     embeddings: list[np.ndarray] = field(default_factory=list)
     ifer: list[np.ndarray] = field(default_factory=list)
     thumbs: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Detected:
+    """Stage A's result for one frame (:meth:`Pipeline.detect`)."""
+
+    frame: Frame
+    face: FaceCrop | None
+    forget: bool = False  # "forget me" was asked before this frame: stage B does it first
+
+
+@dataclass
+class FrameResult:
+    """Stage B's result for one frame (:meth:`Pipeline.infer`); more heads add fields here."""
+
+    index: int
+    t: float
+    face: FaceCrop | None
+    embedding: np.ndarray | None = None  # f
+    ifer: np.ndarray | None = None  # g, this frame
+    vfer: np.ndarray | None = None  # v, the clip so far
 
 
 @dataclass
@@ -125,6 +154,8 @@ class Pipeline:
         self.models = models or Models.load(bundle_path)
         self.cropper, self.store, self.state, self.options = cropper, store, state, options
         self.segmenter = Segmenter(options.policy)
+        self._shadow = Segmenter(options.policy)  # stage A's copy (see detect)
+        self._forget_sent = threading.Event()
         self.counters = Counters()
         self.recording_suspended = False  # set when the disk is full
         self._clip: _OpenClip | None = None
@@ -138,33 +169,54 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FaceCrop | None:
         """One frame through the whole pipeline; returns the face crop it found, if any."""
-        if self.state.forget_requested.is_set():
-            self.forget()
-        self.counters.frames += 1
+        return self.infer(self.detect(frame)).face
+
+    def detect(self, frame: Frame) -> Detected:
+        """Stage A: find the face (decode happened in the source). Safe to run one frame ahead
+        of :meth:`infer` in another thread (:mod:`edge_node.stages`): it touches only the
+        cropper and its own copy of the segmenter, which sees the same frames in the same order
+        as :meth:`infer`'s, so the cropper is reset exactly where a clip ends."""
+        forget = self.state.forget_requested.is_set() and not self._forget_sent.is_set()
+        if forget:
+            self._forget_sent.set()  # cleared by infer once the forget is done
+            self._shadow.abandon()
+            self.cropper.reset()
+        if frame.cut:  # another file, or the loop started over: nothing to follow across it
+            self.cropper.reset()
         face = self.cropper.crop(frame.rgb)
+        if self._shadow.push(frame.index, frame.t, face is not None, cut=frame.cut).ended:
+            self.cropper.reset()  # a new clip looks for its face from scratch
+        return Detected(frame, face, forget)
+
+    def infer(self, d: Detected) -> FrameResult:
+        """Stage B: clip boundaries, f, g and v, the clip buffer, the store, the kiosk's state."""
+        frame, face = d.frame, d.face
+        if d.forget:
+            self._forget_store()
+        self.counters.frames += 1
         step = self.segmenter.push(frame.index, frame.t, face is not None, cut=frame.cut)
         if step.ended is not None:
             self._end_clip(step.ended)
         if step.started:
             self._start_clip(frame.t)
-        ifer = vfer = None
+        result = FrameResult(frame.index, frame.t, face)
         if face is not None:
             self.counters.face_frames += 1
             m = self._clip.models if self._clip is not None else self.models
-            embedding = m.backbone.embed(face.image)
-            ifer = m.ifer.predict_frame(embedding)
-            vfer = m.vfer.step(embedding)
+            result.embedding = embedding = m.backbone.embed(face.image)
+            result.ifer = m.ifer.predict_frame(embedding)
+            result.vfer = m.vfer.step(embedding)
             if step.in_clip and self._clip is not None:
-                self._add_frame(self._clip, frame.t, embedding, ifer, face)
-        if self._clip is not None and self.state.pause_requested.is_set():
+                self._add_frame(self._clip, frame.t, embedding, result.ifer, face)
+        if self._clip is not None and self.state.recording_paused():
             self._clip.recordable = False
-        self._publish(frame, face, ifer, vfer)
-        return face
+        self._publish(frame, face, result.ifer, result.vfer)
+        return result
 
     def _start_clip(self, t: float) -> None:
         self._maybe_reload()
         self.models.vfer.reset()
-        recordable = not (self.state.pause_requested.is_set() or self.recording_suspended)
+        recordable = not (self.state.recording_paused() or self.recording_suspended)
         self._clip = _OpenClip(time.time(), t, self.models, recordable)
         log.debug("clip started (recording: %s)", recordable)
 
@@ -181,7 +233,6 @@ class Pipeline:
 
     def _end_clip(self, seg: Segment) -> int | None:
         clip, self._clip = self._clip, None
-        self.cropper.reset()
         if clip is None:
             return None
         if len(clip.embeddings) != seg.face_frames:  # pragma: no cover - an invariant
@@ -228,6 +279,8 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of stream or shutdown: close the open clip (kept if long enough)."""
+        self._shadow.flush()
+        self.cropper.reset()
         seg = self.segmenter.flush()
         if seg is not None:
             self._end_clip(seg)
@@ -265,14 +318,30 @@ class Pipeline:
         self.state.update(model=new.info())
 
     def forget(self) -> None:
-        """Delete every clip (and the one being recorded), VACUUM, tell the kiosk."""
+        """Forget me, now (both stages): see :meth:`_forget_store`."""
+        self._shadow.abandon()
+        self.cropper.reset()
+        self._forget_store()
+
+    def _forget_store(self) -> None:
+        """Forget me: pause recording, delete every clip (and the one being recorded), VACUUM,
+        drop every personalized head (all were built from those clips), tell the kiosk."""
+        self.state.pause_after_forget(self.options.forget_pause_s)  # before anything is deleted
         self.segmenter.abandon()
         self._clip = None
         self.models.vfer.reset()
         n = self.store.delete_all()
-        log.info("forgot %s clips on request", n)
+        dropped = BundleHome(self.bundle_path).forget_personalized("forget me")
+        self._maybe_reload()  # show the central head from the next frame on
+        log.info(
+            "forgot %s clips and %s personalized heads on request; recording paused %.0f s",
+            n,
+            len(dropped),
+            self.options.forget_pause_s,
+        )
         self.state.update(clips_stored=0, recording=False, clip_frames=0)
-        self.state.forget_completed()
+        self.state.forget_completed()  # clears forget_requested first: stage A sends no second
+        self._forget_sent.clear()
 
     def retry_recording(self) -> None:
         if self.recording_suspended:
@@ -314,7 +383,7 @@ class Pipeline:
             face_box=box,
             frame_size=(pw, ph),
             recording=clip is not None and clip.recordable,
-            paused=self.state.pause_requested.is_set(),
+            paused=self.state.recording_paused(),
             clip_frames=len(clip.times) if clip is not None else 0,
             fps=round(self._fps, 1),
         )

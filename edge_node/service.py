@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +23,12 @@ from types import FrameType
 from typing import Any
 
 from edge_node.config import NodeConfig
-from edge_node.pipeline import Models, Pipeline, PipelineOptions
+from edge_node.pipeline import Detected, Models, Pipeline, PipelineOptions
 from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
-from edge_node.state import NodeState
+from edge_node.stages import detected_frames
+from edge_node.state import NodeState, ProcessInfo
 from edge_node.store import ClipStore
 from vfer.cli import UserError
 from vfer.faces import MODEL_URL, FaceCropper
@@ -72,6 +75,17 @@ def resolve_face_model(configured: Path | None, bundle: Path) -> Path:
     )
 
 
+def process_info() -> ProcessInfo:
+    """This process's memory and whether TensorFlow is loaded in it (the kiosk's /api/state)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux
+        rss = 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return ProcessInfo(os.getpid(), round(rss, 1), round(peak, 1), "tensorflow" in sys.modules)
+
+
 def retention_policy(config: NodeConfig) -> RetentionPolicy:
     r = config.retention
     return RetentionPolicy(r.max_age_days * DAY_S, r.max_bytes, r.thumbnail_max_age_days * DAY_S)
@@ -85,10 +99,10 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.set()  # first: logging from a signal handler can fail (a reentrant stderr write)
         log.info(
             "%s received: finishing the current frame and stopping", signal.Signals(signum).name
         )
-        stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -105,6 +119,15 @@ def _start_kiosk(state: NodeState, config: NodeConfig, stop: threading.Event) ->
         log.error("kiosk enabled but edge_node.kiosk is not available (%s); running headless", exc)
         return None
     return start_kiosk(state, config.kiosk, config.db, stop)
+
+
+def _stage_a(
+    source: FrameSource, pipeline: Pipeline, stop: threading.Event, overlap: bool
+) -> Iterator[Detected]:
+    """Decoded frames with their faces: in a thread one frame ahead, or in this thread."""
+    if overlap:
+        return detected_frames(source, pipeline, stop)
+    return (pipeline.detect(frame) for frame in source.frames(stop))
 
 
 def run_node(
@@ -128,12 +151,15 @@ def run_node(
         store.apply_retention(policy, time.time())
         models = Models.load(config.bundle)
         f = config.face
-        cropper = FaceCropper.from_path(face_model, f.min_confidence, f.margin, f.select)
+        cropper = FaceCropper.from_path(
+            face_model, f.min_confidence, f.margin, f.select, f.detect_every
+        )
         options = PipelineOptions(
             policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),
             preview=kiosk,
             preview_fps=config.kiosk.preview_fps,
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
+            forget_pause_s=config.forget.pause_s,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
         handle = None
@@ -147,12 +173,17 @@ def run_node(
         )
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
         next_retention = t_start + config.retention.check_every_s
+        next_process = t_start
+        state.update(process=process_info())
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)
-            for frame in source.frames(stop):
-                pipeline.process(frame)
+            for detected in _stage_a(source, pipeline, stop, config.overlap_stages):
+                pipeline.infer(detected)
                 now = time.monotonic()
+                if now >= next_process:
+                    next_process = now + 1.0
+                    state.update(process=process_info())
                 if now >= next_retention:
                     next_retention = now + config.retention.check_every_s
                     store.apply_retention(policy, time.time())

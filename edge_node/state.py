@@ -31,6 +31,16 @@ class FederationInfo:
 
 
 @dataclass(frozen=True)
+class ProcessInfo:
+    """The capture process itself, read from the process (``/proc/self``) about once a second."""
+
+    pid: int = 0
+    rss_mb: float = 0.0  # resident memory now
+    peak_rss_mb: float = 0.0
+    tensorflow_loaded: bool = False  # never true in the node: TensorFlow work runs in a child
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything the kiosk page shows, as plain data (``/api/state`` is its JSON)."""
 
@@ -47,6 +57,7 @@ class LiveState:
     model: ModelInfo = field(default_factory=ModelInfo)
     federation: FederationInfo = field(default_factory=FederationInfo)
     last_adaptation: str | None = None  # ISO time of the last successful personalization
+    process: ProcessInfo = field(default_factory=ProcessInfo)
     clips_stored: int = 0
     updated_at: float = 0.0
 
@@ -66,6 +77,7 @@ class NodeState:
         )  # set by the kiosk; the node deletes and clears it
         self.forget_done = threading.Condition(self._lock)
         self._forget_generation = 0
+        self._forget_pause_until = 0.0  # monotonic: no recording before this (after forget me)
 
     def update(self, **changes: Any) -> None:
         with self._lock:
@@ -78,8 +90,29 @@ class NodeState:
     def as_json(self) -> dict[str, Any]:
         snap = self.snapshot()
         data = asdict(snap)
-        data["paused"] = self.pause_requested.is_set()
+        data["paused"] = self.recording_paused()
+        data["forget_pause_s"] = round(self.forget_pause_left(), 1)
         return data
+
+    # -- pausing --------------------------------------------------------------------------
+    def pause_after_forget(self, seconds: float) -> None:
+        """No recording for ``seconds`` from now (set before the clips are deleted)."""
+        with self._lock:
+            self._forget_pause_until = time.monotonic() + seconds
+
+    def forget_pause_left(self) -> float:
+        with self._lock:
+            return max(0.0, self._forget_pause_until - time.monotonic())
+
+    def recording_paused(self) -> bool:
+        """Paused from the page, or still inside the pause that follows "forget me"."""
+        return self.pause_requested.is_set() or self.forget_pause_left() > 0
+
+    @property
+    def forget_generation(self) -> int:
+        """How many times "forget me" has completed (a job started before it must not count)."""
+        with self._lock:
+            return self._forget_generation
 
     def set_preview(self, jpeg: bytes) -> None:
         with self._lock:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_node import bundles
 from edge_node.adapt import AdaptParams, adapt
-from edge_node.cli_adapt import StoreClips
+from edge_node.bundles import BundleHome
+from edge_node.jobs import StoreClips
 from edge_node.store import ClipStore, NewClip
 from tests.support.bundles import build_bundle
 from vfer.bundle import VFER_STEP, Bundle, BundleError
@@ -81,14 +81,14 @@ def test_adapt_selects_per_rule_switches_and_rolls_back(central: Path, tmp_path:
     assert r.below_threshold == 4 and r.clips_total == 13
     assert r.loss_after is not None and r.loss_before is not None and r.loss_after <= r.loss_before
     assert b.is_symlink()
-    active = bundles.load_active(b)
+    active = BundleHome(b).active()
     assert active.manifest.personalized and active.manifest.parent == "central-r0"
     assert (active.path / VFER_STEP).read_bytes() != old_step and r.step_changed
     assert set(r.trainable) and sum(a.size for a in r.trainable.values()) == 208_452  # K=4
     # the next night starts again from the central v, not from last night's head
-    assert bundles.central_bundle(b).manifest.head_version == "central-r0"
-    assert bundles.rollback(b).startswith("central-r0")
-    assert (bundles.load_active(b).path / VFER_STEP).read_bytes() == old_step
+    assert BundleHome(b).central().manifest.head_version == "central-r0"
+    assert BundleHome(b).rollback().startswith("central-r0")
+    assert (BundleHome(b).active().path / VFER_STEP).read_bytes() == old_step
 
 
 def test_too_few_clips_is_skipped_and_says_so(central: Path, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_worse_fit_is_rejected_and_central_kept(central: Path, tmp_path: Path) -
         r = adapt(StoreClips(store), b, AdaptParams(lr=50.0, epochs=3, min_clips=2))
     assert r.status == "rejected", r.reason
     assert "worse" in r.reason or "NaN" in r.reason
-    assert bundles.load_active(b).manifest.head_version == "central-r0"
+    assert BundleHome(b).active().manifest.head_version == "central-r0"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -135,13 +135,13 @@ def test_kill_9_during_the_switch_leaves_a_bundle_that_verifies(
     fill_store(db, Bundle.load(b).bundle_id, confident={0: 3, 1: 3}, unsure=0)
     out = run_cli("adapt", "--db", str(db), "--bundle", str(b), env={"FEDVFER_CRASH_AT": crash_at})
     assert out.returncode == -signal.SIGKILL, out.stderr
-    loaded = bundles.load_active(b)  # repairs an interrupted adoption; verifies every hash
+    loaded = BundleHome(b).active()  # repairs an interrupted adoption; verifies every hash
     assert loaded.manifest.head_version.startswith(("central-r0", "local-"))
     # and the node can personalize again afterwards
     again = run_cli("adapt", "--db", str(db), "--bundle", str(b), "--json")
     assert again.returncode == 0, again.stderr
     assert '"status": "adapted"' in again.stdout
-    assert bundles.load_active(b).manifest.personalized
+    assert BundleHome(b).active().manifest.personalized
 
 
 def test_adapt_cli_prints_selection_and_model_rollback(central: Path, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_adapt_cli_prints_selection_and_model_rollback(central: Path, tmp_path: 
 
 def test_unmanaged_missing_bundle_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no model bundle"):
-        bundles.resolve(tmp_path / "nothing")
+        BundleHome(tmp_path / "nothing").resolve()
 
 
 def test_nightly_mode_runs_once_a_night(central: Path, tmp_path: Path) -> None:
@@ -184,3 +184,50 @@ def test_nightly_mode_runs_once_a_night(central: Path, tmp_path: Path) -> None:
     again = run_cli("adapt", "--config", str(cfg), "--nightly")
     assert again.returncode == 0 and "already done" in again.stdout
     assert len(list((tmp_path / "node" / "bundle.versions").glob("local-*"))) == 1
+
+
+def test_each_bundle_is_verified_once_per_installed_version(
+    central: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: adapt, switch, reload, poll: no bundle is hashed in full more than once."""
+    from collections import Counter
+
+    from edge_node.pipeline import Models
+
+    verified: Counter[str] = Counter()
+    real_verify = Bundle.verify
+
+    def counting(self: Bundle) -> None:
+        verified[self.bundle_id] += 1
+        real_verify(self)
+
+    monkeypatch.setattr(Bundle, "verify", counting)
+    import vfer.bundle as vb
+
+    hashed: Counter[str] = Counter()
+    real_sha = vb.file_sha256
+
+    def counting_sha(path: Path) -> str:
+        hashed[str(path)] += 1
+        return real_sha(path)
+
+    monkeypatch.setattr(vb, "file_sha256", counting_sha)
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    Models.load(b).close()  # the node starts on the provisioned (plain) bundle
+    fill_store(db, BundleHome(b).active().bundle_id, confident={0: 3, 1: 3}, unsure=0)
+    with ClipStore(db) as store:
+        r = adapt(StoreClips(store), b, AdaptParams(min_clips=2))
+    assert r.status == "adapted", r.reason
+    home = BundleHome(b)
+    hashes_before = sum(hashed.values())
+    assert hashes_before and max(hashed.values()) <= 2  # written (hash), then verified once
+    for _ in range(20):  # what the node and the personalizer do every clip / every 0.5 s
+        Models.load(b).close()
+        home.central()
+        home.central_version()
+    assert sum(hashed.values()) == hashes_before  # reads hash no file
+    home.rollback()
+    home.rollback()
+    assert len(verified) == 2 and set(verified.values()) == {1}, verified
+    assert sum(hashed.values()) == hashes_before

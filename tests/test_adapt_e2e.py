@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_node import bundles
+from edge_node.bundles import BundleHome
 from edge_node.store import ClipStore
 from tests.conftest import require
 from tests.support import paths
@@ -61,7 +61,7 @@ def test_ingest_adapt_and_the_node_uses_the_new_bundle(tmp_path: Path) -> None:
         zip(EMOTIONS_6, expected.per_class.tolist(), strict=True)
     )
     assert result["status"] == "adapted" and result["step_changed"]
-    active = bundles.load_active(b)
+    active = BundleHome(b).active()
     assert active.manifest.personalized and (active.path / VFER_STEP).read_bytes() != old_step
 
     # the next clip is predicted, and stored, with the personalized bundle

@@ -307,3 +307,18 @@ def test_bars_are_smoothed_not_jumping(browser: Any, tmp_path: Path) -> None:
         stop.set()
         handle.stop()
         thread.join(5)
+
+
+def test_the_pause_after_forget_me_counts_down_on_the_page(browser: Any, setup: Setup) -> None:
+    """What the node does on "forget me" (the pause first): the page shows how long is left."""
+    page = open_page(browser, setup.handle.url, SIZES["pi"])
+    setup.state.pause_after_forget(30)
+    page.wait_for_function("document.getElementById('paused').textContent.includes('resumes in')")
+    text = page.inner_text("#paused")
+    seconds = int(text.split("resumes in ")[1].split(" s")[0])
+    assert 20 <= seconds <= 30 and page.is_disabled("#pause-btn")
+    assert not page.is_visible("#rec")  # nothing is being recorded meanwhile
+    setup.state.pause_after_forget(0)  # over: the badge goes and the button works again
+    page.wait_for_selector("#paused", state="hidden")
+    assert not page.is_disabled("#pause-btn")
+    page.context.close()

@@ -8,6 +8,7 @@ and pass its path.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,12 +16,37 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from vfer.tracking import BoxFollower
+
 CROP_SIZE = 224
 #: Where MediaPipe publishes the model (README: how a user gets it).
 MODEL_URL = (
     "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/"
     "float16/latest/blaze_face_short_range.tflite"
 )
+
+
+def import_mediapipe() -> Any:
+    """``mediapipe``, without importing TensorFlow as a side effect.
+
+    ``mediapipe.tasks.python.metadata`` tries ``import tensorflow`` only to open files through
+    ``tf.io.gfile`` and falls back to ``open`` on ImportError. In a process that has not loaded
+    TensorFlow (the node's capture process) TensorFlow is masked for the duration of the import,
+    which keeps about 900 MB out of the capture process; a process that already holds TensorFlow
+    imports mediapipe as usual. TensorFlow stays importable afterwards.
+    """
+    if "mediapipe" in sys.modules or "tensorflow" in sys.modules:
+        import mediapipe
+
+        return mediapipe
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` -> ImportError
+    try:
+        import mediapipe
+        import mediapipe.tasks.python.vision  # the part that reaches metadata.py
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return mediapipe
 
 
 @dataclass(frozen=True)
@@ -44,8 +70,9 @@ class Box:
 @dataclass(frozen=True)
 class FaceCrop:
     image: np.ndarray  # (224, 224, 3) uint8 RGB
-    box: Box  # the detected face box
-    score: float
+    box: Box  # the face box (detected, or followed from the last detection)
+    score: float  # the detector's score (of the last detection when followed)
+    followed: bool = False  # True: found by following the box, not by the detector
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,10 @@ class FaceCropperOptions:
     margin: float = 0.25
     #: which face when several: the largest one, or the one nearest the previous crop's center
     select: Literal["largest", "tracked"] = "largest"
+    #: run the detector every N frames and follow the box in between (1: detect every frame);
+    #: a lost box (follow score below ``follow_min_score``) is detected again on that frame
+    detect_every: int = 1
+    follow_min_score: float = 0.6
 
 
 def square_box(box: Box, margin: float, frame_w: int, frame_h: int) -> tuple[int, int, int]:
@@ -97,6 +128,7 @@ class FaceCropper:
             )
         if not 0.0 < options.min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in (0, 1), got {options.min_confidence}")
+        self._mp = import_mediapipe()
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
 
@@ -108,7 +140,13 @@ class FaceCropper:
                 min_detection_confidence=options.min_confidence,
             )
         )
+        if options.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {options.detect_every}")
         self._last_center: tuple[float, float] | None = None
+        self._follower = BoxFollower(min_score=options.follow_min_score)
+        self._followed = 0  # frames followed since the last detection
+        self._anchor: tuple[Box, float, int, int] | None = None  # box, score, offset x, y
+        self.detections = 0  # detector runs (the benchmark counts them)
 
     @classmethod
     def from_path(
@@ -117,8 +155,11 @@ class FaceCropper:
         min_confidence: float = 0.7,
         margin: float = 0.25,
         select: Literal["largest", "tracked"] = "largest",
+        detect_every: int = 1,
     ) -> FaceCropper:
-        return cls(FaceCropperOptions(Path(model_path), min_confidence, margin, select))
+        return cls(
+            FaceCropperOptions(Path(model_path), min_confidence, margin, select, detect_every)
+        )
 
     def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         """Every face in an RGB uint8 frame, as (box, score)."""
@@ -128,8 +169,8 @@ class FaceCropper:
             raise ValueError(
                 f"detect() takes an RGB uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}"
             )
-        import mediapipe as mp
-
+        self.detections += 1
+        mp = self._mp
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._detector.detect(image)
         faces = []
@@ -140,15 +181,46 @@ class FaceCropper:
         return faces
 
     def crop(self, rgb: np.ndarray) -> FaceCrop | None:
-        """The chosen face as a 224x224 crop, or None when there is no face."""
+        """The chosen face as a 224x224 crop, or None when there is no face.
+
+        With ``detect_every`` N > 1 the box found by the detector is followed on the next N - 1
+        frames (:class:`vfer.tracking.BoxFollower`); the detector runs again after that, and at
+        once when the follower loses the face.
+        """
+        followed = self._follow(rgb)
+        if followed is not None:
+            return followed
         faces = self.detect(rgb)
+        self._followed = 0
         if not faces:
             self._last_center = None
+            self._anchor = None
+            self._follower.reset()
             return None
         box, score = self._choose(faces)
         self._last_center = box.center
+        if self.options.detect_every > 1:
+            self._follower.anchor(rgb, (box.x, box.y, box.width, box.height))
+            if self._follower.anchored:
+                ox, oy = self._follower.origin
+                self._anchor = (box, score, ox - box.x, oy - box.y)
+        return self._cut(rgb, box, score, followed=False)
+
+    def _follow(self, rgb: np.ndarray) -> FaceCrop | None:
+        if self._anchor is None or self._followed >= self.options.detect_every - 1:
+            return None
+        found = self._follower.follow(rgb)
+        if found is None:
+            return None
+        anchor, score, ox, oy = self._anchor
+        box = Box(found.x - ox, found.y - oy, anchor.width, anchor.height)
+        self._followed += 1
+        self._last_center = box.center
+        return self._cut(rgb, box, score, followed=True)
+
+    def _cut(self, rgb: np.ndarray, box: Box, score: float, *, followed: bool) -> FaceCrop:
         x0, y0, side = square_box(box, self.options.margin, rgb.shape[1], rgb.shape[0])
-        return FaceCrop(crop_square(rgb, x0, y0, side), box, score)
+        return FaceCrop(crop_square(rgb, x0, y0, side), box, score, followed)
 
     def _choose(self, faces: list[tuple[Box, float]]) -> tuple[Box, float]:
         if self.options.select == "tracked" and self._last_center is not None:
@@ -157,8 +229,11 @@ class FaceCropper:
         return max(faces, key=lambda f: f[0].area)
 
     def reset(self) -> None:
-        """Forget the tracked face (a new clip starts)."""
+        """Forget the tracked face (a new clip starts): the next frame is detected."""
         self._last_center = None
+        self._anchor = None
+        self._followed = 0
+        self._follower.reset()
 
     def close(self) -> None:
         if self._detector is not None:

@@ -64,7 +64,9 @@ def node_config(sim: Path, slot: int, work: Path, broker: str, face_model: str) 
             "realtime": False,
             "loop": False,
         },
-        "face": {"model": face_model},
+        # detection on every frame, as the lab's preprocessing crops the held-out clips the
+        # report scores, so before/after personalization compare like with like
+        "face": {"model": face_model, "detect_every": 1},
         "clips": {"gap_s": 0.5, "max_s": 60.0, "min_frames": min(8, p.min_frames)},
         "kiosk": {"enabled": False},
         "federation": {

@@ -108,6 +108,10 @@ function renderStatus(state) {
   $("adapted").textContent = ago(state.last_adaptation);
   $("rec").hidden = !(state.recording && !state.paused);
   $("paused").hidden = !state.paused;
+  const left = Math.ceil(state.forget_pause_s || 0);
+  // after "forget me" recording stays off for a while: say for how long
+  $("paused").textContent = left > 0 ? `Recording paused · resumes in ${left} s` : "Recording paused";
+  $("pause-btn").disabled = left > 0;
   $("pause-btn").textContent = state.paused ? "Resume recording" : "Pause recording";
   $("pause-btn").dataset.paused = state.paused ? "1" : "0";
 }
@@ -205,7 +209,10 @@ function wireControls() {
     try {
       await post("/api/forget", { confirm: true });
       document.body.dataset.forgotten = "1";
-      toast("Done: every clip on this device was deleted.");
+      toast(
+        "Done: every clip on this device and the model personalized from them were deleted. " +
+        "Recording is paused for a while. An update already sent cannot be recalled: " +
+        "it is averaged into the fleet's model.", 10000);
     } catch (e) { toast(`Could not delete: ${e.message}`, 8000); }
   });
 }

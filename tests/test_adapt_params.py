@@ -1,0 +1,73 @@
+"""AdaptParams come from one place; the adapt CLI and the personalizer do not import each other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_node.adapt import AdaptParams
+from edge_node.config import AdaptationConfig
+from vfer.messages import Personalization
+
+
+def test_config_then_round_then_flags() -> None:
+    cfg = AdaptationConfig(p=7, p_threshold=0.3, epochs=3, lr=0.01, min_clips=5)
+    assert AdaptParams.build(cfg) == AdaptParams(
+        p=7, p_threshold=0.3, epochs=3, lr=0.01, min_clips=5
+    )
+    rnd = Personalization(p=20, p_threshold=0.6, epochs=1, lr=0.002)
+    assert AdaptParams.build(cfg, rnd) == AdaptParams(
+        p=20, p_threshold=0.6, epochs=1, lr=0.002, min_clips=5
+    )  # the round sets what it carries; min_clips stays the node's
+    assert AdaptParams.build(cfg, rnd, p=2, lr=None, min_clips=1) == AdaptParams(
+        p=2, p_threshold=0.6, epochs=1, lr=0.002, min_clips=1
+    )
+
+
+@given(
+    p=st.integers(0, 10_000),
+    thr=st.floats(0, 1),
+    epochs=st.integers(1, 100),
+    lr=st.floats(1e-9, 1),
+    min_clips=st.integers(1, 1000),
+)
+def test_cli_args_round_trip_through_the_adapt_command(
+    p: int, thr: float, epochs: int, lr: float, min_clips: int
+) -> None:
+    """The child process gets exactly the parameters the personalizer built."""
+    from click.testing import CliRunner
+
+    from edge_node import cli_adapt
+
+    params = AdaptParams(p=p, p_threshold=thr, epochs=epochs, lr=lr, min_clips=min_clips)
+    seen: list[AdaptParams] = []
+    original = cli_adapt.AdaptParams.build
+
+    def spy(*args: object, **kw: object) -> AdaptParams:
+        built = original(*args, **kw)  # type: ignore[arg-type]
+        seen.append(built)
+        raise SystemExit(0)
+
+    cli_adapt.AdaptParams.build = spy  # type: ignore[method-assign]
+    try:
+        CliRunner().invoke(
+            cli_adapt.adapt_cmd, ["--db", "x.db", "--bundle", "b", *params.cli_args()]
+        )
+    finally:
+        cli_adapt.AdaptParams.build = original  # type: ignore[method-assign]
+    assert seen == [params]
+
+
+def test_the_adapt_cli_and_the_personalizer_do_not_import_each_other() -> None:
+    code = (
+        "import sys, edge_node.cli_adapt;"
+        "assert 'edge_node.personalizer' not in sys.modules, 'cli_adapt imports personalizer'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    code = "import sys, edge_node.personalizer; assert 'edge_node.cli_adapt' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
