@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,12 +26,13 @@ from pathlib import Path
 import sqlite_utils
 
 from broker_aggregator.payloads import PayloadFiles
+from vfer.sqlite_schema import SchemaError, migrate, open_wal
 
 log = logging.getLogger(__name__)
 
 
-class StateError(RuntimeError):
-    """A state database this version cannot use."""
+#: A state database this version cannot use (the one schema error of every store).
+StateError = SchemaError
 
 
 _SCHEMA_1 = [
@@ -107,39 +107,11 @@ def open_db(path: str | os.PathLike[str], *, fsync: bool = False) -> sqlite_util
     power loss may take the last commits with it; ``fsync=True`` makes it ``FULL``.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(p), isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-    db.execute("PRAGMA busy_timeout=10000")
-    migrate(db, p)
+    db = open_wal(p, fsync=fsync)
+    migrate(
+        db, p, MIGRATIONS, what="state db", newer_hint="upgrade fedvfer or use another state_db"
+    )
     return db
-
-
-def migrate(db: sqlite_utils.Database, path: Path) -> None:
-    current = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if current > len(MIGRATIONS):
-        raise StateError(
-            f"{path} has schema {current}, newer than this aggregator's {len(MIGRATIONS)}: "
-            "upgrade fedvfer or use another state_db"
-        )
-    if 0 < current < len(MIGRATIONS):
-        backup = path.with_name(f"{path.name}.bak-v{current}")
-        target = sqlite3.connect(str(backup))
-        db.conn.backup(target)
-        target.close()
-        log.info("backed up %s to %s before migrating", path, backup)
-    for number in range(current + 1, len(MIGRATIONS) + 1):
-        db.conn.execute("BEGIN")
-        try:
-            MIGRATIONS[number - 1](db, path)
-            db.conn.execute(f"PRAGMA user_version={number}")
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
-        log.info("state db %s migrated to schema %d", path, number)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,21 @@
 """The clip database's schema, as numbered migrations (``PRAGMA user_version`` counts them).
 
-Each migration runs in its own transaction together with the version bump, so a crash leaves
-the database at one version or the next, never between. Before an existing database is
-migrated it is copied to ``<db>.bak-v<N>`` with SQLite's online backup. A database whose
-version is newer than :data:`LATEST` is refused: older software must not write into it.
+They run through :mod:`vfer.sqlite_schema`, as every store's do: each in its own transaction
+with the version bump, a backup to ``<db>.bak-v<N>`` first, a newer database refused.
 
 Never edit a migration that has shipped; add the next one.
 """
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 
-log = logging.getLogger(__name__)
+from vfer.sqlite_schema import SchemaError, backup_path, schema_version
+from vfer.sqlite_schema import migrate as run_migrations
+
+__all__ = ["LATEST", "MIGRATIONS", "SchemaError", "backup_path", "migrate", "schema_version"]
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: clips, their frames, and the class lists the clips were predicted with.
@@ -62,37 +61,13 @@ MIGRATIONS: tuple[str, ...] = (
 LATEST = len(MIGRATIONS)
 
 
-class SchemaError(ValueError):
-    """A database this software must not open; the message says what to do."""
-
-
-def schema_version(db: sqlite_utils.Database) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def backup_path(db_path: Path, version: int) -> Path:
-    return db_path.with_name(f"{db_path.name}.bak-v{version}")
-
-
 def migrate(db: sqlite_utils.Database, db_path: Path | None, target: int = LATEST) -> int:
     """Bring ``db`` to ``target``; returns the version it had. Refuses newer databases."""
-    current = schema_version(db)
-    if current > LATEST:
-        raise SchemaError(
-            f"{db_path or 'database'} has schema version {current}, newer than this software "
-            f"understands ({LATEST}); upgrade fedvfer, or point --db at another file"
-        )
-    if current >= target:
-        return current
-    if current > 0 and db_path is not None:
-        dest = backup_path(db_path, current)
-        with sqlite3.connect(dest) as out:
-            db.conn.backup(out)
-        out.close()
-        log.info("backed up %s (schema v%s) to %s before migrating", db_path, current, dest)
-    for number in range(current + 1, target + 1):
-        with db.atomic():
-            db.executescript(MIGRATIONS[number - 1])
-            db.execute(f"PRAGMA user_version = {number}")
-        log.info("migrated %s to schema v%s", db_path or "database", number)
-    return current
+    return run_migrations(
+        db,
+        db_path,
+        MIGRATIONS,
+        what="clip database",
+        newer_hint="upgrade fedvfer, or point --db at another file",
+        target=target,
+    )

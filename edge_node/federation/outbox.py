@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
+from vfer.sqlite_schema import Migration, SchemaError, migrate, open_wal
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +31,10 @@ _SCHEMA_1 = [
 ]
 
 
-def _m1(conn: sqlite3.Connection) -> None:
-    for sql in _SCHEMA_1:
-        conn.execute(sql)
+MIGRATIONS: list[Migration] = [";\n".join(_SCHEMA_1) + ";"]
 
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1]
-
-
-class OutboxError(RuntimeError):
-    """An outbox database this version cannot use."""
+#: An outbox database this version cannot use (the one schema error of every store).
+OutboxError = SchemaError
 
 
 @dataclass(frozen=True)
@@ -57,35 +49,9 @@ class Pending:
 class Outbox:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self._migrate(p)
-
-    def _migrate(self, path: Path) -> None:
-        conn = self.db.conn
-        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if current > len(MIGRATIONS):
-            raise OutboxError(
-                f"{path} has outbox schema {current}, newer than this node's {len(MIGRATIONS)}"
-            )
-        if 0 < current < len(MIGRATIONS):
-            target = sqlite3.connect(str(path.with_name(f"{path.name}.bak-v{current}")))
-            conn.backup(target)
-            target.close()
-        for number in range(current + 1, len(MIGRATIONS) + 1):
-            conn.execute("BEGIN")
-            try:
-                MIGRATIONS[number - 1](conn)
-                conn.execute(f"PRAGMA user_version={number}")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        self.db = open_wal(p, check_same_thread=False)
+        migrate(self.db, p, MIGRATIONS, what="outbox", newer_hint="upgrade fedvfer")
 
     def close(self) -> None:
         with self._lock:
