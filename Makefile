@@ -43,7 +43,7 @@ demo: venv
 	$(PY) -m training demo
 
 bench: venv system-deps
-	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output benchmarks/results

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from edge_node.store import ClipStore, NewClip
+from tests.support import paths
+from tests.support.bundles import build_bundle
+from vfer.classes import EMOTIONS_6
 
-from edge_node.store import ClipStore, NewClip  # noqa: E402
-from tests.support import paths  # noqa: E402
-from tests.support.bundles import build_bundle  # noqa: E402
-from vfer.classes import EMOTIONS_6  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 P, K, FRAMES = 15, 6, 75
 
@@ -97,7 +96,8 @@ def run_adapt(db: Path, bundle: Path) -> tuple[float, float, dict[str, object]]:
 
 def backbone_costs(n: int) -> dict[str, float]:
     """Seconds per frame for f: LiteRT int8 (one frame at a time) and Keras (batches of 32)."""
-    from vfer.backbone import Backbone, cut_at_pool
+    from training.backbone_cut import cut_at_pool
+    from vfer.backbone import Backbone
 
     tmp = Path(tempfile.mkdtemp())
     (tmp / "b.tflite").write_bytes(cut_at_pool(paths.BACKBONE_INT8.read_bytes()))

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -29,15 +28,14 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.support.aggregator import AggregatorProcess, personalized, random_v
+from tests.support.mosquitto import start_mosquitto
+from vfer import signing
+from vfer import weights as wcodec
+from vfer.fedavg import aggregate
+from vfer.messages import MAGIC, CentralHeader, UpdateHeader, open_central, pack, unpack
 
-from tests.support.aggregator import AggregatorProcess, personalized, random_v  # noqa: E402
-from tests.support.mosquitto import start_mosquitto  # noqa: E402
-from vfer import signing  # noqa: E402
-from vfer import weights as wcodec  # noqa: E402
-from vfer.fedavg import aggregate  # noqa: E402
-from vfer.messages import MAGIC, CentralHeader, UpdateHeader, open_central, pack, unpack  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BROKER_CONF = (
     "max_packet_size 4200000\nmax_queued_messages 100000\nmax_queued_bytes 0\n"

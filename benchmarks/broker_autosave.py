@@ -24,8 +24,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from tests.support.aggregator import random_v
 from tests.support.mosquitto import start_mosquitto
 from vfer import weights as wcodec

@@ -35,18 +35,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edge_node.pipeline import Models, Pipeline, PipelineOptions  # noqa: E402
-from edge_node.sources import VideoFileSource  # noqa: E402
-from edge_node.stages import detected_frames  # noqa: E402
-from edge_node.state import NodeState  # noqa: E402
-from edge_node.store import ClipStore, NewClip  # noqa: E402
-from tests.support import paths  # noqa: E402
-from tests.support.edge_fixtures import build_bundles  # noqa: E402
-from vfer.faces import FaceCropper, crop_square, square_box  # noqa: E402
+from edge_node.pipeline import Models, Pipeline, PipelineOptions
+from edge_node.sources import VideoFileSource
+from edge_node.stages import detected_frames
+from edge_node.state import NodeState
+from edge_node.store import ClipStore, NewClip
+from tests.support import paths
+from tests.support.edge_fixtures import build_bundles
+from vfer.faces import FaceCropper, crop_square, square_box
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 W, H = 640, 480

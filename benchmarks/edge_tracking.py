@@ -21,13 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.support import paths
+from vfer.backbone import Backbone
+from vfer.faces import Box, FaceCropper
+from vfer.runtime import IferHead
 
-from tests.support import paths  # noqa: E402
-from vfer.backbone import Backbone  # noqa: E402
-from vfer.faces import Box, FaceCropper  # noqa: E402
-from vfer.runtime import IferHead  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def videos() -> list[Path]:

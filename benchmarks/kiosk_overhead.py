@@ -32,20 +32,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.support import paths
+from tests.support.browser import chromium_path, launch_browser, open_page
 
-from tests.support import paths  # noqa: E402
-from tests.support.browser import chromium_path, launch_browser, open_page  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VIDEO = paths.VIDEO / "WolfgangLanger_Pexels.mp4"
 GOAL = 0.10
+CLASSES = ("happiness", "sadness", "anger", "neutral")
 PREVIEW_FPS = 15.0
 
 
 def build_bundle(root: Path) -> Path:
-    from tests.test_kiosk_e2e import CLASSES, head_weights
-    from vfer.backbone import cut_at_pool
+    from tests.support.bundles import random_head
+    from training.backbone_cut import cut_at_pool
     from vfer.bundle import write_bundle
     from vfer.heads_spec import ifer_spec, vfer_spec
 
@@ -56,8 +56,8 @@ def build_bundle(root: Path) -> Path:
         out,
         classes=CLASSES,
         backbone=backbone,
-        ifer_weights=head_weights(ifer_spec(4), 1, 0.3),
-        vfer_weights=head_weights(vfer_spec(4), 2, 0.3),
+        ifer_weights=random_head(ifer_spec(4), 1, 0.3),
+        vfer_weights=random_head(vfer_spec(4), 2, 0.3),
         head_version="bench",
     )
     return out

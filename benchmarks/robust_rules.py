@@ -31,22 +31,21 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from training.experiments import ExperimentOptions  # noqa: E402
-from training.experiments.protocol import (  # noqa: E402
+from training.experiments import ExperimentOptions
+from training.experiments.protocol import (
     personalize,
     predict,
     subject_data,
     subject_splits,
 )
-from training.experiments.setup import PROFILES, Context, SynthSizes  # noqa: E402
-from vfer.classes import EMOTIONS_4  # noqa: E402
-from vfer.fedavg import aggregate  # noqa: E402
-from vfer.heads_spec import trainable_names, vfer_spec  # noqa: E402
-from vfer.metrics import scores  # noqa: E402
-from vfer.robust import aggregate_blocks  # noqa: E402
+from training.experiments.setup import PROFILES, Context, SynthSizes
+from vfer.classes import EMOTIONS_4
+from vfer.fedavg import aggregate
+from vfer.heads_spec import trainable_names, vfer_spec
+from vfer.metrics import scores
+from vfer.robust import aggregate_blocks
+
+REPO = Path(__file__).resolve().parents[1]
 
 W = dict[str, np.ndarray]
 MAX_UPDATE_NORM = 100.0

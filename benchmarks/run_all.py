@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark script here, each writing benchmarks/results/NAME.json, then a summary.
 
-Each script is runnable alone as ``python benchmarks/NAME.py [--quick]``. Pass ``--quick`` here to
+Each is runnable alone from the repository root as ``python -m benchmarks.NAME [--quick]`` (a
+package run from the root imports the project and ``tests.support`` without any import-path edits). Pass ``--quick`` here to
 forward it (``make bench BENCH_ARGS=--quick``). A failing benchmark is reported and the others go on.
 """
 
@@ -26,7 +27,9 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         print(f"== {script.stem}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script), *argv], cwd=HERE.parent)
+        proc = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{script.stem}", *argv], cwd=HERE.parent
+        )
         wall = time.perf_counter() - t0
         out = RESULTS / f"{script.stem}.json"
         ok = proc.returncode == 0 and out.is_file()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.support import paths
-from vfer.backbone import Backbone, BackboneError, cut_at_pool, find_pool_tensor, preprocess_for
+from training.backbone_cut import cut_at_pool, find_pool_tensor
+from vfer.backbone import Backbone, BackboneError, preprocess_for
 from vfer.litert import dequantize, load_interpreter
 
 MODELS = [(paths.BACKBONE_INT8, 172), (paths.BACKBONE_TF1, 169)]

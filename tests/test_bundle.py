@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.bundles import random_head
-from vfer.backbone import cut_at_pool
+from training.backbone_cut import cut_at_pool
 from vfer.bundle import Bundle, BundleError, write_bundle
 from vfer.heads_spec import ifer_spec, vfer_spec
 

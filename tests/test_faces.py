@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import require
 from tests.support import paths
-from vfer.backbone import Backbone, cut_at_pool
+from training.backbone_cut import cut_at_pool
+from vfer.backbone import Backbone
 from vfer.faces import Box, FaceCropper, crop_square, square_box
 
 

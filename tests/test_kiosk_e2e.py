@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.conftest import require
 from tests.support import paths
 from tests.support.browser import SIZES, launch_browser, open_page, skip_reason
+from tests.support.bundles import random_head
 
 pytestmark = pytest.mark.slow
 CLASSES = ("happiness", "sadness", "anger", "neutral")
@@ -36,23 +36,9 @@ def node_has_run_command() -> bool:
     return "run" in getattr(cli, "commands", {})
 
 
-def head_weights(spec: dict[str, Any], seed: int, scale: float) -> dict[str, np.ndarray]:
-    """Random heads, large enough (scale) that predictions visibly move between frames."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, ws in spec.items():
-        if name.endswith(("moving_variance", "gamma")):
-            out[name] = np.ones(ws.shape, np.float32)
-        elif name.endswith(("moving_mean", "beta")):
-            out[name] = np.zeros(ws.shape, np.float32)
-        else:
-            out[name] = rng.normal(0, scale, ws.shape).astype(np.float32)
-    return out
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vfer.backbone import cut_at_pool
+    from training.backbone_cut import cut_at_pool
     from vfer.bundle import write_bundle
     from vfer.heads_spec import ifer_spec, vfer_spec
 
@@ -63,8 +49,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "bundle",
         classes=CLASSES,
         backbone=backbone,
-        ifer_weights=head_weights(ifer_spec(4), 1, 0.3),
-        vfer_weights=head_weights(vfer_spec(4), 2, 0.3),
+        ifer_weights=random_head(ifer_spec(4), 1, 0.3),
+        vfer_weights=random_head(vfer_spec(4), 2, 0.3),
         head_version="kiosk-e2e",
     )
     return root / "bundle"

@@ -21,7 +21,7 @@ from tests.test_federation_e2e import (  # noqa: F401
     fleet,
     play_round,
 )
-from vfer.embedded_broker import EmbeddedBroker
+from training.sim.embedded_broker import EmbeddedBroker
 from vfer.mqtt import BrokerSettings, MqttLink, MqttVersion
 
 FALLBACK = "does not speak MQTT 5"

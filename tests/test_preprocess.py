@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import paths
 from tests.support.bundles import cut_backbone
+from training.backbone_cut import cut_at_pool
 from training.preprocess import (
     ClipEmbeddings,
     Cropper,
@@ -26,7 +27,7 @@ from training.preprocess import (
     real_pipeline,
 )
 from training.synthetic.generate import SynthConfig, generate
-from vfer.backbone import Backbone, cut_at_pool
+from vfer.backbone import Backbone
 from vfer.classes import EMOTIONS_4
 from vfer.faces import FaceCropper
 from vfer.video import read_frames

@@ -11,8 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from training.backbone_cut import cut_at_pool
 from vfer.atomic import atomic_write_bytes
-from vfer.backbone import INPUT_SIZE, Backbone, cut_at_pool
+from vfer.backbone import INPUT_SIZE, Backbone
 from vfer.cli import UserError
 
 log = logging.getLogger(__name__)

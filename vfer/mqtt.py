@@ -4,7 +4,7 @@
   throwaway MQTT 5 connection asks first, see :func:`probe_protocol`; when the broker answers
   CONNACK "Unsupported protocol version" the link connects with 3.1.1 and says so once in the
   log). Mosquitto speaks both; amqtt 0.12, the broker the demo embeds
-  (:mod:`vfer.embedded_broker`), speaks only 3.1.1. Publishes before the first connection are
+  (:mod:`training.sim.embedded_broker`), speaks only 3.1.1. Publishes before the first connection are
   not guaranteed to go out: both roles publish again on every connect.
 * Sessions are persistent (MQTT 5: ``clean_start=False`` with a 24 h session expiry; 3.1.1:
   ``clean_session=False``), so QoS 1 messages sent while a client is away wait in the broker.

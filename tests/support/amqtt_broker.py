@@ -1,6 +1,6 @@
 """A real MQTT 3.1.1 broker (amqtt) inside the test process, for the 3.1.1 fallback tests.
 
-The starter itself is product code (the demo uses it): :mod:`vfer.embedded_broker`.
+The starter itself is product code (the demo uses it): :mod:`training.sim.embedded_broker`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vfer.embedded_broker import EmbeddedBroker, start_embedded_broker
+from training.sim.embedded_broker import EmbeddedBroker, start_embedded_broker
 
 __all__ = ["EmbeddedBroker", "amqtt_broker", "start_embedded_broker"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.support import paths
-from vfer.backbone import cut_at_pool
+from training.backbone_cut import cut_at_pool
 from vfer.bundle import Bundle, write_bundle
 from vfer.heads_spec import ifer_spec, vfer_spec
 

@@ -44,7 +44,7 @@ class EdgeBundles:
 def build_bundles(root: Path) -> EdgeBundles:
     if root in _BUILT:
         return _BUILT[root]
-    from vfer.backbone import cut_at_pool
+    from training.backbone_cut import cut_at_pool
     from vfer.bundle import write_bundle
     from vfer.classes import EMOTIONS_6
     from vfer.heads_spec import ifer_spec, vfer_spec

@@ -123,7 +123,7 @@ def start_embedded_broker(
         return handle
     if prefer == "mosquitto":
         raise RuntimeError("no mosquitto binary on PATH (apt-get install mosquitto)")
-    from vfer.embedded_broker import start_embedded_broker as start_amqtt
+    from training.sim.embedded_broker import start_embedded_broker as start_amqtt
 
     _quiet_amqtt(log_dir)
     inproc = start_amqtt("127.0.0.1", port)

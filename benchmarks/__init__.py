@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.NAME [--quick]` from the repository root, JSON in benchmarks/results/."""
