@@ -16,7 +16,6 @@ Undecodable or malformed frames are skipped and counted in ``corrupt``.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,12 +27,10 @@ import cv2
 import numpy as np
 
 from edge_node.config import CameraConfig
+from vfer.video import VIDEO_SUFFIXES, FrameReader, VideoError, to_rgb
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg"})
-#: consecutive failed reads after which a file counts as ended (the rest are not "corrupt")
-MAX_FAILED_READS = 25
 DEFAULT_FPS = 30.0
 
 
@@ -197,7 +194,7 @@ class OpenCVSource(FrameSource):
                         self.corrupt += 1
                         continue
                     failures = 0
-                    yield self._frame(_to_rgb(bgr), time.monotonic() - t0)
+                    yield self._frame(to_rgb(bgr), time.monotonic() - t0)
             except SourceError as exc:
                 failures = _wait_retry(self.name, exc, failures, self.backoff, stop)
             finally:
@@ -218,33 +215,29 @@ class VideoFileSource(FrameSource):
     def _check(self) -> None:
         if not self.path.is_file():
             raise SourceError(f"no such video file: {self.path}")
-        cap = self._capture()
-        try:
-            ok, _ = cap.read()
-        finally:
-            cap.release()
-        if not ok:
-            raise SourceError(f"{self.path} holds no decodable video frames")
+        with self._reader() as reader:
+            if next(iter(reader), None) is None:
+                raise SourceError(f"{self.path} holds no decodable video frames")
 
-    def _capture(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"cannot open {self.path} as a video (unknown format or corrupt)")
-        rate = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(rate) if rate and math.isfinite(rate) and 0 < rate < 1000 else DEFAULT_FPS
-        return cap
+    def _reader(self) -> FrameReader:
+        """The one frame reader the lab uses too (vfer.video): decoding, colour, corrupt frames."""
+        try:
+            reader = FrameReader.open(self.path)
+        except (VideoError, OSError) as exc:
+            raise SourceError(str(exc)) from None
+        self.fps = reader.fps or DEFAULT_FPS
+        return reader
 
     def frames(self, stop: threading.Event, cut_first: bool = False) -> Iterator[Frame]:
         cut = cut_first
         while not stop.is_set():
             pace = _Pacer(self.realtime, stop)
             n = 0
-            for bgr in self._decode(stop):
+            for rgb in self._decode(stop):
                 t = self.offset_t + n / self.fps
                 if not pace.wait(n / self.fps):
                     return
-                yield self._frame(_to_rgb(bgr), t, cut)
+                yield self._frame(rgb, t, cut)
                 cut, n = False, n + 1
             self.offset_t += max(n, 1) / self.fps
             if not self.loop:
@@ -252,23 +245,20 @@ class VideoFileSource(FrameSource):
             cut = True
 
     def _decode(self, stop: threading.Event) -> Iterator[np.ndarray]:
-        cap = self._capture()
-        failed = 0
-        try:
+        with self._reader() as reader:
+            frames = iter(reader)
             while not stop.is_set():
-                ok, bgr = cap.read()
-                if not ok or not valid_frame(bgr):
-                    failed += 1
-                    if failed >= MAX_FAILED_READS:
-                        return
-                    continue
-                if failed:
-                    self.corrupt += failed
-                    log.warning("%s: skipped %s undecodable frames", self.name, failed)
-                    failed = 0
-                yield bgr
-        finally:
-            cap.release()
+                try:
+                    rgb = next(frames)
+                except StopIteration:
+                    break
+                except VideoError:  # no frame at all this pass (a file that changed)
+                    break
+                if valid_frame(rgb):
+                    yield rgb
+                else:
+                    self.corrupt += 1
+            self.corrupt += reader.skipped
 
 
 class FolderSource(FrameSource):
@@ -321,11 +311,6 @@ class _Pacer:
             if delay > 0 and self.stop.wait(delay):
                 return False
         return not self.stop.is_set()
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
 
 
 def _redact(url: str) -> str:

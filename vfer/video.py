@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
+#: What the node's folder source and the lab take for a video file.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg"})
 #: Consecutive undecodable frames after which a video is treated as ended.
 MAX_CONSECUTIVE_FAILURES = 25
 
