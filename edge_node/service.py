@@ -28,7 +28,7 @@ from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
 from edge_node.stages import detected_frames
-from edge_node.state import NodeState, ProcessInfo
+from edge_node.state import NodeState, Notice, ProcessInfo
 from edge_node.store import ClipStore
 from vfer.cli import UserError
 from vfer.faces import MODEL_URL, FaceCropper
@@ -174,7 +174,10 @@ def run_node(
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
         next_retention = t_start + config.retention.check_every_s
         next_process = t_start
-        state.update(process=process_info())
+        state.update(
+            process=process_info(),
+            notice=Notice(config.deployment.notice, config.deployment.operator),
+        )
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)

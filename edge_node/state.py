@@ -41,6 +41,14 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """The operator's own notice text and name (node.yaml ``deployment``); None: built-in text."""
+
+    text: str | None = None
+    operator: str | None = None
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything the kiosk page shows, as plain data (``/api/state`` is its JSON)."""
 
@@ -59,6 +67,7 @@ class LiveState:
     last_adaptation: str | None = None  # ISO time of the last successful personalization
     process: ProcessInfo = field(default_factory=ProcessInfo)
     clips_stored: int = 0
+    notice: Notice = field(default_factory=lambda: Notice())  # deployment.notice / .operator
     updated_at: float = 0.0
 
 

@@ -291,3 +291,30 @@ def test_run_node_serves_the_kiosk_and_stops_on_the_event(
     assert summary.stopped and summary.frames > 0  # type: ignore[attr-defined]
     with ClipStore(tmp_path / "n.db") as store:
         assert store.count() == len(summary.clips_saved) >= 1  # type: ignore[attr-defined]
+
+
+def test_the_deployments_notice_reaches_the_live_state(
+    edge_bundles: EdgeBundles, tmp_path: Path
+) -> None:
+    from edge_node.state import NodeState
+
+    config = load_node_config(
+        None,
+        **{
+            "bundle": str(edge_bundles.a),
+            "db": str(tmp_path / "n.db"),
+            "kiosk.enabled": False,
+            "deployment.operator": "City Museum",
+            "deployment.notice": "Emotion recognition in use.",
+        },
+    )
+    state = NodeState()
+    run_node(
+        config,
+        face_model=edge_bundles.face_model,
+        source=VideoFileSource(require(HAP)),
+        state=state,
+        max_frames=3,
+    )
+    notice = state.as_json()["notice"]
+    assert notice == {"text": "Emotion recognition in use.", "operator": "City Museum"}

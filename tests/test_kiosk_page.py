@@ -322,3 +322,21 @@ def test_the_pause_after_forget_me_counts_down_on_the_page(browser: Any, setup: 
     page.wait_for_selector("#paused", state="hidden")
     assert not page.is_disabled("#pause-btn")
     page.context.close()
+
+
+def test_the_operators_notice_replaces_the_built_in_one_as_text(browser: Any, setup: Setup) -> None:
+    """deployment.notice / deployment.operator reach the page, as text, never as markup."""
+    from edge_node.state import Notice
+
+    page = open_page(browser, setup.handle.url, SIZES["pi"])
+    page.wait_for_selector("#consent")
+    assert "Kept here" in page.inner_text("#consent")  # the built-in notice
+    setup.state.update(notice=Notice(None, "City Museum <b>x</b>"))
+    page.wait_for_function("document.getElementById('consent').textContent.includes('Run by')")
+    text = page.inner_text("#consent")
+    assert "Kept here" in text and "Run by City Museum <b>x</b>." in text  # shown, not parsed
+    assert page.locator("#consent b:text('x')").count() == 0
+    setup.state.update(notice=Notice("Emotion recognition in use. Ask staff for details.", None))
+    page.wait_for_function("document.getElementById('consent').textContent.startsWith('Emotion')")
+    assert page.inner_text("#consent") == "Emotion recognition in use. Ask staff for details."
+    page.context.close()

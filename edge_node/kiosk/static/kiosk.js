@@ -80,6 +80,7 @@ function render(state) {
   $("hint").textContent = face ? (hasClip ? "from the video so far" : "reading…") : "Look at the camera";
 
   renderStatus(state);
+  renderNotice(state);
   renderFaceBox(state);
 }
 
@@ -114,6 +115,26 @@ function renderStatus(state) {
   $("pause-btn").disabled = left > 0;
   $("pause-btn").textContent = state.paused ? "Resume recording" : "Pause recording";
   $("pause-btn").dataset.paused = state.paused ? "1" : "0";
+}
+
+// The operator's notice (node.yaml deployment.notice / deployment.operator) replaces the built-in
+// text; the operator's name is added either way. Text only, never markup.
+let builtInNotice = null;
+function renderNotice(state) {
+  const n = state.notice || {};
+  const el = $("consent");
+  if (builtInNotice === null) builtInNotice = el.innerHTML;
+  if (!n.text && !n.operator) return;
+  const key = JSON.stringify(n);
+  if (el.dataset.notice === key) return;
+  el.dataset.notice = key;
+  if (n.text) el.textContent = n.text; else el.innerHTML = builtInNotice;
+  if (n.operator) {
+    const who = document.createElement("span");
+    who.className = "operator";
+    who.textContent = ` Run by ${n.operator}.`;
+    el.appendChild(who);
+  }
 }
 
 function renderFaceBox(state) {
