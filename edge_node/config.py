@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
+from vfer.ops_http import MetricsConfig
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -278,6 +279,9 @@ class NodeConfig(_Section):
     deployment: DeploymentConfig = Field(
         default_factory=DeploymentConfig,
         description="where the kiosk stands and what it tells people",
+    )  # type: ignore[arg-type]
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus /metrics of this node"
     )  # type: ignore[arg-type]
     forget: ForgetConfig = Field(
         default_factory=ForgetConfig, description="what 'forget me' does besides deleting clips"

@@ -96,6 +96,7 @@ class Personalizer(threading.Thread):
                 )
         self.children.append(run)
         self.results.append(result)
+        self.state.count_adaptation(result.status)
         if result.status == "adapted":
             self.state.update(last_adaptation=datetime.now().isoformat(timespec="seconds"))
         return result

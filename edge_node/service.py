@@ -23,7 +23,8 @@ from types import FrameType
 from typing import Any
 
 from edge_node.config import NodeConfig
-from edge_node.pipeline import Detected, Models, Pipeline, PipelineOptions
+from edge_node.metrics import start_node_metrics
+from edge_node.pipeline import Counters, Detected, Models, Pipeline, PipelineOptions
 from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
@@ -130,6 +131,16 @@ def _stage_a(
     return (pipeline.detect(frame) for frame in source.frames(stop))
 
 
+def _publish_counts(state: NodeState, c: Counters, retention_deleted: int) -> None:
+    state.set_capture_counts(
+        frames=c.frames,
+        face_frames=c.face_frames,
+        clips_saved=len(c.saved),
+        clips_discarded=c.discarded,
+        retention_deleted=retention_deleted,
+    )
+
+
 def run_node(
     config: NodeConfig,
     *,
@@ -148,7 +159,7 @@ def run_node(
     source = source or open_source(config.camera)
     summary = RunSummary()
     with ClipStore(config.db) as store:
-        store.apply_retention(policy, time.time())
+        deleted = len(store.apply_retention(policy, time.time()).delete)
         models = Models.load(config.bundle)
         f = config.face
         cropper = FaceCropper.from_path(
@@ -187,9 +198,10 @@ def run_node(
                 if now >= next_process:
                     next_process = now + 1.0
                     state.update(process=process_info())
+                    _publish_counts(state, pipeline.counters, deleted)
                 if now >= next_retention:
                     next_retention = now + config.retention.check_every_s
-                    store.apply_retention(policy, time.time())
+                    deleted += len(store.apply_retention(policy, time.time()).delete)
                     pipeline.retry_recording()
                 if (max_frames is not None and pipeline.counters.frames >= max_frames) or (
                     duration_s is not None and now - t_start >= duration_s
@@ -197,10 +209,12 @@ def run_node(
                     break
             summary.stopped = stop.is_set()
             pipeline.finish()
+            _publish_counts(state, pipeline.counters, deleted)
         finally:
             if handle is not None:
                 stop.set()
                 handle.stop()
+
             pipeline.close()
             cropper.close()
     c = pipeline.counters
@@ -244,6 +258,7 @@ def serve(
             f"(got {fed.fleet_public_key}); `python -m provisioning add-node` writes it"
         )
     state = NodeState()
+    ops = start_node_metrics(config, state) if config.metrics.enabled else None
     personalizer = None
     if config.adaptation.enabled or config.federation.enabled:
         personalizer = Personalizer(config, state, stop)
@@ -267,4 +282,6 @@ def serve(
         stop.set()
         if personalizer is not None:
             personalizer.join(timeout=60)
+        if ops is not None:
+            ops.stop()
     return summary

@@ -41,6 +41,19 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """What the node has done since it started (the Prometheus counters; /api/state too)."""
+
+    frames: int = 0
+    face_frames: int = 0
+    clips_saved: int = 0
+    clips_discarded: int = 0
+    retention_deleted: int = 0
+    adaptations: dict[str, int] = field(default_factory=dict)  # result -> count
+    gate_blocked: dict[str, int] = field(default_factory=dict)  # gate reason -> count
+
+
+@dataclass(frozen=True)
 class Notice:
     """The operator's own notice text and name (node.yaml ``deployment``); None: built-in text."""
 
@@ -68,6 +81,7 @@ class LiveState:
     process: ProcessInfo = field(default_factory=ProcessInfo)
     clips_stored: int = 0
     notice: Notice = field(default_factory=lambda: Notice())  # deployment.notice / .operator
+    activity: Activity = field(default_factory=lambda: Activity())
     updated_at: float = 0.0
 
 
@@ -102,6 +116,39 @@ class NodeState:
         data["paused"] = self.recording_paused()
         data["forget_pause_s"] = round(self.forget_pause_left(), 1)
         return data
+
+    def count_adaptation(self, result: str, gate_reasons: tuple[str, ...] = ()) -> None:
+        """One adaptation ended with ``result`` (adapted, skipped, rejected, blocked)."""
+        with self._lock:
+            act = self._state.activity
+            runs = {**act.adaptations, result: act.adaptations.get(result, 0) + 1}
+            gate = dict(act.gate_blocked)
+            for reason in gate_reasons:
+                gate[reason] = gate.get(reason, 0) + 1
+            self._state = replace(
+                self._state, activity=replace(act, adaptations=runs, gate_blocked=gate)
+            )
+
+    def set_capture_counts(
+        self,
+        *,
+        frames: int,
+        face_frames: int,
+        clips_saved: int,
+        clips_discarded: int,
+        retention_deleted: int,
+    ) -> None:
+        """The capture loop's running totals."""
+        with self._lock:
+            act = replace(
+                self._state.activity,
+                frames=frames,
+                face_frames=face_frames,
+                clips_saved=clips_saved,
+                clips_discarded=clips_discarded,
+                retention_deleted=retention_deleted,
+            )
+            self._state = replace(self._state, activity=act)
 
     # -- pausing --------------------------------------------------------------------------
     def pause_after_forget(self, seconds: float) -> None:

@@ -1,0 +1,120 @@
+"""The node's Prometheus ``/metrics`` (``metrics:`` in node.yaml), read at scrape time.
+
+Nothing is pushed from the capture loop: the collector reads the live state the loop already keeps
+(fps, clips stored, its running totals, adaptation results), the database's size on disk, the
+bundle home's installed central version (``state.json``) and the federation outbox's depth (its
+own SQLite file, opened read-only). No face data, embedding or prediction is exported.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge_node.bundles import BundleHome
+from edge_node.config import NodeConfig
+from edge_node.federation.client import default_outbox
+from edge_node.state import NodeState
+from vfer.config_io import read_secret
+from vfer.ops_http import OpsServer, metrics_route, start_ops_server
+
+PREFIX = "fedvfer_node_"
+
+
+class NodeCollector(Collector):
+    def __init__(self, config: NodeConfig, state: NodeState) -> None:
+        self._config = config
+        self._state = state
+        self._home = BundleHome(config.bundle)
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._state.snapshot()
+        act = snap.activity
+        yield _gauge("fps", "frames processed per second", snap.fps)
+        yield _counter("frames", "frames processed", act.frames)
+        yield _counter("face_frames", "frames in which a face was found", act.face_frames)
+        yield _counter("clips_saved", "clips recorded into the database", act.clips_saved)
+        yield _counter("clips_discarded", "clips too short to keep", act.clips_discarded)
+        yield _gauge("clips_stored", "clips in the database now", snap.clips_stored)
+        yield _counter(
+            "retention_deleted_clips", "clips deleted by retention", act.retention_deleted
+        )
+        yield _gauge(
+            "database_bytes", "bytes of the clip database and its WAL", _db_bytes(self._config.db)
+        )
+        runs = CounterMetricFamily(
+            PREFIX + "adaptations", "personalizations by result", labels=["result"]
+        )
+        for result in ("adapted", "skipped", "rejected", "blocked"):
+            runs.add_metric([result], act.adaptations.get(result, 0))
+        yield runs
+        gate = CounterMetricFamily(
+            PREFIX + "gate_blocked",
+            "heads the safety gate kept inactive, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(act.gate_blocked.items()):
+            gate.add_metric([reason], n)
+        yield gate
+        yield _gauge("central_version", "central v version installed (0: none)", self._central())
+        yield _gauge("outbox_depth", "updates waiting for the aggregator's answer", self._outbox())
+        yield _gauge(
+            "resident_memory_bytes",
+            "resident memory of the capture process",
+            snap.process.rss_mb * 2**20,
+        )
+        yield _gauge(
+            "paused", "1 while recording is paused", 1.0 if self._state.recording_paused() else 0.0
+        )
+
+    def _central(self) -> int:
+        try:
+            return self._home.central_version()
+        except (OSError, ValueError):
+            return 0
+
+    def _outbox(self) -> int:
+        path = default_outbox(Path(self._config.db))
+        if not path.exists():
+            return 0
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+            try:
+                row = con.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+        return int(row[0])
+
+
+def _db_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, value=float(value))
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, doc, value=float(value))
+
+
+def start_node_metrics(config: NodeConfig, state: NodeState) -> OpsServer:
+    """Serve ``/metrics`` as ``metrics:`` in node.yaml says (loopback, optional password)."""
+    m = config.metrics
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(config, state))
+    password = read_secret(m.password_file, "FEDVFER_METRICS_PASSWORD")
+    return start_ops_server(
+        {"/metrics": metrics_route(registry)},
+        host=m.host,
+        port=m.port,
+        password=password,
+        name="node-metrics",
+    )
