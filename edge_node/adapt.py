@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -34,13 +34,17 @@ from vfer.bundle import (
     Bundle,
     now_iso,
 )
+from vfer.gate import GateOptions, GateVerdict, decide
 from vfer.heads_spec import trainable_names, vfer_spec
-from vfer.selection import select_clips
+from vfer.selection import Selection, select_clips
 
 if TYPE_CHECKING:
     from edge_node.config import AdaptationConfig
 
 log = logging.getLogger(__name__)
+
+#: Held-back clips the gate scores (the newest ones), bounding its cost on a full database.
+MAX_HOLDOUT = 200
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class AdaptParams:
     min_clips: int = 4
     batch_size: int = 8
     seed: int = 0
+    #: the safety gate's thresholds; None turns the gate off (the paper's plain rule)
+    gate: GateOptions | None = field(default_factory=GateOptions)
+    #: False: the gate's verdict is only recorded (``adaptation.gate: report``)
+    gate_enforce: bool = True
 
     @classmethod
     def build(
@@ -70,6 +78,18 @@ class AdaptParams:
         if round_settings is not None:
             for name in ("p", "p_threshold", "epochs", "lr"):
                 values[name] = getattr(round_settings, name)
+        values["gate"] = (
+            GateOptions(
+                min_classes=config.gate_min_classes,
+                min_holdout=config.gate_min_holdout,
+                agreement_tolerance=config.gate_agreement_tolerance,
+                min_entropy_ratio=config.gate_min_entropy_ratio,
+                max_class_share=config.gate_max_class_share,
+            )
+            if config.gate != "off"
+            else None
+        )
+        values["gate_enforce"] = config.gate == "enforce"
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -79,6 +99,8 @@ class AdaptParams:
             "--p", str(self.p), "--p-threshold", repr(self.p_threshold),
             "--epochs", str(self.epochs), "--lr", repr(self.lr),
             "--min-clips", str(self.min_clips),
+            "--gate", json.dumps(asdict(self.gate)) if self.gate is not None else "off",
+            *([] if self.gate_enforce else ["--gate-report"]),
         ]  # fmt: skip
 
 
@@ -94,7 +116,7 @@ class ClipSource(Protocol):
 
 @dataclass
 class AdaptResult:
-    status: Literal["adapted", "skipped", "rejected"]
+    status: Literal["adapted", "skipped", "rejected", "blocked"]
     reason: str
     classes: tuple[str, ...]
     selected_per_class: dict[str, int]
@@ -109,6 +131,7 @@ class AdaptResult:
     step_changed: bool = False
     train_seconds: float = 0.0  # the fine-tuning epochs alone
     seconds: float = 0.0
+    gate: dict[str, object] = field(default_factory=dict)  # the safety gate's verdict
     trainable: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, object]:
@@ -177,6 +200,20 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
             f"the fine-tuned head fits the pseudo labels worse (loss {tuned.loss_after:.4f} > {tuned.loss_before:.4f})",
             t0,
         )
+    if params.gate is not None:
+        verdict = _gate(source, ids, probs, sel, start, tuned.weights, params.gate)
+        result.gate = {
+            "passed": verdict.passed,
+            "reasons": list(verdict.reasons),
+            "notes": list(verdict.notes),
+            "metrics": verdict.metrics,
+        }
+        if not verdict.passed:
+            if params.gate_enforce:
+                return _block(result, home, central, f"safety gate: {verdict.summary()}", t0)
+            log.warning(
+                "the safety gate would block this head (report only): %s", verdict.summary()
+            )
     result.trainable = {
         n: tuned.weights[n] for n in trainable_names(vfer_spec(central.num_classes))
     }
@@ -187,6 +224,38 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
     result.step_changed = home.active().file(VFER_STEP).read_bytes() != old_step
     result.status = "adapted"
     result.reason = f"fine-tuned on {sel.count} clips"
+    return _done(result, t0)
+
+
+def _gate(
+    source: ClipSource,
+    ids: list[int],
+    probs: np.ndarray,
+    sel: Selection,
+    central: dict[str, np.ndarray],
+    tuned: dict[str, np.ndarray],
+    options: GateOptions,
+) -> GateVerdict:
+    """The safety gate on the clips the fine-tune did not use (at most MAX_HOLDOUT, newest)."""
+    from vfer.personalize import predict_v
+
+    used = {int(i) for i in sel.indices}
+    held = [i for i in range(len(ids)) if i not in used][-MAX_HOLDOUT:]
+    clips = [source.frame_embeddings(ids[i]) for i in held]
+    teacher = np.argmax(probs[held], axis=1) if held else np.zeros(0, dtype=np.int64)
+    k = probs.shape[1]
+    new = predict_v(tuned, clips) if clips else np.zeros((0, k))
+    old = predict_v(central, clips) if clips else np.zeros((0, k))
+    return decide(sel.per_class, new, old, teacher, options)
+
+
+def _block(
+    result: AdaptResult, home: BundleHome, central: Bundle, why: str, t0: float
+) -> AdaptResult:
+    """The gate failed: the central head stays active and nothing is submitted."""
+    log.warning("personalized head blocked, keeping the central head: %s", why)
+    result.status, result.reason = "blocked", why
+    _keep_central(home, central)
     return _done(result, t0)
 
 
@@ -229,11 +298,14 @@ def _reject(
 ) -> AdaptResult:
     log.warning("personalization rejected, keeping the central head: %s", why)
     result.status, result.reason = "rejected", why
-    active = home.active()
-    if active.bundle_id != central.bundle_id:
+    _keep_central(home, central)
+    return _done(result, t0)
+
+
+def _keep_central(home: BundleHome, central: Bundle) -> None:
+    if home.active().bundle_id != central.bundle_id:
         home.ensure_managed()
         home.switch_to(central.path.name)
-    return _done(result, t0)
 
 
 def _done(result: AdaptResult, t0: float) -> AdaptResult:

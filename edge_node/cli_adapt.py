@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from edge_node.adapt import AdaptParams, AdaptResult
 from edge_node.bundles import BundleHome
+from vfer.cli import UserError
+from vfer.gate import GateOptions
 
 
 def print_result(r: AdaptResult) -> None:
@@ -54,6 +57,14 @@ def print_result(r: AdaptResult) -> None:
     is_flag=True,
     help="the timer's mode: skip if tonight's adaptation already ran (service or timer), else record it",
 )
+@click.option(
+    "--gate",
+    "gate",
+    help="the safety gate: 'off', or its options as JSON (default: node.yaml's adaptation.gate_*)",
+)
+@click.option(
+    "--gate-report", is_flag=True, help="record the gate's verdict but never block (simulations)"
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def adapt_cmd(
     config_path: Path | None,
@@ -65,6 +76,8 @@ def adapt_cmd(
     lr: float | None,
     min_clips: int | None,
     nightly: bool,
+    gate: str | None,
+    gate_report: bool,
     as_json: bool,
 ) -> None:
     """Personalize v once from the stored clips (the nightly job) and switch to the new bundle."""
@@ -75,6 +88,10 @@ def adapt_cmd(
     params = AdaptParams.build(
         cfg.adaptation, p=p, p_threshold=p_threshold, epochs=epochs, lr=lr, min_clips=min_clips
     )
+    if gate is not None:
+        params = replace(params, gate=parse_gate(gate))
+    if gate_report:
+        params = replace(params, gate_enforce=False)
     if nightly:
         from datetime import datetime
 
@@ -90,6 +107,16 @@ def adapt_cmd(
         click.echo(json.dumps(result.summary()))
     else:
         print_result(result)
+
+
+def parse_gate(text: str) -> GateOptions | None:
+    """``--gate off`` or ``--gate '{"min_classes": 2, ...}'``; a clear error otherwise."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return GateOptions(**json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--gate {text!r}: {exc}") from None
 
 
 @click.group("model")

@@ -181,6 +181,36 @@ class AdaptationConfig(_Section):
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    gate: Literal["enforce", "report", "off"] = Field(
+        "enforce",
+        description="the safety gate on held-back clips (docs/personalization.md): 'enforce' keeps "
+        "a failing head inactive and unsubmitted; 'report' only records the verdict (simulations, "
+        "experiments); 'off': the paper's plain rule",
+    )
+    gate_min_classes: int = Field(
+        2, ge=1, le=64, description="gate: the selected pseudo labels must cover this many classes"
+    )
+    gate_min_holdout: int = Field(
+        6,
+        ge=1,
+        le=10_000,
+        description="gate: fewer held-back clips than this skip the agreement check",
+    )
+    gate_agreement_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="gate: how much less the new head may agree with the teacher than the central",
+    )
+    gate_min_entropy_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="gate: the new head's predicted-class entropy must keep this share of the central's",
+    )
+    gate_max_class_share: float = Field(
+        0.9, ge=0, le=1, description="gate: no class may take more of the new head's predictions"
+    )
     trigger: Literal["window", "round"] = Field(
         "window",
         description="'window': once a night in the window; 'round': as soon as a federation round opens (simulation)",

@@ -96,7 +96,8 @@ class Personalizer(threading.Thread):
                 )
         self.children.append(run)
         self.results.append(result)
-        self.state.count_adaptation(result.status)
+        reasons = result.gate.get("reasons", []) if result.status == "blocked" else []
+        self.state.count_adaptation(result.status, tuple(str(r) for r in reasons))  # type: ignore[attr-defined]
         if result.status == "adapted":
             self.state.update(last_adaptation=datetime.now().isoformat(timespec="seconds"))
         return result

@@ -63,7 +63,7 @@ def test_capture_process_runs_without_tensorflow_while_a_child_adapts(
         f"camera: {{source: '{video}', kind: file, loop: true}}\n"
         f"face: {{model: '{edge_bundles.face_model}'}}\n"
         f"kiosk: {{enabled: true, port: {port}}}\n"
-        "adaptation: {window_start: '00:00', window_end: '00:00', p: 2, p_threshold: 0.0, "
+        "adaptation: {gate: 'off', window_start: '00:00', window_end: '00:00', p: 2, p_threshold: 0.0, "
         "epochs: 1, min_clips: 1}\n"
     )
     log = tmp_path / "node.log"
@@ -133,7 +133,9 @@ def test_adapt_in_child_reports_its_own_peak_memory(
         },
     )
     run_node(cfg, face_model=edge_bundles.face_model)
-    result, run = adapt_in_child(db, bundle, AdaptParams(p=2, p_threshold=0.0, min_clips=2))
+    result, run = adapt_in_child(
+        db, bundle, AdaptParams(p=2, p_threshold=0.0, min_clips=2, gate=None)
+    )
     assert run.returncode == 0 and result.status == "adapted", result.reason
     assert set(result.trainable) and result.new_version == BundleHome(bundle).read_state().active
     assert run.peak_rss_mb > 300  # TensorFlow was loaded there, not here
@@ -172,7 +174,7 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     done: list[object] = []
     worker = threading.Thread(
         target=lambda: done.append(
-            personalizer.adapt_now(AdaptParams(p=2, p_threshold=0.0, min_clips=2))
+            personalizer.adapt_now(AdaptParams(p=2, p_threshold=0.0, min_clips=2, gate=None))
         )
     )
     worker.start()

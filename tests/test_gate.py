@@ -47,9 +47,11 @@ def test_a_head_the_teacher_agrees_with_less_is_blocked() -> None:
     assert lenient.passed
 
 
-def test_too_few_held_back_clips_skip_agreement_and_say_so() -> None:
-    v = decide([2, 2, 0, 0], onehot([1, 0]), onehot([0, 1]), np.array([0, 1]))
-    assert v.passed and "agreement not checked" in v.summary()
+def test_too_few_held_back_clips_skip_collapse_and_agreement_and_say_so() -> None:
+    v = decide([2, 2, 0, 0], onehot([1, 1]), onehot([0, 1]), np.array([0, 1]))
+    assert v.passed and "collapse and agreement not checked" in v.summary()
+    single = decide([4, 0, 0, 0], onehot([1, 1]), onehot([0, 1]), np.array([0, 1]))
+    assert not single.passed and single.reasons == ("single_class_selection",)
     none = decide([2, 2, 0, 0], np.zeros((0, 4)), np.zeros((0, 4)), np.zeros(0, dtype=int))
     assert none.passed and none.notes
 

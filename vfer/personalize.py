@@ -102,3 +102,19 @@ def finetune_v(
     train_s = time.perf_counter() - t0
     after = float(mean_loss(x, y))
     return FineTuneResult(get_weights(model), before, after, steps, train_s)
+
+
+def predict_v(
+    weights: Mapping[str, np.ndarray], clips: Sequence[np.ndarray], batch_size: int = 32
+) -> np.ndarray:
+    """v's clip probabilities (N, K) for whole clips (zero pre-padded, as in training)."""
+    k = num_classes_of(weights, "v")
+    if not clips:
+        return np.zeros((0, k), np.float32)
+    model = build_vfer(k)
+    set_weights(model, weights)
+    out = [
+        np.asarray(model(pad_clips(clips[i : i + batch_size]), training=False))
+        for i in range(0, len(clips), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float32)

@@ -75,7 +75,14 @@ def node_config(sim: Path, slot: int, work: Path, broker: str, face_model: str) 
             "fleet_public_key": str((sim / "fleet" / "fleet_public_key.pem").resolve()),
             "mqtt_version": "auto",
         },
-        "adaptation": {"enabled": True, "trigger": "round", "min_clips": p.min_clips},
+        # report: every node submits (the round must close), and the verdict is recorded so the
+        # report can say how often the gate would have blocked a head that lowered F1
+        "adaptation": {
+            "enabled": True,
+            "trigger": "round",
+            "min_clips": p.min_clips,
+            "gate": "report",
+        },
     }
 
 

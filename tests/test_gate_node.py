@@ -1,0 +1,69 @@
+"""The safety gate on a real node: `python -m edge_node adapt` on a real SQLite store.
+
+A fine-tune on pseudo labels of a single class is blocked and the central head stays active; a
+head fine-tuned on clips of several classes, checked on the clips it did not use, passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_node.bundles import BundleHome
+from tests.test_adapt import central, fill_store, node_copy, run_cli  # noqa: F401
+from vfer.bundle import Bundle
+
+pytestmark = pytest.mark.slow
+
+
+def adapt_json(db: Path, b: Path, *extra: str) -> dict[str, object]:
+    out = run_cli("adapt", "--db", str(db), "--bundle", str(b), "--json", *extra)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def test_single_class_pseudo_labels_are_blocked_and_the_central_stays(
+    central: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    fill_store(db, Bundle.load(b).bundle_id, confident={1: 12}, unsure=3)
+    r = adapt_json(db, b, "--p", "8")
+    assert r["status"] == "blocked", r
+    assert "single_class_selection" in str(r["reason"])
+    assert "single_class_selection" in r["gate"]["reasons"]  # type: ignore[index,operator]
+    active = BundleHome(b).active().manifest
+    assert active.head_version == "central-r0" and not active.personalized
+    # the same clips with the gate off: the paper's plain rule adapts (what the gate prevented)
+    plain = adapt_json(db, b, "--p", "8", "--gate", "off")
+    assert plain["status"] == "adapted" and BundleHome(b).active().manifest.personalized
+
+
+def test_a_head_from_several_classes_passes_the_gate(
+    central: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    # 4 per class are fine-tuned on (P = 4); the rest are held back for the gate's check
+    fill_store(db, Bundle.load(b).bundle_id, confident={0: 7, 1: 7, 2: 7, 3: 7}, unsure=0)
+    r = adapt_json(db, b, "--p", "4", "--epochs", "4")
+    gate = r["gate"]
+    assert r["status"] == "adapted", r
+    assert gate["passed"] and gate["metrics"]["holdout"] == 12  # type: ignore[index]
+    assert gate["metrics"]["agreement_new"] >= gate["metrics"]["agreement_central"]  # type: ignore[index]
+    assert BundleHome(b).active().manifest.personalized
+
+
+def test_gate_options_are_bounded_with_the_field_named(tmp_path: Path) -> None:
+    from edge_node.config import load_node_config
+    from vfer.config_io import ConfigError
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("adaptation:\n  gate_min_entropy_ratio: 1.5\n")
+    with pytest.raises(ConfigError, match=r"adaptation\.gate_min_entropy_ratio"):
+        load_node_config(cfg)
+    bad = run_cli("adapt", "--db", str(tmp_path / "x.db"), "--bundle", str(tmp_path), "--gate", "{")
+    assert bad.returncode != 0 and "--gate" in bad.stderr and "Traceback" not in bad.stderr
