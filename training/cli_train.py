@@ -91,6 +91,11 @@ def preprocess_cmd(
 @click.option("--classes", default=None, help="4, 6 or a comma list (default: the corpus's)")
 @click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="external FER model to carry in the bundle as the teacher (README: 'The teacher')",
+)
 @_models_options
 def train_cmd(
     corpus: str,
@@ -100,15 +105,25 @@ def train_cmd(
     classes: str | None,
     quick: bool,
     seed: int,
+    teacher: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
     """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0)."""
     from training.experiments.setup import resolve_models
     from training.train import FULL, QUICK, train_central
+    from vfer.bundle import BundleError, check_teacher
 
     setup_logging("INFO")
-    loaded = _load(corpus, root, _classes(corpus, classes), seed)
+    names = _classes(corpus, classes)
+    if teacher is not None:
+        if not teacher.is_file():
+            raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
+        try:
+            check_teacher(teacher, names)
+        except BundleError as exc:
+            raise UserError(str(exc)) from None
+    loaded = _load(corpus, root, names, seed)
     bb, fm = resolve_models(backbone, face_model, cache)
     t0 = time.perf_counter()
     bundle = train_central(
@@ -119,6 +134,7 @@ def train_cmd(
         backbone=bb,
         face_model=fm,
         seed=seed,
+        teacher=teacher,
     )
     click.echo(
         f"wrote {bundle.path} ({bundle.manifest.head_version}, K={bundle.num_classes}) "
@@ -194,7 +210,9 @@ def experiment_cmd(
             continue
         if key == "table1":
             click.echo(
-                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f})"
+                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f}), "
+                f"linear probe {sec['probe']['macro']['f1']:.3f}; accuracy g "
+                f"{sec['accuracy']:.3f}, probe {sec['probe']['accuracy']:.3f}"
             )
         else:
             click.echo(

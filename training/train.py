@@ -5,8 +5,15 @@
   (the Masking layer hides the padding). A clip with no face frame cannot be used and is counted.
 * Adam at 1e-3, halved when the dev loss has not improved for ``patience`` epochs
   (:class:`PlateauSchedule`, a pure function of the dev losses); class-weighted cross-entropy with
-  sklearn's "balanced" weights (:func:`class_weights`); the weights of the epoch with the lowest
-  dev loss are kept. g for 60 epochs and v for 20 in the full profile.
+  sklearn's "balanced" weights (:func:`class_weights`). g for 60 epochs and v for 20 in the full
+  profile.
+* g's BatchNorm statistics are *recomputed exactly* on the training frames after every epoch
+  (:func:`precise_bn`) before it is scored on dev. Keras' running averages (momentum 0.99) need
+  hundreds of steps to settle; with a small corpus g gets a handful of steps per epoch, and its
+  inference-time statistics were still those of the untrained network: on the London set g
+  collapsed to one class in 1 of 4 seeds and trailed a logistic-regression probe by 10 points of
+  macro-F1 (docs/reproduce.md, "g against a linear probe").
+* g keeps the epoch with the best dev macro-F1 (ties: the lower dev loss); v the lowest dev loss.
 * Every epoch appends one row (head, epoch, train loss, dev loss, learning rate, seconds) to the
   loss log and the logger; a rich progress bar shows the epochs.
 
@@ -29,7 +36,9 @@ import numpy as np
 
 from training.corpora import Corpus, Record
 from training.preprocess import EmbeddingCache, ensure, real_pipeline
+from vfer.backbone import file_sha256
 from vfer.bundle import Bundle, BundleError, write_bundle
+from vfer.metrics import scores
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +56,18 @@ class TrainProfile:
     factor: float = 0.5
     min_lr: float = 1e-6
     min_delta: float = 1e-4
+    #: recompute g's BatchNorm statistics on the training frames after every epoch
+    precise_bn: bool = True
+    #: which g epoch is kept: the best dev macro-F1 (ties: lower loss) or the lowest dev loss
+    g_select: str = "macro_f1"
 
     def __post_init__(self) -> None:
         if self.g_epochs < 1 or self.v_epochs < 1:
             raise ValueError(f"epochs must be >= 1, got g {self.g_epochs}, v {self.v_epochs}")
         if not 0 < self.factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {self.factor}")
+        if self.g_select not in ("macro_f1", "loss"):
+            raise ValueError(f"g_select must be macro_f1 or loss, got {self.g_select!r}")
 
 
 FULL = TrainProfile()
@@ -160,6 +175,23 @@ def train_dev(corpus: Corpus, seed: int) -> tuple[list[Record], list[Record]]:
 EpochLog = Callable[[dict[str, Any]], None]
 
 
+def precise_bn(model: Any, x: np.ndarray, batch: int = 4096) -> None:
+    """Set every BatchNorm's moving mean and variance to the exact statistics of its input on ``x``.
+
+    Layer by layer in order, so each one sees the inputs the already recalibrated layers give.
+    For models without masking or time axes (g); v keeps Keras' running averages.
+    """
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            sub = keras.Model(model.inputs, layer.input)
+            h = np.asarray(sub.predict(x, batch_size=batch, verbose=0), dtype=np.float64)
+            h = h.reshape(-1, h.shape[-1])
+            layer.moving_mean.assign(h.mean(axis=0).astype(np.float32))
+            layer.moving_variance.assign(h.var(axis=0).astype(np.float32))
+
+
 def fit_head(
     model: Any,
     name: str,
@@ -169,7 +201,11 @@ def fit_head(
     profile: TrainProfile,
     on_epoch: EpochLog,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` with class-weighted CE and plateau halving; keep the best-dev-loss weights."""
+    """Train ``model`` with class-weighted CE and plateau halving; keep the best dev epoch.
+
+    g: BatchNorm statistics recomputed after each epoch (``profile.precise_bn``) and the epoch with
+    the best dev macro-F1 kept (``profile.g_select``); v: the epoch with the lowest dev loss.
+    """
     import keras
 
     k = int(model.output_shape[-1])
@@ -189,7 +225,8 @@ def fit_head(
         min_delta=profile.min_delta,
     )
     rows: list[dict[str, Any]] = []
-    best_loss, best_weights = float("inf"), model.get_weights()
+    by_f1 = name == "g" and profile.g_select == "macro_f1"
+    best_key, best_weights = (-float("inf"), -float("inf")), model.get_weights()
     for epoch in range(epochs):
         t0 = time.perf_counter()
         lr = schedule.lr
@@ -203,17 +240,25 @@ def fit_head(
             shuffle=True,
             verbose=0,
         )
+        if name == "g" and profile.precise_bn:
+            precise_bn(model, x)
         dev_loss = float(
             model.evaluate(xd, yd, sample_weight=cw[yd], batch_size=4 * batch, verbose=0)
         )
-        if dev_loss < best_loss:
-            best_loss, best_weights = dev_loss, model.get_weights()
+        dev_f1 = None
+        if by_f1:
+            pred = np.argmax(model.predict(xd, batch_size=4 * batch, verbose=0), axis=1)
+            dev_f1 = scores(yd, pred, [f"c{i}" for i in range(k)])["macro"]["f1"]
+        key = (dev_f1 if dev_f1 is not None else 0.0, -dev_loss)
+        if key > best_key:
+            best_key, best_weights = key, model.get_weights()
         schedule.step(dev_loss)
         row = {
             "head": name,
             "epoch": epoch + 1,
             "train_loss": float(hist.history["loss"][-1]),
             "dev_loss": dev_loss,
+            **({"dev_macro_f1": dev_f1} if dev_f1 is not None else {}),
             "lr": lr,
             "seconds": round(time.perf_counter() - t0, 3),
         }
@@ -221,6 +266,26 @@ def fit_head(
         on_epoch(row)
     model.set_weights(best_weights)
     return rows
+
+
+def train_g(
+    train: tuple[np.ndarray, np.ndarray],
+    dev: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    profile: TrainProfile,
+    *,
+    seed: int = 0,
+    on_epoch: EpochLog | None = None,
+) -> dict[str, np.ndarray]:
+    """g alone on frames (the recipe of :func:`fit_head`); returns its named weights."""
+    import keras
+
+    from vfer.heads import build_ifer, get_weights
+
+    keras.utils.set_random_seed(seed)
+    g = build_ifer(num_classes)
+    fit_head(g, "g", train, dev, profile.g_epochs, profile, on_epoch or (lambda row: None))
+    return get_weights(g)
 
 
 @dataclass
@@ -344,6 +409,7 @@ def train_central(
     seed: int = 0,
     progress: bool = True,
     head_version: str = "central-r0",
+    teacher: Path | None = None,
 ) -> Bundle:
     """Preprocess what is missing, train g and v on the corpus's train split, write a bundle.
 
@@ -361,6 +427,8 @@ def train_central(
     if stats.failed:
         log.warning("%s sources could not be decoded and are left out", len(stats.failed))
     key = fingerprint(corpus, cache, profile, seed, dev_recs)
+    if teacher is not None:
+        key = hashlib.sha256(f"{key}|teacher {file_sha256(teacher)}".encode()).hexdigest()[:32]
     if (out_bundle / "manifest.json").is_file():
         try:
             old = Bundle.load(out_bundle)
@@ -398,6 +466,7 @@ def train_central(
         vfer_weights=result.vfer_weights,
         head_version=head_version,
         notes=notes,
+        teacher=teacher,
         overwrite=True,
     )
 

@@ -160,6 +160,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"{t['n']} frames of {t['test_clips']} clips; chance macro-F1 {t['chance_macro_f1']:.3f}",
         )
         lines += _table(t["clip_level"], "clip level (Eq. 1 mean of frame probabilities)")
+        if "probe" in t:
+            gap = t["g_minus_probe"]
+            lines += _table(
+                t["probe"],
+                f"linear probe (logistic regression on the same {t['probe']['train_frames']} "
+                "training frames), same test frames",
+            )
+            lines += [
+                f"g minus probe: macro-F1 **{100 * gap['macro_f1']:+.1f}** points, accuracy "
+                f"**{100 * gap['accuracy']:+.1f}** points (as measured).",
+                "",
+            ]
     for key, title in (
         ("within", "Tables 2-3, Fig. 3: VFER before/after personalization, within corpus"),
         ("cross", "Tables 4-5: cross corpus, 4 classes"),
