@@ -221,7 +221,27 @@ def experiment_cmd(
             )
 
 
-COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd)
+@click.command("london-manifest")
+@click.option(
+    "--faces",
+    type=_path,
+    default=Path("../shared/data/london_face_set/faces.csv"),
+    show_default=True,
+    help="the London set's faces.csv",
+)
+@click.option("--out", type=_path, required=True, help="manifest CSV to write (london.csv)")
+def london_manifest_cmd(faces: Path, out: Path) -> None:
+    """Write a manifest (path,subject,label,gender) of the London set: neutral and happiness."""
+    from training.corpora.london import write_london_manifest
+
+    try:
+        n = write_london_manifest(faces, out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"wrote {out}: {n} photos")
+
+
+COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd, london_manifest_cmd)
 
 
 def register(group: click.Group) -> None:
