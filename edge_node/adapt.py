@@ -50,6 +50,8 @@ class AdaptParams:
     min_clips: int = 4
     batch_size: int = 8
     seed: int = 0
+    #: whose per-frame probabilities Eq. 1 averages: g, the external teacher, or their mean
+    teacher: str = "g"
 
 
 class ClipSource(Protocol):

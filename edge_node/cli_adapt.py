@@ -17,14 +17,24 @@ from vfer.cli import UserError
 class StoreClips:
     """The clip store as adaptation's :class:`edge_node.adapt.ClipSource`."""
 
-    def __init__(self, store: ClipStore) -> None:
+    def __init__(self, store: ClipStore, teacher: str = "g") -> None:
         self.store = store
+        self.teacher = teacher  # adaptation.teacher: g | external | ensemble
 
     def candidates(self, classes: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
         rows = [r for r in self.store.clips() if r.classes == classes]
         if not rows:
             return [], np.zeros((0, len(classes)), np.float32)
-        return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
+        if self.teacher == "g":
+            return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
+        return [r.id for r in rows], np.stack([self._mean(r.id) for r in rows])
+
+    def _mean(self, clip_id: int) -> np.ndarray:
+        """Eq. 1 over the configured teacher's per-frame probabilities (g's where none stored)."""
+        from edge_node.display import pseudo_probs
+
+        g = self.store.frame_ifer(clip_id)
+        return pseudo_probs(self.teacher, g, self.store.frame_teacher(clip_id)).mean(axis=0)  # type: ignore[arg-type]
 
     def frame_embeddings(self, clip_id: int) -> np.ndarray:
         return self.store.frame_embeddings(clip_id)
@@ -36,7 +46,7 @@ def run_adapt(db: Path, bundle: Path, params: AdaptParams) -> AdaptResult:
             f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
         )
     with ClipStore(db) as store:
-        return adapt(StoreClips(store), bundle, params)
+        return adapt(StoreClips(store, params.teacher), bundle, params)
 
 
 def print_result(r: AdaptResult) -> None:
@@ -106,6 +116,7 @@ def adapt_cmd(
         epochs=a.epochs if epochs is None else epochs,
         lr=a.lr if lr is None else lr,
         min_clips=a.min_clips if min_clips is None else min_clips,
+        teacher=a.teacher,
     )
     if nightly:
         from datetime import datetime

@@ -99,6 +99,10 @@ class KioskConfig(_Section):
     forget_timeout_s: float = Field(
         30.0, gt=0, le=600, description="how long 'forget me' waits for the node to delete clips"
     )
+    display: Literal["vfer", "ifer", "teacher", "ensemble"] = Field(
+        "teacher",
+        description="what the page shows: v, g, the bundle's external teacher, or the mean of g and the teacher; teacher/ensemble fall back to vfer without a teacher (docs/reproduce.md)",
+    )
 
 
 class FederationConfig(_Section):
@@ -144,6 +148,10 @@ class AdaptationConfig(_Section):
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    teacher: Literal["g", "external", "ensemble"] = Field(
+        "g",
+        description="pseudo labels from g, the bundle's external teacher, or their mean (frames recorded without a teacher use g)",
+    )
     trigger: Literal["window", "round"] = Field(
         "window",
         description="'window': once a night in the window; 'round': as soon as a federation round opens (simulation)",

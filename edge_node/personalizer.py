@@ -164,9 +164,15 @@ class Personalizer(threading.Thread):
                 epochs=override.epochs,
                 lr=override.lr,
                 min_clips=a.min_clips,
+                teacher=a.teacher,
             )
         return AdaptParams(
-            p=a.p, p_threshold=a.p_threshold, epochs=a.epochs, lr=a.lr, min_clips=a.min_clips
+            p=a.p,
+            p_threshold=a.p_threshold,
+            epochs=a.epochs,
+            lr=a.lr,
+            min_clips=a.min_clips,
+            teacher=a.teacher,
         )
 
     def adapt_now(self, params: AdaptParams) -> AdaptResult:

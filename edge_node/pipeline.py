@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_node.display import DEFAULT_DISPLAY, Display, display_probs
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import ModelInfo, NodeState
@@ -26,6 +27,7 @@ from vfer.backbone import Backbone
 from vfer.bundle import BACKBONE, IFER_TFLITE, MANIFEST, VFER_STEP, Bundle
 from vfer.faces import FaceCrop, FaceCropper
 from vfer.runtime import IferHead, VferStep
+from vfer.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Models:
     ifer: IferHead
     vfer: VferStep
     fingerprint: tuple[str, int]
+    teacher: Teacher | None = None  # the bundle's external teacher, run on each face crop
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], num_threads: int = 2) -> Models:
@@ -63,6 +66,7 @@ class Models:
             IferHead.from_path(bundle.file(IFER_TFLITE)),
             VferStep.from_path(bundle.file(VFER_STEP)),
             fingerprint,
+            bundle.teacher() if bundle.has_teacher else None,
         )
 
     def info(self) -> ModelInfo:
@@ -76,8 +80,9 @@ class Models:
         )
 
     def close(self) -> None:
-        for model in (self.backbone, self.ifer, self.vfer):
-            model.close()
+        for model in (self.backbone, self.ifer, self.vfer, self.teacher):
+            if model is not None:
+                model.close()
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class PipelineOptions:
     preview: bool = False  # encode JPEG previews for the kiosk
     preview_fps: float = 15.0
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
+    display: Display = DEFAULT_DISPLAY  # what the kiosk shows (edge_node.display)
 
 
 @dataclass
@@ -97,6 +103,7 @@ class _OpenClip:
     times: list[float] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     ifer: list[np.ndarray] = field(default_factory=list)
+    teacher: list[np.ndarray] = field(default_factory=list)
     thumbs: list[bytes] = field(default_factory=list)
 
 
@@ -147,18 +154,21 @@ class Pipeline:
             self._end_clip(step.ended)
         if step.started:
             self._start_clip(frame.t)
-        ifer = vfer = None
+        ifer = vfer = teacher = None
         if face is not None:
             self.counters.face_frames += 1
             m = self._clip.models if self._clip is not None else self.models
             embedding = m.backbone.embed(face.image)
             ifer = m.ifer.predict_frame(embedding)
             vfer = m.vfer.step(embedding)
+            teacher = m.teacher.predict_crop(face.image) if m.teacher is not None else None
             if step.in_clip and self._clip is not None:
                 self._add_frame(self._clip, frame.t, embedding, ifer, face)
+                if teacher is not None:
+                    self._clip.teacher.append(teacher)
         if self._clip is not None and self.state.pause_requested.is_set():
             self._clip.recordable = False
-        self._publish(frame, face, ifer, vfer)
+        self._publish(frame, face, ifer, vfer, teacher)
         return face
 
     def _start_clip(self, t: float) -> None:
@@ -207,6 +217,7 @@ class Pipeline:
             ifer=np.stack(clip.ifer),
             vfer_probs=m.vfer.probs if m.vfer.probs is not None else np.stack(clip.ifer).mean(0),
             thumbnails=_spread(clip.thumbs, self.options.thumbnails),
+            teacher=np.stack(clip.teacher) if len(clip.teacher) == len(clip.ifer) else None,
         )
         try:
             clip_id = self.store.add_clip(new)
@@ -282,7 +293,12 @@ class Pipeline:
     # -- the kiosk's view -------------------------------------------------------------------
 
     def _publish(
-        self, frame: Frame, face: FaceCrop | None, ifer: np.ndarray | None, vfer: np.ndarray | None
+        self,
+        frame: Frame,
+        face: FaceCrop | None,
+        ifer: np.ndarray | None,
+        vfer: np.ndarray | None,
+        teacher: np.ndarray | None = None,
     ) -> None:
         now = time.monotonic()
         if self._last_wall is not None:
@@ -304,8 +320,14 @@ class Pipeline:
                 round(b.width * scale),
                 round(b.height * scale),
             )
+        has_teacher = self.models.teacher is not None
+        shown, probs = display_probs(
+            self.options.display, vfer=vfer, ifer=ifer, teacher=teacher if has_teacher else None
+        )
         self.state.update(
-            emotion=classes[int(np.argmax(vfer))] if vfer is not None else None,
+            emotion=classes[int(np.argmax(probs))] if probs is not None else None,
+            display=shown,
+            display_probs=_named(classes, probs) if probs is not None else {},
             vfer_probs=_named(classes, vfer)
             if vfer is not None
             else ({} if clip is None else self.state.snapshot().vfer_probs),

@@ -134,6 +134,7 @@ def run_node(
             preview=kiosk,
             preview_fps=config.kiosk.preview_fps,
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
+            display=config.kiosk.display,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
         handle = None
