@@ -13,6 +13,8 @@ from vfer.classes import parse_classes
 from vfer.cli import UserError, setup_logging
 
 CORPUS_CHOICES = ("synthetic", "crema-d", "msp-improv", "affectnet", "manifest")
+#: g's own corpus (the paper: AffectNet); "same": v's corpus
+IFER_CHOICES = ("synthetic-images", "affectnet", "manifest", "same")
 #: the paper's default class set per corpus (--classes overrides)
 DEFAULT_CLASSES = {
     "crema-d": "6",
@@ -21,6 +23,18 @@ DEFAULT_CLASSES = {
     "synthetic": "4",
     "manifest": "4",
 }
+
+
+def _ifer_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--ifer-root", type=_path, help="g's corpus folder (or manifest.csv)")(f)
+    f = click.option(
+        "--ifer-corpus",
+        type=click.Choice(IFER_CHOICES),
+        help="g's own corpus, as the paper (AffectNet); default: synthetic-images with "
+        "--corpus synthetic, else the same corpus as v",
+    )(f)
+    return f
+
 
 _path = click.Path(path_type=Path)
 
@@ -96,6 +110,7 @@ def preprocess_cmd(
     type=click.Path(path_type=Path, dir_okay=False),
     help="external FER model to carry in the bundle as the teacher (README: 'The teacher')",
 )
+@_ifer_options
 @_models_options
 def train_cmd(
     corpus: str,
@@ -106,10 +121,15 @@ def train_cmd(
     quick: bool,
     seed: int,
     teacher: Path | None,
+    ifer_corpus: str | None,
+    ifer_root: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
-    """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0)."""
+    """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0).
+
+    With --ifer-corpus g learns from that corpus (the paper: AffectNet) and v from --corpus.
+    """
     from training.experiments.setup import resolve_models
     from training.train import FULL, QUICK, train_central
     from vfer.bundle import BundleError, check_teacher
@@ -124,6 +144,11 @@ def train_cmd(
         except BundleError as exc:
             raise UserError(str(exc)) from None
     loaded = _load(corpus, root, names, seed)
+    g_loaded = None
+    if ifer_corpus not in (None, "same"):
+        if ifer_root is None:
+            raise UserError(f"--ifer-corpus {ifer_corpus} needs --ifer-root PATH")
+        g_loaded = _load(str(ifer_corpus), ifer_root, names, seed)
     bb, fm = resolve_models(backbone, face_model, cache)
     t0 = time.perf_counter()
     bundle = train_central(
@@ -135,6 +160,7 @@ def train_cmd(
         face_model=fm,
         seed=seed,
         teacher=teacher,
+        ifer_corpus=g_loaded,  # type: ignore[arg-type]
     )
     click.echo(
         f"wrote {bundle.path} ({bundle.manifest.head_version}, K={bundle.num_classes}) "
@@ -158,6 +184,7 @@ def train_cmd(
 @click.option("--target", type=click.Choice(CORPUS_CHOICES), help="cross: the corpus B")
 @click.option("--target-root", type=_path, help="cross: corpus B's folder")
 @click.option("--rounds", type=click.IntRange(1, 100), help="fedavg rounds (default 2)")
+@_ifer_options
 @_models_options
 def experiment_cmd(
     name: str,
@@ -171,6 +198,8 @@ def experiment_cmd(
     target: str | None,
     target_root: Path | None,
     rounds: int | None,
+    ifer_corpus: str | None,
+    ifer_root: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
@@ -181,7 +210,9 @@ def experiment_cmd(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices
     if root is None and corpus != "synthetic":
         raise UserError(f"--corpus {corpus} needs --root PATH (only synthetic is generated)")
-    for given in (root, target_root):
+    if ifer_corpus in ("affectnet", "manifest") and ifer_root is None:
+        raise UserError(f"--ifer-corpus {ifer_corpus} needs --ifer-root PATH")
+    for given in (root, target_root, ifer_root):
         if given is not None and not given.exists():
             raise UserError(f"{given}: no such corpus folder")
     if target_root is not None and target is None:
@@ -199,6 +230,8 @@ def experiment_cmd(
         target=target,
         target_root=target_root,
         rounds=rounds,
+        ifer_corpus=ifer_corpus,
+        ifer_root=ifer_root,
     )
     report = run_experiment(name, options)
     click.echo(
@@ -219,6 +252,12 @@ def experiment_cmd(
                 f"{key}: micro-F1 {sec['before']['micro']['f1']:.3f} -> {sec['after']['micro']['f1']:.3f}, "
                 f"mean per-subject change {sec['mean_subject_micro_f1_change']:+.4f} ({sec['sign']})"
             )
+            t = sec.get("teacher_on_subjects") or {}
+            if t.get("accuracy") is not None:
+                click.echo(
+                    f"{key}: teacher g on the personalized people: accuracy {t['accuracy']:.3f}, "
+                    f"macro-F1 {t['macro_f1']:.3f} ({t['clips']} clips)"
+                )
 
 
 @click.command("london-manifest")

@@ -305,8 +305,13 @@ def train_heads(
     seed: int = 0,
     progress: bool = True,
     log_path: Path | None = None,
+    g_data: tuple[ClipData, ClipData] | None = None,
 ) -> TrainResult:
-    """Train g on frames and v on whole pre-padded clips; returns both heads' weights and the log."""
+    """Train g on frames and v on whole pre-padded clips; returns both heads' weights and the log.
+
+    ``g_data`` (train, dev) gives g its own corpus (the paper's image corpus); by default g learns
+    from the frames of v's clips.
+    """
     import keras
 
     from vfer.heads import build_ifer, build_vfer, get_weights
@@ -341,7 +346,10 @@ def train_heads(
             bar.advance(row)
 
         g = build_ifer(k)
-        fit_head(g, "g", train.frames(), dev.frames(), profile.g_epochs, profile, on_epoch)
+        g_train, g_dev = g_data or (train, dev)
+        if len(g_train.clips) == 0 or len(g_dev.clips) == 0:
+            raise ValueError("g needs training and dev images or clips with faces")
+        fit_head(g, "g", g_train.frames(), g_dev.frames(), profile.g_epochs, profile, on_epoch)
         longest = max(len(c) for c in train.clips + dev.clips)
         v = build_vfer(k)
         xv, xdv = pad_clips(train.clips, longest), pad_clips(dev.clips, longest)
@@ -350,6 +358,7 @@ def train_heads(
         "train_clips": len(train.clips),
         "dev_clips": len(dev.clips),
         "train_frames": int(sum(len(c) for c in train.clips)),
+        "g_train_frames": int(sum(len(c) for c in g_train.clips)),
         "no_face_clips": len(train.no_face) + len(dev.no_face),
         "padded_length": longest,
     }
@@ -410,23 +419,30 @@ def train_central(
     progress: bool = True,
     head_version: str = "central-r0",
     teacher: Path | None = None,
+    ifer_corpus: Corpus | None = None,
 ) -> Bundle:
     """Preprocess what is missing, train g and v on the corpus's train split, write a bundle.
 
+    With ``ifer_corpus`` g learns from that corpus's train split (the paper: AffectNet images)
+    and v from ``corpus``'s (CREMA-D or MSP-IMPROV clips); the manifest's notes record both.
     A bundle already at ``out_bundle`` trained from the same fingerprint is returned as it is
     (the fleet simulation trains once); any other bundle there is replaced.
     """
     cache = EmbeddingCache.for_models(cache_dir, backbone, face_model)
     train_recs, dev_recs = train_dev(corpus, seed)
+    g_recs = train_dev(ifer_corpus, seed) if ifer_corpus is not None else ([], [])
     stats = ensure(
         cache,
-        [r.path for r in train_recs + dev_recs],
+        [r.path for r in train_recs + dev_recs + g_recs[0] + g_recs[1]],
         real_pipeline(backbone, face_model),
         progress=progress,
     )
     if stats.failed:
         log.warning("%s sources could not be decoded and are left out", len(stats.failed))
     key = fingerprint(corpus, cache, profile, seed, dev_recs)
+    if ifer_corpus is not None:
+        g_key = fingerprint(ifer_corpus, cache, profile, seed, g_recs[1])
+        key = hashlib.sha256(f"{key}|g from {g_key}".encode()).hexdigest()[:32]
     if teacher is not None:
         key = hashlib.sha256(f"{key}|teacher {file_sha256(teacher)}".encode()).hexdigest()[:32]
     if (out_bundle / "manifest.json").is_file():
@@ -439,6 +455,11 @@ def train_central(
             log.warning("replacing the unusable bundle at %s: %s", out_bundle, exc)
     ok = [r for r in train_recs if cache.has(r.path)], [r for r in dev_recs if cache.has(r.path)]
     train, dev = (clip_data(rs, cache, corpus.classes) for rs in ok)
+    g_data = None
+    if ifer_corpus is not None:
+        g_ok = [[r for r in rs if cache.has(r.path)] for rs in g_recs]
+        gt, gd = (clip_data(rs, cache, corpus.classes) for rs in g_ok)
+        g_data = (gt, gd)
     result = train_heads(
         train,
         dev,
@@ -447,10 +468,13 @@ def train_central(
         seed=seed,
         progress=progress,
         log_path=out_bundle.with_name(out_bundle.name + ".train_log.jsonl"),
+        g_data=g_data,
     )
     notes = {
         "train_fingerprint": key,
         "corpus": corpus.name,
+        "vfer_corpus": corpus.name,
+        "ifer_corpus": (ifer_corpus or corpus).name,
         "seed": str(seed),
         "profile": json.dumps(asdict(profile)),
         "counts": json.dumps(result.counts),

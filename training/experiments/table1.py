@@ -25,10 +25,10 @@ from vfer.selection import mean_frame_probs
 def run(ctx: Context) -> dict[str, Any]:
     classes = ctx.options.classes
     central = ctx.central(classes)
-    test = central.corpus.split("test")
+    test = central.g_corpus.split("test")
     data = clip_data(test, ctx.cache, classes)
     if not data.clips:
-        raise ValueError(f"{central.corpus.name}: no test clips with a face")
+        raise ValueError(f"{central.g_corpus.name}: no test clips with a face")
     x, y = data.frames()
     probs = ctx.heads.ifer(central.ifer, x)
     frame = scores(y, np.argmax(probs, axis=1), classes)
@@ -50,7 +50,7 @@ def run(ctx: Context) -> dict[str, Any]:
         }
         for s in sorted(set(owner.tolist()))
     ]
-    train_recs, _ = train_dev(central.corpus, ctx.options.seed)
+    train_recs, _ = train_dev(central.g_corpus, ctx.options.seed)
     xt, yt = clip_data(
         [r for r in train_recs if ctx.cache.has(r.path)], ctx.cache, classes
     ).frames()
@@ -58,7 +58,8 @@ def run(ctx: Context) -> dict[str, Any]:
     probe_frame = scores(y, np.argmax(probe.probs, axis=1), classes)
     return {
         "classes": list(classes),
-        "corpus": central.corpus.name,
+        "corpus": central.g_corpus.name,
+        "vfer_corpus": central.corpus.name,
         "probe": {**probe_frame, "train_frames": probe.train_frames},
         "g_minus_probe": {
             "macro_f1": frame["macro"]["f1"] - probe_frame["macro"]["f1"],
