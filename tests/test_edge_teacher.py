@@ -9,7 +9,6 @@ at 260, 300-460). The smiling range asserted is 290-460.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -93,7 +93,7 @@ def test_models_that_do_not_fit_are_refused(backbone_src: Path) -> None:
         Teacher.from_path(teacher_file(), EMOTIONS_4, source_classes=EMOTIONS_6)
     with pytest.raises(ValueError, match="no class contempt"):
         Teacher.from_path(teacher_file(), ("neutral", "contempt"))
-    with pytest.raises(BundleError, match="teacher .*input shape"):
+    with pytest.raises(BundleError, match=r"teacher .*input shape"):
         check_teacher(backbone_src, EMOTIONS_4)
 
 
@@ -130,7 +130,7 @@ def test_a_bundle_with_a_bad_teacher_is_refused(taught: Bundle, tmp_path: Path) 
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["teacher"]["source_classes"] = list(EMOTIONS_6)
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="unusable teacher: .*7 outputs"):
+    with pytest.raises(BundleError, match=r"unusable teacher: .*7 outputs"):
         Bundle.load(bad)
     del manifest["files"]["teacher.tflite"]
     (bad / "manifest.json").write_text(json.dumps(manifest))
