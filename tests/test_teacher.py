@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,35 @@ def test_export_bundle_refuses_a_teacher_that_does_not_fit(
     assert proc.returncode != 0
     assert "Error:" in proc.stderr and "grayscale" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_distill_trains_a_bundle_from_unlabelled_photos(tmp_path: Path) -> None:
+    from training.distill import teacher_label
+
+    assert teacher_label(np.array([0.2, 0.6, 0.2]), ("a", "b", "c"), 0.5) == "b"
+    assert teacher_label(np.array([0.4, 0.3, 0.3]), ("a", "b", "c"), 0.5) is None
+    if not (paths.LONDON / "faces.csv").is_file() or not paths.FACE_MODEL.is_file():
+        pytest.skip("London set or face model absent")
+    photos = tmp_path / "photos"
+    for n in range(1, 13):
+        person = photos / f"{n:03d}"
+        person.mkdir(parents=True)
+        for folder, shot in (("neutral", "03"), ("smiling", "08")):
+            (person / f"{shot}.jpg").symlink_to(paths.LONDON / folder / f"{n:03d}_{shot}.jpg")
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO), "FEDVFER_MODELS": str(paths.MODELS)}
+    cmd = [sys.executable, "-m", "training", "distill", "--teacher", str(teacher_file())]
+    cmd += ["--videos", str(photos), "--cache", str(tmp_path / "cache"), "--out"]
+    cmd += [str(tmp_path / "bundle"), "--subject-from", "folder", "--quick"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout.split("teacher labels: ", 1)[1].splitlines()[0])
+    assert counts["label_neutral"] >= 8 and counts["label_happiness"] >= 3
+    assert (
+        sum(v for k, v in counts.items() if k.startswith("label_"))
+        + counts.get("below_threshold", 0)
+        + counts.get("no_face", 0)
+        == 24
+    )  # every photo is accounted for
+    bundle = Bundle.load(tmp_path / "bundle")
+    assert bundle.has_teacher and bundle.manifest.notes["corpus"] == "distilled"

@@ -280,7 +280,82 @@ def london_manifest_cmd(faces: Path, out: Path) -> None:
     click.echo(f"wrote {out}: {n} photos")
 
 
-COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd, london_manifest_cmd)
+@click.command("distill")
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="external FER model (README: 'The teacher')",
+)
+@click.option("--videos", type=_path, required=True, help="folder of unlabelled videos/photos")
+@click.option("--cache", type=_path, required=True, help="embedding cache folder")
+@click.option("--out", type=_path, required=True, help="bundle folder to write")
+@click.option("--classes", default="4", show_default=True, help="4, 6 or a comma list")
+@click.option("--p-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option(
+    "--subject-from",
+    type=click.Choice(["source", "folder"]),
+    default="source",
+    show_default=True,
+    help="one subject per source, or per parent folder",
+)
+@click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_models_options
+def distill_cmd(
+    teacher: Path,
+    videos: Path,
+    cache: Path,
+    out: Path,
+    classes: str,
+    p_threshold: float,
+    subject_from: str,
+    quick: bool,
+    seed: int,
+    backbone: Path | None,
+    face_model: Path | None,
+) -> None:
+    """Train g and v from unlabelled faces with the teacher's clip labels (Eq. 1)."""
+    from training.distill import label_sources
+    from training.experiments.setup import resolve_models
+    from training.train import FULL, QUICK, train_central
+    from vfer.bundle import BundleError, check_teacher
+
+    setup_logging("INFO")
+    names = _classes("manifest", classes)
+    if not teacher.is_file():
+        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
+    try:
+        check_teacher(teacher, names)
+    except BundleError as exc:
+        raise UserError(str(exc)) from None
+    bb, fm = resolve_models(backbone, face_model, cache)
+    try:
+        labelled = label_sources(
+            videos,
+            teacher,
+            fm,
+            names,
+            p_threshold=p_threshold,
+            subject_from=subject_from,  # type: ignore[arg-type]
+        )
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    corpus = labelled.corpus
+    click.echo(f"teacher labels: {json.dumps(corpus.counts)}")
+    if len({r.subject for r in corpus.records}) < 2 or len({r.label for r in corpus.records}) < 2:
+        raise UserError(
+            "the teacher labelled too little to train on (need 2 subjects and 2 classes): "
+            f"{json.dumps(corpus.counts)}"
+        )
+    bundle = train_central(
+        corpus, cache, out, QUICK if quick else FULL, backbone=bb, face_model=fm, seed=seed,
+        teacher=teacher,
+    )  # fmt: skip
+    click.echo(f"wrote {bundle.path} (K={bundle.num_classes}) from {len(corpus.records)} sources")
+
+
+COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd, london_manifest_cmd, distill_cmd)
 
 
 def register(group: click.Group) -> None:
