@@ -44,9 +44,14 @@ def display_probs(
     vfer: np.ndarray | None,
     ifer: np.ndarray | None,
     teacher: np.ndarray | None,
+    has_teacher: bool | None = None,
 ) -> tuple[Display, np.ndarray | None]:
-    """(the display used, its probabilities) for one frame; None when there is nothing to show."""
-    used = effective_display(choice, teacher is not None)
+    """(the display used, its probabilities) for one frame; None when there is nothing to show.
+
+    ``has_teacher`` says whether the bundle has a teacher (default: whether ``teacher`` is given),
+    so a frame without a face keeps the configured display rather than falling back.
+    """
+    used = effective_display(choice, teacher is not None if has_teacher is None else has_teacher)
     if used == "ifer":
         return used, ifer
     if used == "teacher":

@@ -320,9 +320,12 @@ class Pipeline:
                 round(b.width * scale),
                 round(b.height * scale),
             )
-        has_teacher = self.models.teacher is not None
         shown, probs = display_probs(
-            self.options.display, vfer=vfer, ifer=ifer, teacher=teacher if has_teacher else None
+            self.options.display,
+            vfer=vfer,
+            ifer=ifer,
+            teacher=teacher,
+            has_teacher=self.models.teacher is not None,
         )
         self.state.update(
             emotion=classes[int(np.argmax(probs))] if probs is not None else None,

@@ -31,6 +31,10 @@ def test_display_choice_and_fallback() -> None:
     used, p = display_probs("ensemble", vfer=v, ifer=g, teacher=t)
     assert used == "ensemble" and np.allclose(p, [0.3, 0.7])
     assert display_probs("teacher", vfer=v, ifer=g, teacher=None) == ("vfer", v)
+    assert display_probs("teacher", vfer=None, ifer=None, teacher=None, has_teacher=True) == (
+        "teacher",
+        None,
+    )  # no face this frame: nothing to show, the display stays
     assert effective_display("ensemble", False) == "vfer"
     assert np.allclose(ensemble(g, t).sum(), 1)
     assert np.allclose(pseudo_probs("external", g, t), t)
