@@ -51,6 +51,12 @@ def print_report(report: dict[str, Any], out: Path) -> None:
             f"{row['macro_f1']:.3f}",
         )
     console.print(c)
+    teacher = report["summary"].get("teacher_on_nodes") or {}
+    if teacher.get("accuracy") is not None:
+        console.print(
+            f"teacher g on the nodes' adaptation clips: accuracy {teacher['accuracy']:.3f}, "
+            f"macro-F1 {teacher['macro_f1']:.3f} ({teacher['clips']} clips)"
+        )
     console.print(
         f"Done in {report['run']['seconds_total']:.0f} s. Look next at {out / 'report.md'}, "
         f"{out / 'report.json'}, the charts {', '.join(str(out / f) for f in report['figures'])}, "
