@@ -96,7 +96,9 @@ def still(
     pose[i, 3:5] += rng.normal(0.0, 0.15, 2)
     pose[i, 5] += rng.uniform(-0.15, 0.25)
     timeline = replace(timeline, pose=pose)
-    scene = random_scene(rng, cfg.width, cfg.height, room=int(rng.integers(0, 2**31)))
+    scene = random_scene(
+        rng, cfg.width, cfg.height, room=int(rng.integers(0, 2**31)), grain_frames=1
+    )
     return render_frame(subject.look, timeline, scene, i, rng)
 
 
