@@ -188,8 +188,11 @@ def setup(
     if len(splits) < nodes:
         raise UserError(f"the corpus has {len(splits)} held-out subjects for {nodes} nodes")
     cache = EmbeddingCache.for_models(work / "embeddings", backbone, face_model)
-    ensure(cache, [r.path for s in splits for r in s.evaluate], real_pipeline(backbone, face_model),
-           progress=progress, description="embedding held-out clips")  # fmt: skip
+    # the held-out clips score v; the adaptation clips only let the report state how good the
+    # teacher g is on the nodes' people (the nodes embed their own copies on-device)
+    ensure(cache, [r.path for s in splits[:nodes] for r in s.evaluate + s.adapt],
+           real_pipeline(backbone, face_model), progress=progress,
+           description="embedding the nodes' clips (lab copy, for the report)")  # fmt: skip
     fleet = sim / "fleet"
     if not (fleet / "fleet_public_key.pem").is_file():
         generate_keypair(fleet)
