@@ -26,9 +26,6 @@ import numpy as np
 from edge_node import bundles
 from vfer import weights as wio
 from vfer.bundle import (
-    BACKBONE,
-    IFER_TFLITE,
-    IFER_WEIGHTS,
     VFER_STEP,
     VFER_WEIGHTS,
     Bundle,
@@ -169,9 +166,7 @@ def _write_personalized(
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     version = f"local-{stamp}-{os.urandom(3).hex()}"
     files: dict[str, bytes | Path] = {
-        BACKBONE: central.file(BACKBONE),
-        IFER_TFLITE: central.file(IFER_TFLITE),
-        IFER_WEIGHTS: central.file(IFER_WEIGHTS),
+        **central.carried_files(),  # f, g and the teacher, unchanged
         VFER_STEP: vfer_step_tflite(weights),
         VFER_WEIGHTS: wio.to_bytes(weights),
     }
@@ -184,6 +179,7 @@ def _write_personalized(
         federation_round=central.manifest.federation_round,
         personalized=True,
         parent=central.manifest.head_version,
+        teacher=central.manifest.teacher,
         notes={
             "clips_per_class": json.dumps(result.selected_per_class),
             "base_version": central.manifest.head_version,

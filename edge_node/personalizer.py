@@ -30,9 +30,6 @@ from edge_node.schedule import in_window, night_of
 from edge_node.state import FederationInfo, NodeState
 from vfer import weights as wio
 from vfer.bundle import (
-    BACKBONE,
-    IFER_TFLITE,
-    IFER_WEIGHTS,
     VFER_STEP,
     VFER_WEIGHTS,
     Bundle,
@@ -75,9 +72,7 @@ def install_central(
         write_files(
             target,
             {
-                BACKBONE: base.file(BACKBONE),
-                IFER_TFLITE: base.file(IFER_TFLITE),
-                IFER_WEIGHTS: base.file(IFER_WEIGHTS),
+                **base.carried_files(),  # f, g and the teacher, unchanged
                 VFER_STEP: vfer_step_tflite(full),
                 VFER_WEIGHTS: wio.to_bytes(full),
             },
@@ -86,6 +81,7 @@ def install_central(
             federation_round=round_id,
             personalized=False,
             parent=base.manifest.head_version,
+            teacher=base.manifest.teacher,
             notes={"central_version": str(version)},
         )
     if bundles.load_active(bundle_path).manifest.personalized:

@@ -183,3 +183,39 @@ def test_distill_trains_a_bundle_from_unlabelled_photos(tmp_path: Path) -> None:
     )  # every photo is accounted for
     bundle = Bundle.load(tmp_path / "bundle")
     assert bundle.has_teacher and bundle.manifest.notes["corpus"] == "distilled"
+
+
+@pytest.mark.slow
+def test_a_derived_bundle_keeps_the_teacher(taught: Bundle, tmp_path: Path) -> None:
+    """What the node's personalization and central installs do: carried files plus a new v."""
+    from vfer.bundle import VFER_STEP, VFER_WEIGHTS, write_files
+
+    files = {
+        **taught.carried_files(),
+        VFER_STEP: taught.file(VFER_STEP),
+        VFER_WEIGHTS: taught.file(VFER_WEIGHTS),
+    }
+    derived = write_files(
+        tmp_path / "derived",
+        files,
+        classes=taught.classes,
+        head_version="local-x",
+        federation_round=0,
+        personalized=True,
+        parent=taught.manifest.head_version,
+        notes={},
+        teacher=taught.manifest.teacher,
+    )
+    assert derived.has_teacher
+    assert derived.manifest.files["teacher.tflite"] == taught.manifest.files["teacher.tflite"]
+    with pytest.raises(BundleError, match="go together"):
+        write_files(
+            tmp_path / "bad",
+            files,
+            classes=taught.classes,
+            head_version="x",
+            federation_round=0,
+            personalized=True,
+            parent=None,
+            notes={},
+        )
