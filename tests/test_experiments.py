@@ -217,13 +217,16 @@ def affectnet_tree(root: Path) -> Path:
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
     lists, images = root / "Manually_Annotated_file_lists", root / "Manually_Annotated_Images"
     lists.mkdir(parents=True)
-    for name, people in (("training", range(1, 21)), ("validation", range(21, 25))):
+    ids = sorted(
+        {line.split(",")[1] for line in (paths.LONDON / "faces.csv").read_text().splitlines()[1:]}
+    )
+    for name, people in (("training", ids[:20]), ("validation", ids[20:24])):
         lines = [header]
         for n in people:
             for code, folder, shot in ((0, "neutral", "03"), (1, "smiling", "08")):
-                rel = f"{code}/{n:03d}_{shot}.jpg"
+                rel = f"{code}/{n}_{shot}.jpg"
                 (images / rel).parent.mkdir(parents=True, exist_ok=True)
-                (images / rel).symlink_to(paths.LONDON / folder / f"{n:03d}_{shot}.jpg")
+                (images / rel).symlink_to(paths.LONDON / folder / f"{n}_{shot}.jpg")
                 lines.append(f'{rel},0,0,512,512,"",{code},0,0\n')
         (lists / f"{name}.csv").write_text("".join(lines))
     return root
@@ -248,7 +251,7 @@ def test_two_corpora_plumbing_with_an_official_affectnet_tree(tiny: dict[str, Pa
     assert t1["n"] == 8 and t1["probe"]["n"] == 8
     assert report["training"]["notes"][0]["ifer_corpus"] == "affectnet"
     missing = subprocess.run(
-        [*cmd[:8], "--ifer-corpus", "affectnet", "--out", str(out / "x")],
+        [*cmd[:8], str(tiny["a"]), "--ifer-corpus", "affectnet", "--out", str(out / "x")],
         capture_output=True,
         text=True,
         timeout=120,
