@@ -26,9 +26,6 @@ import numpy as np
 from edge_node.bundles import BundleHome
 from vfer import weights as wio
 from vfer.bundle import (
-    BACKBONE,
-    IFER_TFLITE,
-    IFER_WEIGHTS,
     VFER_STEP,
     VFER_WEIGHTS,
     Bundle,
@@ -56,6 +53,8 @@ class AdaptParams:
     min_clips: int = 4
     batch_size: int = 8
     seed: int = 0
+    #: whose per-frame probabilities Eq. 1 averages: g, the external teacher, or their mean
+    teacher: str = "g"
     #: the safety gate's thresholds; None turns the gate off (the paper's plain rule)
     gate: GateOptions | None = field(default_factory=GateOptions)
     #: False: the gate's verdict is only recorded (``adaptation.gate: report``)
@@ -74,6 +73,7 @@ class AdaptParams:
             "epochs": config.epochs,
             "lr": config.lr,
             "min_clips": config.min_clips,
+            "teacher": config.teacher,
         }
         if round_settings is not None:
             for name in ("p", "p_threshold", "epochs", "lr"):
@@ -98,7 +98,7 @@ class AdaptParams:
         return [
             "--p", str(self.p), "--p-threshold", repr(self.p_threshold),
             "--epochs", str(self.epochs), "--lr", repr(self.lr),
-            "--min-clips", str(self.min_clips),
+            "--min-clips", str(self.min_clips), "--teacher", self.teacher,
             "--gate", json.dumps(asdict(self.gate)) if self.gate is not None else "off",
             *([] if self.gate_enforce else ["--gate-report"]),
         ]  # fmt: skip
@@ -267,9 +267,7 @@ def _write_personalized(
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     version = f"local-{stamp}-{os.urandom(3).hex()}"
     files: dict[str, bytes | Path] = {
-        BACKBONE: central.file(BACKBONE),
-        IFER_TFLITE: central.file(IFER_TFLITE),
-        IFER_WEIGHTS: central.file(IFER_WEIGHTS),
+        **central.carried_files(),  # f, g and the teacher, unchanged
         VFER_STEP: vfer_step_tflite(weights),
         VFER_WEIGHTS: wio.to_bytes(weights),
     }
@@ -281,6 +279,7 @@ def _write_personalized(
         federation_round=central.manifest.federation_round,
         personalized=True,
         parent=central.manifest.head_version,
+        teacher=central.manifest.teacher,
         notes={
             "clips_per_class": json.dumps(result.selected_per_class),
             "base_version": central.manifest.head_version,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from edge_node.cli_adapt import adapt_cmd, model_group
+from edge_node.cli_evaluate import evaluate_cmd
 from vfer.cli import UserError, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def _r4(x: Any) -> float:
 
 cli.add_command(adapt_cmd)
 cli.add_command(model_group)
+cli.add_command(evaluate_cmd)
 
 
 def main() -> None:

@@ -63,6 +63,11 @@ def print_result(r: AdaptResult) -> None:
     help="the safety gate: 'off', or its options as JSON (default: node.yaml's adaptation.gate_*)",
 )
 @click.option(
+    "--teacher",
+    type=click.Choice(["g", "external", "ensemble"]),
+    help="whose probabilities make the pseudo labels (default: node.yaml's adaptation.teacher)",
+)
+@click.option(
     "--gate-report", is_flag=True, help="record the gate's verdict but never block (simulations)"
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -76,6 +81,7 @@ def adapt_cmd(
     lr: float | None,
     min_clips: int | None,
     nightly: bool,
+    teacher: str | None,
     gate: str | None,
     gate_report: bool,
     as_json: bool,
@@ -86,7 +92,13 @@ def adapt_cmd(
 
     cfg = load_node_config(config_path, db=db, bundle=bundle)
     params = AdaptParams.build(
-        cfg.adaptation, p=p, p_threshold=p_threshold, epochs=epochs, lr=lr, min_clips=min_clips
+        cfg.adaptation,
+        p=p,
+        p_threshold=p_threshold,
+        epochs=epochs,
+        lr=lr,
+        min_clips=min_clips,
+        teacher=teacher,
     )
     if gate is not None:
         params = replace(params, gate=parse_gate(gate))

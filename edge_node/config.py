@@ -130,6 +130,11 @@ class KioskConfig(_Section):
             out.append(h)
         return out
 
+    display: Literal["vfer", "ifer", "teacher", "ensemble"] = Field(
+        "teacher",
+        description="what the page shows: v, g, the bundle's external teacher, or the mean of g and the teacher; teacher/ensemble fall back to vfer without a teacher (docs/reproduce.md)",
+    )
+
 
 class FederationConfig(_Section):
     enabled: bool = Field(False, description="take part in federation rounds")
@@ -210,6 +215,10 @@ class AdaptationConfig(_Section):
     )
     gate_max_class_share: float = Field(
         0.9, ge=0, le=1, description="gate: no class may take more of the new head's predictions"
+    )
+    teacher: Literal["g", "external", "ensemble"] = Field(
+        "g",
+        description="pseudo labels from g, the bundle's external teacher, or their mean (frames recorded without a teacher use g)",
     )
     trigger: Literal["window", "round"] = Field(
         "window",

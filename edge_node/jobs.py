@@ -25,7 +25,7 @@ from edge_node.bundles import BundleHome
 from edge_node.schedule import night_of
 from edge_node.store import ClipStore
 from vfer import weights as wio
-from vfer.bundle import BACKBONE, IFER_TFLITE, IFER_WEIGHTS, VFER_STEP, VFER_WEIGHTS
+from vfer.bundle import VFER_STEP, VFER_WEIGHTS
 from vfer.cli import UserError
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,24 @@ log = logging.getLogger(__name__)
 class StoreClips:
     """The clip store as adaptation's :class:`edge_node.adapt.ClipSource`."""
 
-    def __init__(self, store: ClipStore) -> None:
+    def __init__(self, store: ClipStore, teacher: str = "g") -> None:
         self.store = store
+        self.teacher = teacher  # adaptation.teacher: g | external | ensemble
 
     def candidates(self, classes: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
         rows = [r for r in self.store.clips() if r.classes == classes]
         if not rows:
             return [], np.zeros((0, len(classes)), np.float32)
-        return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
+        if self.teacher == "g":
+            return [r.id for r in rows], np.stack([r.ifer_mean for r in rows])
+        return [r.id for r in rows], np.stack([self._mean(r.id) for r in rows])
+
+    def _mean(self, clip_id: int) -> np.ndarray:
+        """Eq. 1 over the configured teacher's per-frame probabilities (g's where none stored)."""
+        from edge_node.display import pseudo_probs
+
+        g = self.store.frame_ifer(clip_id)
+        return pseudo_probs(self.teacher, g, self.store.frame_teacher(clip_id)).mean(axis=0)  # type: ignore[arg-type]
 
     def frame_embeddings(self, clip_id: int) -> np.ndarray:
         return self.store.frame_embeddings(clip_id)
@@ -53,7 +63,7 @@ def run_adapt(db: Path, bundle: Path, params: AdaptParams) -> AdaptResult:
             f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
         )
     with ClipStore(db) as store:
-        return adapt(StoreClips(store), bundle, params)
+        return adapt(StoreClips(store, params.teacher), bundle, params)
 
 
 def nightly_adapt(
@@ -101,9 +111,7 @@ def install_central(
         home.write_version(
             name,
             {
-                BACKBONE: base.file(BACKBONE),
-                IFER_TFLITE: base.file(IFER_TFLITE),
-                IFER_WEIGHTS: base.file(IFER_WEIGHTS),
+                **base.carried_files(),  # f, g and the teacher, unchanged
                 VFER_STEP: vfer_step_tflite(full),
                 VFER_WEIGHTS: wio.to_bytes(full),
             },
@@ -112,6 +120,7 @@ def install_central(
             federation_round=round_id,
             personalized=False,
             parent=base.manifest.head_version,
+            teacher=base.manifest.teacher,
             notes={"central_version": str(version)},
         )
     if home.active().manifest.personalized:

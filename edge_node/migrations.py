@@ -57,6 +57,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX thumbnails_clip ON thumbnails(clip_id);
     CREATE INDEX thumbnails_created_at ON thumbnails(created_at);
     """,
+    # 3: the external teacher's per-frame probabilities, computed on the face crop at capture
+    # time (frames are never stored); NULL for frames recorded without a teacher.
+    """
+    ALTER TABLE frames ADD COLUMN teacher BLOB;   -- (K,) float32 or NULL
+    """,
 )
 LATEST = len(MIGRATIONS)
 

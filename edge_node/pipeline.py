@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge_node.bundles import BundleHome
+from edge_node.display import DEFAULT_DISPLAY, Display, display_probs
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import ModelInfo, NodeState
@@ -33,6 +34,7 @@ from vfer.backbone import Backbone
 from vfer.bundle import BACKBONE, IFER_TFLITE, MANIFEST, VFER_STEP, Bundle
 from vfer.faces import FaceCrop, FaceCropper
 from vfer.runtime import IferHead, VferStep
+from vfer.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Models:
     ifer: IferHead
     vfer: VferStep
     fingerprint: tuple[str, int]
+    teacher: Teacher | None = None  # the bundle's external teacher, run on each face crop
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], num_threads: int = 2) -> Models:
@@ -70,6 +73,7 @@ class Models:
             IferHead.from_path(bundle.file(IFER_TFLITE)),
             VferStep.from_path(bundle.file(VFER_STEP)),
             fingerprint,
+            bundle.teacher() if bundle.has_teacher else None,
         )
 
     def info(self) -> ModelInfo:
@@ -83,8 +87,9 @@ class Models:
         )
 
     def close(self) -> None:
-        for model in (self.backbone, self.ifer, self.vfer):
-            model.close()
+        for model in (self.backbone, self.ifer, self.vfer, self.teacher):
+            if model is not None:
+                model.close()
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class PipelineOptions:
     preview_fps: float = 15.0
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
     forget_pause_s: float = 60.0  # no recording this long after "forget me"
+    display: Display = DEFAULT_DISPLAY  # what the kiosk shows (edge_node.display)
 
 
 @dataclass
@@ -105,6 +111,7 @@ class _OpenClip:
     times: list[float] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     ifer: list[np.ndarray] = field(default_factory=list)
+    teacher: list[np.ndarray] = field(default_factory=list)
     thumbs: list[bytes] = field(default_factory=list)
 
 
@@ -127,6 +134,7 @@ class FrameResult:
     embedding: np.ndarray | None = None  # f
     ifer: np.ndarray | None = None  # g, this frame
     vfer: np.ndarray | None = None  # v, the clip so far
+    teacher: np.ndarray | None = None  # the bundle's external teacher, this frame
 
 
 @dataclass
@@ -206,11 +214,15 @@ class Pipeline:
             result.embedding = embedding = m.backbone.embed(face.image)
             result.ifer = m.ifer.predict_frame(embedding)
             result.vfer = m.vfer.step(embedding)
+            if m.teacher is not None:
+                result.teacher = m.teacher.predict_crop(face.image)
             if step.in_clip and self._clip is not None:
                 self._add_frame(self._clip, frame.t, embedding, result.ifer, face)
+                if result.teacher is not None:
+                    self._clip.teacher.append(result.teacher)
         if self._clip is not None and self.state.recording_paused():
             self._clip.recordable = False
-        self._publish(frame, face, result.ifer, result.vfer)
+        self._publish(frame, face, result.ifer, result.vfer, result.teacher)
         return result
 
     def _start_clip(self, t: float) -> None:
@@ -258,6 +270,7 @@ class Pipeline:
             ifer=np.stack(clip.ifer),
             vfer_probs=m.vfer.probs if m.vfer.probs is not None else np.stack(clip.ifer).mean(0),
             thumbnails=_spread(clip.thumbs, self.options.thumbnails),
+            teacher=np.stack(clip.teacher) if len(clip.teacher) == len(clip.ifer) else None,
         )
         try:
             clip_id = self.store.add_clip(new)
@@ -351,7 +364,12 @@ class Pipeline:
     # -- the kiosk's view -------------------------------------------------------------------
 
     def _publish(
-        self, frame: Frame, face: FaceCrop | None, ifer: np.ndarray | None, vfer: np.ndarray | None
+        self,
+        frame: Frame,
+        face: FaceCrop | None,
+        ifer: np.ndarray | None,
+        vfer: np.ndarray | None,
+        teacher: np.ndarray | None = None,
     ) -> None:
         now = time.monotonic()
         if self._last_wall is not None:
@@ -373,8 +391,17 @@ class Pipeline:
                 round(b.width * scale),
                 round(b.height * scale),
             )
+        shown, probs = display_probs(
+            self.options.display,
+            vfer=vfer,
+            ifer=ifer,
+            teacher=teacher,
+            has_teacher=self.models.teacher is not None,
+        )
         self.state.update(
-            emotion=classes[int(np.argmax(vfer))] if vfer is not None else None,
+            emotion=classes[int(np.argmax(probs))] if probs is not None else None,
+            display=shown,
+            display_probs=_named(classes, probs) if probs is not None else {},
             vfer_probs=_named(classes, vfer)
             if vfer is not None
             else ({} if clip is None else self.state.snapshot().vfer_probs),

@@ -171,6 +171,7 @@ def run_node(
             preview_fps=config.kiosk.preview_fps,
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
             forget_pause_s=config.forget.pause_s,
+            display=config.kiosk.display,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
         handle = None

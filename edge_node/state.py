@@ -65,7 +65,9 @@ class Notice:
 class LiveState:
     """Everything the kiosk page shows, as plain data (``/api/state`` is its JSON)."""
 
-    emotion: str | None = None  # current video emotion (VFER step argmax), None without a face
+    emotion: str | None = None  # argmax of the display's probabilities, None without a face
+    display: str = "vfer"  # which model the emotion comes from (edge_node.display)
+    display_probs: dict[str, float] = field(default_factory=dict)  # the display's, this frame
     vfer_probs: dict[str, float] = field(default_factory=dict)  # clip so far
     ifer_probs: dict[str, float] = field(default_factory=dict)  # this frame
     face_present: bool = False

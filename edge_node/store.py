@@ -85,6 +85,7 @@ class NewClip:
     ifer: np.ndarray  # (T, K)
     vfer_probs: np.ndarray  # (K,)
     thumbnails: tuple[bytes, ...] = field(default=())  # JPEGs, only when opted in
+    teacher: np.ndarray | None = None  # (T, K) the bundle's external teacher, when it has one
 
     def __post_init__(self) -> None:
         t, k = len(self.embeddings), len(self.classes)
@@ -95,6 +96,8 @@ class NewClip:
                 f"clip of T={t}, K={k}: ifer {self.ifer.shape}, vfer {self.vfer_probs.shape}, "
                 f"times {len(self.times)} do not agree"
             )
+        if self.teacher is not None and self.teacher.shape != (t, k):
+            raise ValueError(f"clip of T={t}, K={k}: teacher {self.teacher.shape} does not agree")
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,11 @@ class ClipStore:
     def add_clip(self, clip: NewClip) -> int:
         """Write a clip and all its frames in one transaction; returns its id."""
         ifer = np.asarray(clip.ifer, dtype=np.float32)
+        teacher = (
+            [None] * len(ifer)
+            if clip.teacher is None
+            else [_blob(p, _F32) for p in np.asarray(clip.teacher, dtype=np.float32)]
+        )
         try:
             with self.db.atomic():
                 cursor = self.db.execute(
@@ -164,11 +172,12 @@ class ClipStore:
                 )
                 clip_id = int(cursor.lastrowid or 0)
                 self.db.conn.executemany(
-                    "INSERT INTO frames (clip_id, idx, t, embedding, ifer) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO frames (clip_id, idx, t, embedding, ifer, teacher)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (clip_id, i, float(t), _blob(e, _F16), _blob(p, _F32))
-                        for i, (t, e, p) in enumerate(
-                            zip(clip.times, clip.embeddings, ifer, strict=True)
+                        (clip_id, i, float(t), _blob(e, _F16), _blob(p, _F32), tp)
+                        for i, (t, e, p, tp) in enumerate(
+                            zip(clip.times, clip.embeddings, ifer, teacher, strict=True)
                         )
                     ],
                 )
@@ -241,6 +250,15 @@ class ClipStore:
         blobs = self._frame_blobs(clip_id, "ifer")
         return np.frombuffer(b"".join(blobs), _F32).reshape(len(blobs), -1).copy()
 
+    def frame_teacher(self, clip_id: int) -> np.ndarray | None:
+        """(T, K) float32 per-frame teacher probabilities, or None if any frame has none."""
+        rows = self.db.execute(
+            "SELECT teacher FROM frames WHERE clip_id = ? ORDER BY idx", [clip_id]
+        ).fetchall()
+        if not rows or any(r[0] is None for r in rows):
+            return None
+        return np.frombuffer(b"".join(r[0] for r in rows), _F32).reshape(len(rows), -1).copy()
+
     def frame_times(self, clip_id: int) -> np.ndarray:
         rows = self.db.execute("SELECT t FROM frames WHERE clip_id = ? ORDER BY idx", [clip_id])
         return np.array([r[0] for r in rows], dtype=np.float64)
@@ -285,7 +303,7 @@ class ClipStore:
     def clip_sizes(self) -> list[ClipSize]:
         rows = self.db.execute(
             "SELECT c.id, c.started_at,"
-            f" coalesce((SELECT sum(length(embedding) + length(ifer) + {ROW_OVERHEAD})"
+            f" coalesce((SELECT sum(length(embedding) + length(ifer) + coalesce(length(teacher), 0) + {ROW_OVERHEAD})"
             "  FROM frames f WHERE f.clip_id = c.id), 0)"
             " + coalesce((SELECT sum(length(jpeg)) FROM thumbnails t WHERE t.clip_id = c.id), 0)"
             " + length(c.vfer_probs) + length(c.ifer_mean) + 100"

@@ -24,7 +24,9 @@ from vfer.classes import EMOTIONS_4
 
 TINY_A = SynthSizes(5, 2, 2, 1, 8, 10, 10.0)
 TINY_B = SynthSizes(2, 2, 2, 0, 8, 10, 8.0, 240, 180)
-TINY = ExperimentProfile(train=TrainProfile(g_epochs=3, v_epochs=2), synth_a=TINY_A, synth_b=TINY_B)
+TINY = ExperimentProfile(
+    train=TrainProfile(g_epochs=3, v_epochs=2), synth_a=TINY_A, synth_b=TINY_B, stills=(12, 1)
+)
 METRIC_KEYS = {"precision", "recall", "f1"}
 
 
@@ -110,7 +112,21 @@ def test_all_writes_every_section(report_all: dict[str, Any], tiny: dict[str, Pa
     on_disk = json.loads((out / "report.json").read_text())
     assert {"table1", "within", "cross", "fedavg"} <= set(on_disk)
     check_scores(on_disk["table1"])
-    assert on_disk["table1"]["subjects"] and on_disk["table1"]["test_clips"] == 2 * 4 * 2
+    # two corpora by default: g is scored on the image corpus's test people (2 of 12, 4 photos each)
+    t1 = on_disk["table1"]
+    assert t1["corpus"] == "synthetic-images" and t1["vfer_corpus"] == "synthetic"
+    assert t1["subjects"] and t1["test_clips"] == 2 * 4
+    check_scores(t1["probe"])
+    assert t1["g_minus_probe"]["macro_f1"] == pytest.approx(
+        t1["macro"]["f1"] - t1["probe"]["macro"]["f1"]
+    )
+    summary = on_disk["summary"]
+    assert summary["g"]["macro_f1"] == t1["macro"]["f1"] and "accuracy" in summary["probe"]
+    teacher = summary["teacher_on_within_subjects"]
+    assert teacher["clips"] == 2 * 4 and 0 <= teacher["accuracy"] <= 1
+    notes = on_disk["training"]["notes"][0]
+    assert notes["ifer_corpus"] == "synthetic-images" and notes["vfer_corpus"] == "synthetic"
+    assert "g from `synthetic-images`" in (out / "report.md").read_text()
     for key in ("within", "cross", "fedavg"):
         sec = on_disk[key]
         check_scores(sec["before"])
@@ -161,10 +177,11 @@ def test_cli_experiment_all_quick(report_all: dict[str, Any], tiny: dict[str, Pa
     env = {**os.environ, "PYTHONPATH": str(paths.REPO), "FEDVFER_MODELS": str(paths.MODELS)}
     cmd = [sys.executable, "-m", "training", "experiment", "all", "--corpus", "synthetic"]
     cmd += ["--root", str(tiny["a"]), "--target-root", str(tiny["b"]), "--cache", str(tiny["work"])]
-    cmd += ["--out", str(out), "--quick", "--seed", "1"]
+    cmd += ["--out", str(out), "--quick", "--seed", "1", "--ifer-corpus", "same"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=paths.REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "table1: IFER macro-F1" in proc.stdout
+    assert "table1: IFER macro-F1" in proc.stdout and "linear probe" in proc.stdout
+    assert "teacher g on the personalized people" in proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert {"table1", "within", "cross", "fedavg"} <= set(report)
     assert report["meta"]["profile"] == "quick" and report["meta"]["seed"] == 1
@@ -193,3 +210,52 @@ def test_cli_experiment_all_quick(report_all: dict[str, Any], tiny: dict[str, Pa
     )
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert "--root" in bad.stderr
+
+
+def affectnet_tree(root: Path) -> Path:
+    """A tiny AffectNet in its official layout, its images real faces (the London set)."""
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+    lists, images = root / "Manually_Annotated_file_lists", root / "Manually_Annotated_Images"
+    lists.mkdir(parents=True)
+    ids = sorted(
+        {line.split(",")[1] for line in (paths.LONDON / "faces.csv").read_text().splitlines()[1:]}
+    )
+    for name, people in (("training", ids[:20]), ("validation", ids[20:24])):
+        lines = [header]
+        for n in people:
+            for code, folder, shot in ((0, "neutral", "03"), (1, "smiling", "08")):
+                rel = f"{code}/{n}_{shot}.jpg"
+                (images / rel).parent.mkdir(parents=True, exist_ok=True)
+                (images / rel).symlink_to(paths.LONDON / folder / f"{n}_{shot}.jpg")
+                lines.append(f'{rel},0,0,512,512,"",{code},0,0\n')
+        (lists / f"{name}.csv").write_text("".join(lines))
+    return root
+
+
+@pytest.mark.slow
+def test_two_corpora_plumbing_with_an_official_affectnet_tree(tiny: dict[str, Path]) -> None:
+    if not (paths.LONDON / "faces.csv").is_file():
+        pytest.skip("London set absent")
+    tree = affectnet_tree(tiny["root"] / "AffectNet")
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO), "FEDVFER_MODELS": str(paths.MODELS)}
+    out = tiny["root"] / "out-affectnet"
+    cmd = [sys.executable, "-m", "training", "experiment", "table1", "--corpus", "synthetic"]
+    cmd += ["--root", str(tiny["a"]), "--ifer-corpus", "affectnet", "--ifer-root", str(tree)]
+    cmd += ["--cache", str(tiny["work"]), "--out", str(out), "--quick"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=paths.REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    t1 = report["table1"]
+    # g is scored on AffectNet's test split (its validation list: 4 people x 2 photos)
+    assert t1["corpus"] == "affectnet" and t1["vfer_corpus"] == "synthetic"
+    assert t1["n"] == 8 and t1["probe"]["n"] == 8
+    assert report["training"]["notes"][0]["ifer_corpus"] == "affectnet"
+    missing = subprocess.run(
+        [*cmd[:8], str(tiny["a"]), "--ifer-corpus", "affectnet", "--out", str(out / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=paths.REPO,
+    )
+    assert missing.returncode == 1 and "--ifer-corpus affectnet needs --ifer-root" in missing.stderr

@@ -70,6 +70,11 @@ def check_report(report: dict, nodes: int, rounds: int) -> None:
         assert row["recorded_clips"] > 0 and row["personalized"]
         assert 0.0 <= row["micro_f1_before"] <= 1.0 and 0.0 <= row["micro_f1_after"] <= 1.0
     assert all(c["submissions"] >= 1 for c in report["central"][1:])
+    # g is trained on its own synthetic image corpus; the report states it on the nodes' clips
+    teacher = report["summary"]["teacher_on_nodes"]
+    assert teacher["clips"] == sum(row["recorded_clips"] for row in report["nodes"])
+    assert 0.0 <= teacher["accuracy"] <= 1.0
+    assert all(0.0 <= row["teacher_accuracy"] <= 1.0 for row in report["nodes"])
 
 
 def test_headless_rounds_against_a_plain_mosquitto_then_without_one(

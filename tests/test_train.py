@@ -19,6 +19,7 @@ from training.train import (
     train_heads,
 )
 from vfer.classes import EMOTIONS_4
+from vfer.metrics import scores
 
 
 def test_plateau_halves_after_patience_epochs_without_improvement() -> None:
@@ -90,12 +91,15 @@ def test_fit_head_follows_the_schedule_and_weights_the_loss() -> None:
         expected.append(replay.step(float(r["dev_loss"])))  # type: ignore[arg-type]
     assert [r["lr"] for r in rows] == pytest.approx(expected)
     assert min(r["lr"] for r in rows) < 1e-3  # it did halve
-    # the kept weights are the best epoch's, and the dev loss is the class-weighted CE
-    best = min(float(r["dev_loss"]) for r in rows)  # type: ignore[arg-type]
+    # the kept weights are the best epoch's (dev macro-F1, ties: lower dev loss), and the dev
+    # loss is the class-weighted CE
+    best_row = max(rows, key=lambda r: (r["dev_macro_f1"], -float(r["dev_loss"])))  # type: ignore[arg-type,operator]
     cw = class_weights(y, 4)
     p = np.asarray(g.predict(xd, verbose=0), np.float64)
     ce = -np.log(np.clip(p[np.arange(len(yd)), yd], 1e-7, 1))
-    assert float(np.sum(cw[yd] * ce) / len(yd)) == pytest.approx(best, rel=1e-3)
+    assert float(np.sum(cw[yd] * ce) / len(yd)) == pytest.approx(best_row["dev_loss"], rel=1e-3)
+    got = scores(yd, np.argmax(p, 1), list("abcd"))["macro"]["f1"]
+    assert got == pytest.approx(best_row["dev_macro_f1"])
     assert cw[0] < cw[1]  # the majority class weighs less
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -108,22 +109,88 @@ def backbone_cmd(
     click.echo(f"wrote {path}")
 
 
+_file = click.Path(path_type=Path, dir_okay=False)
+
+
 @click.command("export-bundle")
-@click.option("--classes", "classes", required=True, help="6, 4 or a comma list, in output order")
+@click.option("--classes", "classes", help="6, 4 or a comma list, in output order")
+@click.option("--backbone", "backbone_path", type=_file, help="f as .tflite")
 @click.option(
-    "--backbone", "backbone_path", required=True, type=click.Path(path_type=Path, dir_okay=False)
+    "--from-bundle",
+    "source",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="take classes, f, g and v from this (trained) bundle instead of untrained heads",
+)
+@click.option(
+    "--teacher",
+    type=_file,
+    help="external FER model to carry as the teacher (fer's emotion_model_quantized.tflite)",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True, help="initializer seed")
 @click.option("--force", is_flag=True, help="replace an existing bundle at OUT")
-def export_bundle_cmd(classes: str, backbone_path: Path, out: Path, seed: int, force: bool) -> None:
-    """Build a bundle with untrained heads (trained ones come from `train`)."""
+def export_bundle_cmd(
+    classes: str | None,
+    backbone_path: Path | None,
+    source: Path | None,
+    teacher: Path | None,
+    out: Path,
+    seed: int,
+    force: bool,
+) -> None:
+    """Build a bundle: untrained heads, or a trained bundle's heads (--from-bundle), plus a teacher."""
+    from vfer.bundle import Bundle, BundleError, write_bundle
+
+    if teacher is not None and not teacher.is_file():
+        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
+    if source is not None:
+        if classes or backbone_path:
+            raise UserError("--from-bundle takes classes and backbone from that bundle")
+        try:
+            base = Bundle.load(source)
+            bundle = write_bundle(
+                out,
+                classes=base.classes,
+                backbone=base.file("backbone.tflite"),
+                ifer_weights=base.ifer_weights(),
+                vfer_weights=base.vfer_weights(),
+                head_version=base.manifest.head_version,
+                federation_round=base.manifest.federation_round,
+                parent=base.manifest.parent,
+                notes=dict(base.manifest.notes),
+                ifer_tflite=base.file("ifer_head.tflite"),
+                teacher=teacher,
+                overwrite=force,
+            )
+        except BundleError as exc:
+            raise UserError(str(exc)) from None
+    else:
+        bundle = _untrained(classes, backbone_path, teacher, out, seed, force)
+    extra = (
+        f"; teacher {bundle.manifest.files['teacher.tflite'][:12]}" if bundle.has_teacher else ""
+    )
+    click.echo(
+        f"wrote {bundle.path} (K={bundle.num_classes}: {', '.join(bundle.classes)}; "
+        f"id {bundle.bundle_id[:12]}{extra})"
+    )
+
+
+def _untrained(
+    classes: str | None,
+    backbone_path: Path | None,
+    teacher: Path | None,
+    out: Path,
+    seed: int,
+    force: bool,
+) -> Any:
     import keras
 
     from vfer.backbone import Backbone
-    from vfer.bundle import write_bundle
+    from vfer.bundle import BundleError, write_bundle
     from vfer.heads import build_ifer, build_vfer, get_weights
 
+    if not classes or backbone_path is None:
+        raise UserError("give --classes and --backbone (or --from-bundle BUNDLE)")
     names = _classes(classes)
     if not backbone_path.is_file():
         raise UserError(
@@ -131,16 +198,17 @@ def export_bundle_cmd(classes: str, backbone_path: Path, out: Path, seed: int, f
         )
     Backbone.from_path(backbone_path).close()
     keras.utils.set_random_seed(seed)
-    bundle = write_bundle(
-        out,
-        classes=names,
-        backbone=backbone_path,
-        ifer_weights=get_weights(build_ifer(len(names))),
-        vfer_weights=get_weights(build_vfer(len(names))),
-        head_version="untrained",
-        notes={"seed": str(seed)},
-        overwrite=force,
-    )
-    click.echo(
-        f"wrote {bundle.path} (K={bundle.num_classes}: {', '.join(bundle.classes)}; id {bundle.bundle_id[:12]})"
-    )
+    try:
+        return write_bundle(
+            out,
+            classes=names,
+            backbone=backbone_path,
+            ifer_weights=get_weights(build_ifer(len(names))),
+            vfer_weights=get_weights(build_vfer(len(names))),
+            head_version="untrained",
+            notes={"seed": str(seed)},
+            teacher=teacher,
+            overwrite=force,
+        )
+    except BundleError as exc:
+        raise UserError(str(exc)) from None

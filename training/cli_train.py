@@ -13,6 +13,8 @@ from vfer.classes import parse_classes
 from vfer.cli import UserError, setup_logging
 
 CORPUS_CHOICES = ("synthetic", "crema-d", "msp-improv", "affectnet", "manifest")
+#: g's own corpus (the paper: AffectNet); "same": v's corpus
+IFER_CHOICES = ("synthetic-images", "affectnet", "manifest", "same")
 #: the paper's default class set per corpus (--classes overrides)
 DEFAULT_CLASSES = {
     "crema-d": "6",
@@ -21,6 +23,18 @@ DEFAULT_CLASSES = {
     "synthetic": "4",
     "manifest": "4",
 }
+
+
+def _ifer_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--ifer-root", type=_path, help="g's corpus folder (or manifest.csv)")(f)
+    f = click.option(
+        "--ifer-corpus",
+        type=click.Choice(IFER_CHOICES),
+        help="g's own corpus, as the paper (AffectNet); default: synthetic-images with "
+        "--corpus synthetic, else the same corpus as v",
+    )(f)
+    return f
+
 
 _path = click.Path(path_type=Path)
 
@@ -91,6 +105,12 @@ def preprocess_cmd(
 @click.option("--classes", default=None, help="4, 6 or a comma list (default: the corpus's)")
 @click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="external FER model to carry in the bundle as the teacher (README: 'The teacher')",
+)
+@_ifer_options
 @_models_options
 def train_cmd(
     corpus: str,
@@ -100,15 +120,35 @@ def train_cmd(
     classes: str | None,
     quick: bool,
     seed: int,
+    teacher: Path | None,
+    ifer_corpus: str | None,
+    ifer_root: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
-    """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0)."""
+    """Train g (60 epochs) and v (20) on the train split; write a bundle (head version central-r0).
+
+    With --ifer-corpus g learns from that corpus (the paper: AffectNet) and v from --corpus.
+    """
     from training.experiments.setup import resolve_models
     from training.train import FULL, QUICK, train_central
+    from vfer.bundle import BundleError, check_teacher
 
     setup_logging("INFO")
-    loaded = _load(corpus, root, _classes(corpus, classes), seed)
+    names = _classes(corpus, classes)
+    if teacher is not None:
+        if not teacher.is_file():
+            raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
+        try:
+            check_teacher(teacher, names)
+        except BundleError as exc:
+            raise UserError(str(exc)) from None
+    loaded = _load(corpus, root, names, seed)
+    g_loaded = None
+    if ifer_corpus not in (None, "same"):
+        if ifer_root is None:
+            raise UserError(f"--ifer-corpus {ifer_corpus} needs --ifer-root PATH")
+        g_loaded = _load(str(ifer_corpus), ifer_root, names, seed)
     bb, fm = resolve_models(backbone, face_model, cache)
     t0 = time.perf_counter()
     bundle = train_central(
@@ -119,6 +159,8 @@ def train_cmd(
         backbone=bb,
         face_model=fm,
         seed=seed,
+        teacher=teacher,
+        ifer_corpus=g_loaded,  # type: ignore[arg-type]
     )
     click.echo(
         f"wrote {bundle.path} ({bundle.manifest.head_version}, K={bundle.num_classes}) "
@@ -142,6 +184,7 @@ def train_cmd(
 @click.option("--target", type=click.Choice(CORPUS_CHOICES), help="cross: the corpus B")
 @click.option("--target-root", type=_path, help="cross: corpus B's folder")
 @click.option("--rounds", type=click.IntRange(1, 100), help="fedavg rounds (default 2)")
+@_ifer_options
 @_models_options
 def experiment_cmd(
     name: str,
@@ -155,6 +198,8 @@ def experiment_cmd(
     target: str | None,
     target_root: Path | None,
     rounds: int | None,
+    ifer_corpus: str | None,
+    ifer_root: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
@@ -165,7 +210,9 @@ def experiment_cmd(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices
     if root is None and corpus != "synthetic":
         raise UserError(f"--corpus {corpus} needs --root PATH (only synthetic is generated)")
-    for given in (root, target_root):
+    if ifer_corpus in ("affectnet", "manifest") and ifer_root is None:
+        raise UserError(f"--ifer-corpus {ifer_corpus} needs --ifer-root PATH")
+    for given in (root, target_root, ifer_root):
         if given is not None and not given.exists():
             raise UserError(f"{given}: no such corpus folder")
     if target_root is not None and target is None:
@@ -183,6 +230,8 @@ def experiment_cmd(
         target=target,
         target_root=target_root,
         rounds=rounds,
+        ifer_corpus=ifer_corpus,
+        ifer_root=ifer_root,
     )
     report = run_experiment(name, options)
     click.echo(
@@ -194,16 +243,119 @@ def experiment_cmd(
             continue
         if key == "table1":
             click.echo(
-                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f})"
+                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f}), "
+                f"linear probe {sec['probe']['macro']['f1']:.3f}; accuracy g "
+                f"{sec['accuracy']:.3f}, probe {sec['probe']['accuracy']:.3f}"
             )
         else:
             click.echo(
                 f"{key}: micro-F1 {sec['before']['micro']['f1']:.3f} -> {sec['after']['micro']['f1']:.3f}, "
                 f"mean per-subject change {sec['mean_subject_micro_f1_change']:+.4f} ({sec['sign']})"
             )
+            t = sec.get("teacher_on_subjects") or {}
+            if t.get("accuracy") is not None:
+                click.echo(
+                    f"{key}: teacher g on the personalized people: accuracy {t['accuracy']:.3f}, "
+                    f"macro-F1 {t['macro_f1']:.3f} ({t['clips']} clips)"
+                )
 
 
-COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd)
+@click.command("london-manifest")
+@click.option(
+    "--faces",
+    type=_path,
+    default=Path("../shared/data/london_face_set/faces.csv"),
+    show_default=True,
+    help="the London set's faces.csv",
+)
+@click.option("--out", type=_path, required=True, help="manifest CSV to write (london.csv)")
+def london_manifest_cmd(faces: Path, out: Path) -> None:
+    """Write a manifest (path,subject,label,gender) of the London set: neutral and happiness."""
+    from training.corpora.london import write_london_manifest
+
+    try:
+        n = write_london_manifest(faces, out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"wrote {out}: {n} photos")
+
+
+@click.command("distill")
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="external FER model (README: 'The teacher')",
+)
+@click.option("--videos", type=_path, required=True, help="folder of unlabelled videos/photos")
+@click.option("--cache", type=_path, required=True, help="embedding cache folder")
+@click.option("--out", type=_path, required=True, help="bundle folder to write")
+@click.option("--classes", default="4", show_default=True, help="4, 6 or a comma list")
+@click.option("--p-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option(
+    "--subject-from",
+    type=click.Choice(["source", "folder"]),
+    default="source",
+    show_default=True,
+    help="one subject per source, or per parent folder",
+)
+@click.option("--quick", is_flag=True, help="a short profile (minutes on 2 cores)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_models_options
+def distill_cmd(
+    teacher: Path,
+    videos: Path,
+    cache: Path,
+    out: Path,
+    classes: str,
+    p_threshold: float,
+    subject_from: str,
+    quick: bool,
+    seed: int,
+    backbone: Path | None,
+    face_model: Path | None,
+) -> None:
+    """Train g and v from unlabelled faces with the teacher's clip labels (Eq. 1)."""
+    from training.distill import label_sources
+    from training.experiments.setup import resolve_models
+    from training.train import FULL, QUICK, train_central
+    from vfer.bundle import BundleError, check_teacher
+
+    setup_logging("INFO")
+    names = _classes("manifest", classes)
+    if not teacher.is_file():
+        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
+    try:
+        check_teacher(teacher, names)
+    except BundleError as exc:
+        raise UserError(str(exc)) from None
+    bb, fm = resolve_models(backbone, face_model, cache)
+    try:
+        labelled = label_sources(
+            videos,
+            teacher,
+            fm,
+            names,
+            p_threshold=p_threshold,
+            subject_from=subject_from,  # type: ignore[arg-type]
+        )
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    corpus = labelled.corpus
+    click.echo(f"teacher labels: {json.dumps(corpus.counts)}")
+    if len({r.subject for r in corpus.records}) < 2 or len({r.label for r in corpus.records}) < 2:
+        raise UserError(
+            "the teacher labelled too little to train on (need 2 subjects and 2 classes): "
+            f"{json.dumps(corpus.counts)}"
+        )
+    bundle = train_central(
+        corpus, cache, out, QUICK if quick else FULL, backbone=bb, face_model=fm, seed=seed,
+        teacher=teacher,
+    )  # fmt: skip
+    click.echo(f"wrote {bundle.path} (K={bundle.num_classes}) from {len(corpus.records)} sources")
+
+
+COMMANDS = (preprocess_cmd, train_cmd, experiment_cmd, london_manifest_cmd, distill_cmd)
 
 
 def register(group: click.Group) -> None:

@@ -5,8 +5,17 @@
   (the Masking layer hides the padding). A clip with no face frame cannot be used and is counted.
 * Adam at 1e-3, halved when the dev loss has not improved for ``patience`` epochs
   (:class:`PlateauSchedule`, a pure function of the dev losses); class-weighted cross-entropy with
-  sklearn's "balanced" weights (:func:`class_weights`); the weights of the epoch with the lowest
-  dev loss are kept. g for 60 epochs and v for 20 in the full profile.
+  sklearn's "balanced" weights (:func:`class_weights`). g for 60 epochs and v for 20 in the full
+  profile.
+* g's BatchNorm statistics are *recomputed exactly* on the training frames after every epoch
+  (:func:`precise_bn`) before it is scored on dev. Keras' running averages (momentum 0.99) need
+  hundreds of steps to settle; with a small corpus g gets a handful of steps per epoch, and its
+  inference-time statistics were still those of the untrained network: on the London set g
+  collapsed to one class in 1 of 4 seeds and trailed a logistic-regression probe by 10 points of
+  macro-F1 (docs/reproduce.md, "g against a linear probe").
+* g keeps the epoch with the best dev macro-F1 (ties: the lower dev loss); v the lowest dev loss.
+* g uses AdamW with a decoupled weight decay of 0.05 (v plain Adam): on the synthetic video corpus
+  (15 training people) it moved g from 2.4 points below the probe to 0.1 above (4 seeds).
 * Every epoch appends one row (head, epoch, train loss, dev loss, learning rate, seconds) to the
   loss log and the logger; a rich progress bar shows the epochs.
 
@@ -19,8 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,82 +36,37 @@ from typing import Any
 import numpy as np
 
 from training.corpora import Corpus, Record
+from training.fit import (
+    FULL,
+    QUICK,
+    PlateauSchedule,
+    TrainProfile,
+    class_weights,
+    fit_head,
+    precise_bn,
+    train_g,
+)
 from training.preprocess import EmbeddingCache, ensure, real_pipeline
+from vfer.backbone import file_sha256
 from vfer.bundle import Bundle, BundleError, write_bundle
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainProfile:
-    """How long and how hard to train. :data:`FULL` is the paper's; :data:`QUICK` runs in minutes."""
-
-    g_epochs: int = 60
-    v_epochs: int = 20
-    lr: float = 1e-3
-    g_batch: int = 128
-    v_batch: int = 16
-    patience: int = 3  # epochs without a dev-loss improvement before halving
-    factor: float = 0.5
-    min_lr: float = 1e-6
-    min_delta: float = 1e-4
-
-    def __post_init__(self) -> None:
-        if self.g_epochs < 1 or self.v_epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got g {self.g_epochs}, v {self.v_epochs}")
-        if not 0 < self.factor < 1:
-            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
-
-
-FULL = TrainProfile()
-QUICK = TrainProfile(g_epochs=20, v_epochs=12, patience=2)
-
-
-class PlateauSchedule:
-    """Halve the learning rate when the dev loss has not improved for ``patience`` epochs. Pure.
-
-    ``step(dev_loss)`` is called after each epoch and returns the learning rate for the next one.
-    An improvement is a loss below the best so far by more than ``min_delta``; after a halving
-    the count starts again (Keras' ReduceLROnPlateau without cooldown).
-    """
-
-    def __init__(
-        self,
-        lr: float,
-        *,
-        factor: float = 0.5,
-        patience: int = 3,
-        min_lr: float = 1e-6,
-        min_delta: float = 1e-4,
-    ) -> None:
-        self.lr = lr
-        self.factor = factor
-        self.patience = patience
-        self.min_lr = min_lr
-        self.min_delta = min_delta
-        self.best = float("inf")
-        self.wait = 0
-
-    def step(self, dev_loss: float) -> float:
-        if dev_loss < self.best - self.min_delta:
-            self.best = dev_loss
-            self.wait = 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.lr = max(self.min_lr, self.lr * self.factor)
-                self.wait = 0
-        return self.lr
-
-
-def class_weights(labels: np.ndarray, k: int) -> np.ndarray:
-    """sklearn's "balanced" weights ``n / (K * n_c)``; a class with no sample gets 0."""
-    y = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(y, minlength=k).astype(np.float64)
-    present = counts > 0
-    out = np.zeros(k, dtype=np.float64)
-    out[present] = len(y) / (present.sum() * counts[present])
-    return out
+__all__ = [
+    "FULL",
+    "QUICK",
+    "ClipData",
+    "PlateauSchedule",
+    "TrainProfile",
+    "class_weights",
+    "clip_data",
+    "fit_head",
+    "precise_bn",
+    "train_central",
+    "train_dev",
+    "train_g",
+    "train_heads",
+]
 
 
 @dataclass
@@ -157,72 +120,6 @@ def train_dev(corpus: Corpus, seed: int) -> tuple[list[Record], list[Record]]:
     return [r for r in train if r.subject not in held], [r for r in train if r.subject in held]
 
 
-EpochLog = Callable[[dict[str, Any]], None]
-
-
-def fit_head(
-    model: Any,
-    name: str,
-    train: tuple[np.ndarray, np.ndarray],
-    dev: tuple[np.ndarray, np.ndarray],
-    epochs: int,
-    profile: TrainProfile,
-    on_epoch: EpochLog,
-) -> list[dict[str, Any]]:
-    """Train ``model`` with class-weighted CE and plateau halving; keep the best-dev-loss weights."""
-    import keras
-
-    k = int(model.output_shape[-1])
-    x, y = train
-    xd, yd = dev
-    cw = class_weights(y, k)
-    batch = profile.g_batch if name == "g" else profile.v_batch
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=profile.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-    )
-    schedule = PlateauSchedule(
-        profile.lr,
-        factor=profile.factor,
-        patience=profile.patience,
-        min_lr=profile.min_lr,
-        min_delta=profile.min_delta,
-    )
-    rows: list[dict[str, Any]] = []
-    best_loss, best_weights = float("inf"), model.get_weights()
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        lr = schedule.lr
-        model.optimizer.learning_rate.assign(lr)
-        hist = model.fit(
-            x,
-            y,
-            batch_size=batch,
-            epochs=1,
-            class_weight=dict(enumerate(cw.tolist())),
-            shuffle=True,
-            verbose=0,
-        )
-        dev_loss = float(
-            model.evaluate(xd, yd, sample_weight=cw[yd], batch_size=4 * batch, verbose=0)
-        )
-        if dev_loss < best_loss:
-            best_loss, best_weights = dev_loss, model.get_weights()
-        schedule.step(dev_loss)
-        row = {
-            "head": name,
-            "epoch": epoch + 1,
-            "train_loss": float(hist.history["loss"][-1]),
-            "dev_loss": dev_loss,
-            "lr": lr,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        rows.append(row)
-        on_epoch(row)
-    model.set_weights(best_weights)
-    return rows
-
-
 @dataclass
 class TrainResult:
     ifer_weights: dict[str, np.ndarray]
@@ -240,8 +137,13 @@ def train_heads(
     seed: int = 0,
     progress: bool = True,
     log_path: Path | None = None,
+    g_data: tuple[ClipData, ClipData] | None = None,
 ) -> TrainResult:
-    """Train g on frames and v on whole pre-padded clips; returns both heads' weights and the log."""
+    """Train g on frames and v on whole pre-padded clips; returns both heads' weights and the log.
+
+    ``g_data`` (train, dev) gives g its own corpus (the paper's image corpus); by default g learns
+    from the frames of v's clips.
+    """
     import keras
 
     from vfer.heads import build_ifer, build_vfer, get_weights
@@ -276,7 +178,10 @@ def train_heads(
             bar.advance(row)
 
         g = build_ifer(k)
-        fit_head(g, "g", train.frames(), dev.frames(), profile.g_epochs, profile, on_epoch)
+        g_train, g_dev = g_data or (train, dev)
+        if len(g_train.clips) == 0 or len(g_dev.clips) == 0:
+            raise ValueError("g needs training and dev images or clips with faces")
+        fit_head(g, "g", g_train.frames(), g_dev.frames(), profile.g_epochs, profile, on_epoch)
         longest = max(len(c) for c in train.clips + dev.clips)
         v = build_vfer(k)
         xv, xdv = pad_clips(train.clips, longest), pad_clips(dev.clips, longest)
@@ -285,6 +190,7 @@ def train_heads(
         "train_clips": len(train.clips),
         "dev_clips": len(dev.clips),
         "train_frames": int(sum(len(c) for c in train.clips)),
+        "g_train_frames": int(sum(len(c) for c in g_train.clips)),
         "no_face_clips": len(train.no_face) + len(dev.no_face),
         "padded_length": longest,
     }
@@ -344,23 +250,33 @@ def train_central(
     seed: int = 0,
     progress: bool = True,
     head_version: str = "central-r0",
+    teacher: Path | None = None,
+    ifer_corpus: Corpus | None = None,
 ) -> Bundle:
     """Preprocess what is missing, train g and v on the corpus's train split, write a bundle.
 
+    With ``ifer_corpus`` g learns from that corpus's train split (the paper: AffectNet images)
+    and v from ``corpus``'s (CREMA-D or MSP-IMPROV clips); the manifest's notes record both.
     A bundle already at ``out_bundle`` trained from the same fingerprint is returned as it is
     (the fleet simulation trains once); any other bundle there is replaced.
     """
     cache = EmbeddingCache.for_models(cache_dir, backbone, face_model)
     train_recs, dev_recs = train_dev(corpus, seed)
+    g_recs = train_dev(ifer_corpus, seed) if ifer_corpus is not None else ([], [])
     stats = ensure(
         cache,
-        [r.path for r in train_recs + dev_recs],
+        [r.path for r in train_recs + dev_recs + g_recs[0] + g_recs[1]],
         real_pipeline(backbone, face_model),
         progress=progress,
     )
     if stats.failed:
         log.warning("%s sources could not be decoded and are left out", len(stats.failed))
     key = fingerprint(corpus, cache, profile, seed, dev_recs)
+    if ifer_corpus is not None:
+        g_key = fingerprint(ifer_corpus, cache, profile, seed, g_recs[1])
+        key = hashlib.sha256(f"{key}|g from {g_key}".encode()).hexdigest()[:32]
+    if teacher is not None:
+        key = hashlib.sha256(f"{key}|teacher {file_sha256(teacher)}".encode()).hexdigest()[:32]
     if (out_bundle / "manifest.json").is_file():
         try:
             old = Bundle.load(out_bundle)
@@ -371,6 +287,11 @@ def train_central(
             log.warning("replacing the unusable bundle at %s: %s", out_bundle, exc)
     ok = [r for r in train_recs if cache.has(r.path)], [r for r in dev_recs if cache.has(r.path)]
     train, dev = (clip_data(rs, cache, corpus.classes) for rs in ok)
+    g_data = None
+    if ifer_corpus is not None:
+        g_ok = [[r for r in rs if cache.has(r.path)] for rs in g_recs]
+        gt, gd = (clip_data(rs, cache, corpus.classes) for rs in g_ok)
+        g_data = (gt, gd)
     result = train_heads(
         train,
         dev,
@@ -379,10 +300,13 @@ def train_central(
         seed=seed,
         progress=progress,
         log_path=out_bundle.with_name(out_bundle.name + ".train_log.jsonl"),
+        g_data=g_data,
     )
     notes = {
         "train_fingerprint": key,
         "corpus": corpus.name,
+        "vfer_corpus": corpus.name,
+        "ifer_corpus": (ifer_corpus or corpus).name,
         "seed": str(seed),
         "profile": json.dumps(asdict(profile)),
         "counts": json.dumps(result.counts),
@@ -398,6 +322,7 @@ def train_central(
         vfer_weights=result.vfer_weights,
         head_version=head_version,
         notes=notes,
+        teacher=teacher,
         overwrite=True,
     )
 

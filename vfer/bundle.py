@@ -10,6 +10,9 @@
       vfer_step.tflite       v's streaming step (embedding, h, c -> probs, h_out, c_out)
       vfer_head.safetensors  v's weights, all of them, for on-device fine-tuning
       ifer_head.safetensors  g's weights
+      teacher.tflite         optional: an external real-face FER model (vfer.teacher), mapped
+                             onto the bundle's classes; its sha256 is in ``files`` like the rest
+                             and ``teacher`` says which class each of its outputs is
 
 Loading verifies every hash and that K agrees across the manifest, the class list, both heads and
 v's weights; any mismatch is a :class:`BundleError` that says which file and what differs.
@@ -26,6 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,11 +47,29 @@ IFER_TFLITE = "ifer_head.tflite"
 VFER_STEP = "vfer_step.tflite"
 VFER_WEIGHTS = "vfer_head.safetensors"
 IFER_WEIGHTS = "ifer_head.safetensors"
+TEACHER = "teacher.tflite"
 REQUIRED = (BACKBONE, IFER_TFLITE, VFER_STEP, VFER_WEIGHTS, IFER_WEIGHTS)
+#: the files a derived bundle (a new v) takes over unchanged from its parent
+CARRIED = (BACKBONE, IFER_TFLITE, IFER_WEIGHTS, TEACHER)
 
 
 class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file and what is wrong."""
+
+
+class TeacherInfo(BaseModel):
+    """What the bundle's external teacher is: its output classes and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(TEACHER, description="file name in the bundle")
+    source_classes: list[str] = Field(
+        min_length=2, max_length=64, description="the model's outputs, in its order"
+    )
+    center_fraction: float = Field(
+        1.0, ge=0.1, le=1.0, description="middle part of the 224x224 face crop it sees"
+    )
+    origin: str = Field("", max_length=500, description="where the file came from")
 
 
 class Manifest(BaseModel):
@@ -65,6 +87,7 @@ class Manifest(BaseModel):
     parent: str | None = Field(None, description="head_version this one was derived from")
     created_at: str = Field(description="ISO 8601 UTC")
     notes: dict[str, str] = Field(default_factory=dict, description="free-form provenance")
+    teacher: TeacherInfo | None = Field(None, description="the external teacher, when present")
 
 
 class Bundle:
@@ -92,6 +115,29 @@ class Bundle:
 
     def ifer_weights(self) -> dict[str, np.ndarray]:
         return wio.load(self.file(IFER_WEIGHTS))
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.manifest.teacher is not None
+
+    def teacher(self, num_threads: int = 1) -> Any:
+        """The external teacher as a :class:`vfer.teacher.Teacher` over this bundle's classes."""
+        from vfer.teacher import Teacher
+
+        info = self.manifest.teacher
+        if info is None:
+            raise BundleError(f"{self.path}: this bundle has no teacher")
+        return Teacher.from_path(
+            self.file(info.file),
+            self.classes,
+            source_classes=info.source_classes,
+            center_fraction=info.center_fraction,
+            num_threads=num_threads,
+        )
+
+    def carried_files(self) -> dict[str, bytes | Path]:
+        """The files a bundle derived from this one keeps as they are (f, g, the teacher)."""
+        return {name: self.file(name) for name in CARRIED if name in self.manifest.files}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
@@ -129,6 +175,10 @@ class Bundle:
         for name in REQUIRED:
             if name not in m.files:
                 raise BundleError(f"{self.path}: manifest lists no hash for {name}")
+        if m.teacher is not None and m.teacher.file not in m.files:
+            raise BundleError(
+                f"{self.path}: manifest lists no hash for the teacher {m.teacher.file}"
+            )
         for name, expected in m.files.items():
             p = self.file(name)
             if not p.is_file():
@@ -158,6 +208,11 @@ class Bundle:
                     raise BundleError(
                         f"{self.path}: {name} outputs {got} classes, manifest says {k}"
                     )
+        if self.manifest.teacher is not None:
+            try:
+                self.teacher().close()
+            except (ValueError, OSError) as exc:
+                raise BundleError(f"{self.path}: unusable teacher: {exc}") from None
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -183,11 +238,15 @@ def write_bundle(
     parent: str | None = None,
     notes: dict[str, str] | None = None,
     ifer_tflite: bytes | str | os.PathLike[str] | None = None,
+    teacher: str | os.PathLike[str] | None = None,
+    teacher_info: TeacherInfo | None = None,
     overwrite: bool = False,
 ) -> Bundle:
     """Export both heads and write a complete bundle at ``out`` atomically.
 
     ``ifer_tflite`` may hand over an already exported g (bytes or a file) to skip re-exporting it.
+    ``teacher`` adds an external FER model (checked against the classes first, see
+    :func:`check_teacher`).
     """
     from vfer import export
 
@@ -208,6 +267,9 @@ def write_bundle(
         VFER_WEIGHTS: wio.to_bytes(vfer_weights),
         IFER_WEIGHTS: wio.to_bytes(ifer_weights),
     }
+    if teacher is not None:
+        teacher_info = check_teacher(teacher, classes, teacher_info)
+        files[TEACHER] = Path(teacher)
     return write_files(
         out,
         files,
@@ -217,8 +279,25 @@ def write_bundle(
         personalized=personalized,
         parent=parent,
         notes=notes or {},
+        teacher=teacher_info if teacher is not None else None,
         overwrite=overwrite,
     )
+
+
+def check_teacher(
+    path: str | os.PathLike[str], classes: tuple[str, ...], info: TeacherInfo | None = None
+) -> TeacherInfo:
+    """Load the teacher once against ``classes``; a misfit is a BundleError saying why."""
+    from vfer.teacher import FER2013_CLASSES, Teacher
+
+    info = info or TeacherInfo(source_classes=list(FER2013_CLASSES), origin=Path(path).name)
+    try:
+        Teacher.from_path(
+            path, classes, source_classes=info.source_classes, center_fraction=info.center_fraction
+        ).close()
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"teacher {path}: {exc}") from None
+    return info
 
 
 def write_files(
@@ -231,9 +310,15 @@ def write_files(
     personalized: bool,
     parent: str | None,
     notes: dict[str, str],
+    teacher: TeacherInfo | None = None,
     overwrite: bool = False,
 ) -> Bundle:
-    """Write ``files`` (bytes, or paths to copy) plus a manifest into a new folder, atomically."""
+    """Write ``files`` (bytes, or paths to copy) plus a manifest into a new folder, atomically.
+
+    ``teacher`` describes ``files[TEACHER]``; a teacher file without it is refused.
+    """
+    if (TEACHER in files) != (teacher is not None):
+        raise BundleError(f"{TEACHER} and its teacher description go together")
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise BundleError(f"{target} exists and is not empty (choose another --out or remove it)")
@@ -261,6 +346,7 @@ def write_files(
             parent=parent,
             created_at=now_iso(),
             notes=notes,
+            teacher=teacher,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
         _fsync_file(tmp / MANIFEST)

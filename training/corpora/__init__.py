@@ -14,7 +14,7 @@ from training.corpora.manifest import load_manifest
 from training.corpora.msp_improv import load_msp_improv
 from training.corpora.record import SPLITS, Corpus, Record, Split, speaker_split
 
-CORPORA = ("crema-d", "msp-improv", "affectnet", "synthetic", "manifest")
+CORPORA = ("crema-d", "msp-improv", "affectnet", "synthetic", "synthetic-images", "manifest")
 
 __all__ = [
     "CORPORA",
@@ -43,7 +43,7 @@ def load_corpus(name: str, root: str | Path, classes: tuple[str, ...], seed: int
         return load_msp_improv(root, classes, seed=seed)
     if name == "affectnet":
         return load_affectnet(root, classes, seed=seed)
-    if name in ("synthetic", "manifest"):
+    if name in ("synthetic", "synthetic-images", "manifest"):
         csv_path = root if root.suffix.lower() == ".csv" else root / "manifest.csv"
         return load_manifest(csv_path, classes, name=name)
     raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")

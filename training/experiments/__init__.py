@@ -37,6 +37,27 @@ __all__ = [
 ]
 
 
+def summary(out: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures: g and the probe on g's test split, the teacher on the personalized."""
+    s: dict[str, Any] = {}
+    t1 = out.get("table1")
+    if t1:
+        s["g"] = {"accuracy": t1["accuracy"], "macro_f1": t1["macro"]["f1"]}
+        s["probe"] = {"accuracy": t1["probe"]["accuracy"], "macro_f1": t1["probe"]["macro"]["f1"]}
+        s["g_minus_probe_macro_f1"] = t1["g_minus_probe"]["macro_f1"]
+        s["g_test_corpus"] = t1["corpus"]
+    for key in ("within", "cross", "fedavg"):
+        sec = out.get(key) or {}
+        if "teacher_on_subjects" in sec:
+            t = sec["teacher_on_subjects"]
+            s[f"teacher_on_{key}_subjects"] = {
+                "accuracy": t["accuracy"],
+                "macro_f1": t["macro_f1"],
+                "clips": t["clips"],
+            }
+    return s
+
+
 def run_experiment(name: str, options: ExperimentOptions) -> dict[str, Any]:
     """Run one experiment (or ``all``), write the report under ``options.out`` and return it."""
     if name not in NAMES:
@@ -58,9 +79,11 @@ def run_experiment(name: str, options: ExperimentOptions) -> dict[str, Any]:
         "notes": [dict(c.bundle.manifest.notes) for c in centrals],
     }
     out["preprocess"] = ctx.preprocess_stats
+    out["summary"] = summary(out)
     out["meta"] = {
         "experiment": name,
         "corpus": options.corpus,
+        "ifer_corpus": options.g_corpus or options.corpus,
         "target": options.target,
         "classes": list(options.classes),
         "profile": profile,

@@ -19,6 +19,7 @@ from training.experiments.protocol import (
     sign_of,
     subject_data,
     subject_splits,
+    teacher_scores,
 )
 from training.experiments.setup import Context
 from vfer.fedavg import aggregate
@@ -76,6 +77,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "corpus": central.corpus.name,
         "classes": list(classes),
         "weighting": "mean",
+        "teacher_on_subjects": teacher_scores(data, classes),
         "before": before,
         "after": after,
         "rounds": rounds,

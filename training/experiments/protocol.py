@@ -145,6 +145,20 @@ def predict(heads: Any, v: dict[str, np.ndarray], clips: list[np.ndarray]) -> np
     return np.argmax(heads.vfer(v, clips), axis=1)
 
 
+def teacher_scores(subjects: list[SubjectData], classes: Sequence[str]) -> dict[str, Any]:
+    """g's Eq. 1 clip labels against the true labels of every adaptation clip of these people.
+
+    Reported only: the true labels are never used by the protocol itself.
+    """
+    with_clips = [d for d in subjects if len(d.adapt_true)]
+    if not with_clips:
+        return {"clips": 0, "accuracy": None, "macro_f1": None}
+    y = np.concatenate([d.adapt_true for d in with_clips])
+    pred = np.concatenate([np.argmax(d.adapt_probs, axis=1) for d in with_clips])
+    s = scores(y, pred, classes)
+    return {"clips": len(y), "accuracy": s["accuracy"], "macro_f1": s["macro"]["f1"], **s}
+
+
 def run_personalization(
     subjects: list[SubjectData],
     central_v: dict[str, np.ndarray],
@@ -191,6 +205,7 @@ def run_personalization(
     mean_change = float(np.mean(changes)) if changes else 0.0
     return {
         "classes": list(classes),
+        "teacher_on_subjects": teacher_scores(subjects, classes),
         "before": before_s,
         "after": after_s,
         "subjects": rows,

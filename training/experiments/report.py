@@ -148,18 +148,30 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# fedvfer experiments",
         "",
-        f"Corpus `{meta['corpus']}`, classes {', '.join(meta['classes'])}, profile `{meta['profile']}`, "
+        f"v from `{meta['corpus']}`, g from `{meta.get('ifer_corpus', meta['corpus'])}`, classes {', '.join(meta['classes'])}, profile `{meta['profile']}`, "
         f"seed {meta['seed']}, {meta['seconds']:.0f} s. Figures: {', '.join(meta.get('figures', []))}.",
         "",
     ]
     if "table1" in report:
         t = report["table1"]
-        lines += ["## Table 1: IFER (g), frame level, test split", ""]
+        lines += [f"## Table 1: IFER (g), frame level, test split of `{t['corpus']}`", ""]
         lines += _table(
             t,
             f"{t['n']} frames of {t['test_clips']} clips; chance macro-F1 {t['chance_macro_f1']:.3f}",
         )
         lines += _table(t["clip_level"], "clip level (Eq. 1 mean of frame probabilities)")
+        if "probe" in t:
+            gap = t["g_minus_probe"]
+            lines += _table(
+                t["probe"],
+                f"linear probe (logistic regression on the same {t['probe']['train_frames']} "
+                "training frames), same test frames",
+            )
+            lines += [
+                f"g minus probe: macro-F1 **{100 * gap['macro_f1']:+.1f}** points, accuracy "
+                f"**{100 * gap['accuracy']:+.1f}** points (as measured).",
+                "",
+            ]
     for key, title in (
         ("within", "Tables 2-3, Fig. 3: VFER before/after personalization, within corpus"),
         ("cross", "Tables 4-5: cross corpus, 4 classes"),
@@ -184,6 +196,14 @@ def markdown(report: dict[str, Any]) -> str:
                 for r in sec["rounds"]
             ]
             lines.append("")
+        t = sec.get("teacher_on_subjects")
+        if t and t.get("accuracy") is not None:
+            lines += [
+                f"Teacher g on the personalized people's {t['clips']} adaptation clips (Eq. 1; "
+                f"their true labels used only for this line): accuracy {t['accuracy']:.3f}, "
+                f"macro-F1 {t['macro_f1']:.3f}.",
+                "",
+            ]
         lines += _before_after(sec)
     return "\n".join(lines) + "\n"
 

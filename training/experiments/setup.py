@@ -5,6 +5,11 @@ The synthetic pair used by ``cross``: corpus **A** is rendered with ``--seed`` a
 corpus **B** with seed ``seed + 1000`` (other people, rooms, expression styles) by a different
 "camera": 240x180 at a lower frame rate (12 fps instead of 20; quick: 8 instead of 10). Both come from the same generator, so B is a milder shift than
 CREMA-D -> MSP-IMPROV, but a real one: no person, room or frame size of B is seen in training.
+
+Two corpora, as the paper: g (the teacher) learns from its own image corpus and v from the video
+corpus. With ``--corpus synthetic`` g's corpus defaults to ``synthetic-images``
+(:mod:`training.synthetic.stills`: 300 identities nobody else has); ``--ifer-corpus affectnet
+--ifer-root PATH`` (or ``manifest``) takes a real one, ``--ifer-corpus same`` the video corpus.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from training.corpora import Corpus, load_corpus
 from training.preprocess import EmbeddingCache, ensure, real_pipeline
+from training.synthetic.stills import StillsConfig
 from training.train import FULL, QUICK, TrainProfile, train_central
 from vfer.bundle import Bundle
 from vfer.classes import EMOTIONS_4
@@ -47,6 +53,8 @@ class ExperimentProfile:
     train: TrainProfile
     synth_a: SynthSizes
     synth_b: SynthSizes
+    #: the synthetic image corpus g learns from (identities, photos per class and identity)
+    stills: tuple[int, int] = (300, 2)
     p: int = 15  # clips per class kept by the selection rule (CREMA-D-like default)
     p_threshold: float = 0.5
     ft_epochs: int = 2
@@ -63,11 +71,13 @@ PROFILES = {
         train=FULL,
         synth_a=SynthSizes(24, 10, 6, 3, 50, 90, 20.0),
         synth_b=SynthSizes(8, 10, 8, 0, 40, 72, 12.0, 240, 180),
+        stills=(300, 3),
     ),
     "quick": ExperimentProfile(
         train=QUICK,
         synth_a=SynthSizes(20, 4, 3, 2, 20, 28, 10.0),
         synth_b=SynthSizes(3, 4, 3, 0, 20, 28, 8.0, 240, 180),
+        stills=(300, 1),
     ),
 }
 
@@ -83,11 +93,23 @@ class ExperimentOptions:
     cache: Path | None = None
     backbone: Path | None = None
     face_model: Path | None = None
+    #: g's own corpus (the paper: AffectNet); None: synthetic-images with --corpus synthetic,
+    #: else the same corpus as v ("same" forces that)
+    ifer_corpus: str | None = None
+    ifer_root: Path | None = None
     target: str | None = None  # cross: the corpus personalized and tested on
     target_root: Path | None = None
     rounds: int | None = None
     profile_override: ExperimentProfile | None = None  # tests: tinier than quick
     progress: bool = True
+
+    @property
+    def g_corpus(self) -> str | None:
+        """The corpus g trains on when it is not v's, else None."""
+        name = self.ifer_corpus
+        if name is None:
+            return "synthetic-images" if self.corpus == "synthetic" else None
+        return None if name == "same" else name
 
     @property
     def profile(self) -> ExperimentProfile:
@@ -164,6 +186,18 @@ def synthetic_corpus(where: Path, sizes: SynthSizes, classes: tuple[str, ...], s
     return folder
 
 
+def stills_corpus(where: Path, sizes: tuple[int, int], classes: tuple[str, ...], seed: int) -> Path:
+    """Generate (once) the synthetic image corpus for these sizes and seed; returns its folder."""
+    from training.synthetic.stills import generate_stills
+
+    cfg = StillsConfig(identities=sizes[0], per_class=sizes[1], classes=classes, seed=seed)
+    folder = where / f"synthetic-images-{cfg.tag()}"
+    if not (folder / "manifest.csv").is_file():
+        log.info("generating the synthetic image corpus %s", folder)
+        generate_stills(cfg, folder, workers=min(2, os.cpu_count() or 1))
+    return folder
+
+
 class Heads:
     """g and v as Keras models (built once per K) predicting from cached embeddings."""
 
@@ -198,6 +232,11 @@ class Central:
     ifer: dict[str, np.ndarray]
     vfer: dict[str, np.ndarray]
     train_log: list[dict[str, Any]] = field(default_factory=list)
+    ifer_corpus: Corpus | None = None  # g's own corpus, when it is not v's
+
+    @property
+    def g_corpus(self) -> Corpus:
+        return self.ifer_corpus or self.corpus
 
 
 class Context:
@@ -222,14 +261,22 @@ class Context:
         keras.utils.set_random_seed(options.seed)
 
     def corpus(self, which: str, classes: tuple[str, ...]) -> Corpus:
-        """``"source"`` (``--corpus``) or ``"target"`` (``cross``'s corpus B), embedded in the cache."""
+        """``"source"`` (``--corpus``), ``"target"`` (``cross``'s corpus B) or ``"ifer"`` (g's own
+        corpus), embedded in the cache."""
         o = self.options
-        name, root = (
-            (o.corpus, o.root) if which == "source" else (o.target or o.corpus, o.target_root)
-        )
+        if which == "ifer":
+            name, root = o.g_corpus or o.corpus, o.ifer_root
+        elif which == "source":
+            name, root = o.corpus, o.root
+        else:
+            name, root = o.target or o.corpus, o.target_root
+        if root is None and name == "synthetic-images":
+            root = stills_corpus(
+                self.work / "corpora", self.profile.stills, _synth_classes(classes), o.seed
+            )
         if root is None:
             if name != "synthetic":
-                flag = "--root" if which == "source" else "--target-root"
+                flag = {"source": "--root", "ifer": "--ifer-root"}.get(which, "--target-root")
                 raise UserError(f"--corpus {name} needs {flag} PATH (only synthetic is generated)")
             sizes = self.profile.synth_a if which == "source" else self.profile.synth_b
             seed = o.seed if which == "source" else o.seed + 1000
@@ -255,7 +302,9 @@ class Context:
         key = (self.options.corpus, classes)
         if key not in self._centrals:
             corpus = self.corpus("source", classes)
-            where = self.work / "models" / f"central-{len(classes)}c-s{self.options.seed}"
+            g_corpus = self.corpus("ifer", classes) if self.options.g_corpus else None
+            tag = f"-g-{g_corpus.name}" if g_corpus is not None else ""
+            where = self.work / "models" / f"central-{len(classes)}c-s{self.options.seed}{tag}"
             bundle = train_central(
                 corpus,
                 self.work / "embeddings",
@@ -265,6 +314,7 @@ class Context:
                 face_model=self.face_model,
                 seed=self.options.seed,
                 progress=self.options.progress,
+                ifer_corpus=g_corpus,
             )
             log_path = where.with_name(where.name + ".train_log.jsonl")
             rows = (
@@ -273,7 +323,7 @@ class Context:
                 else []
             )
             self._centrals[key] = Central(
-                corpus, bundle, bundle.ifer_weights(), bundle.vfer_weights(), rows
+                corpus, bundle, bundle.ifer_weights(), bundle.vfer_weights(), rows, g_corpus
             )
         return self._centrals[key]
 

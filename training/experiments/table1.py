@@ -3,6 +3,10 @@
 Frame level as the paper scores g (every frame with a face is one sample, labelled with its clip's
 label), plus the clip level of Eq. 1 (argmax of the mean frame probabilities) and each test
 subject's frame-level micro-F1.
+
+Beside g, the linear probe (:mod:`training.experiments.probe`): a logistic regression fitted on
+the very frames g trained on and scored on the same test frames (``probe``), and the gap
+``g_minus_probe`` in macro-F1 and accuracy, as measured.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from training.experiments.probe import fit_probe
 from training.experiments.setup import Context
-from training.train import clip_data
+from training.train import clip_data, train_dev
 from vfer.metrics import scores
 from vfer.selection import mean_frame_probs
 
@@ -20,10 +25,10 @@ from vfer.selection import mean_frame_probs
 def run(ctx: Context) -> dict[str, Any]:
     classes = ctx.options.classes
     central = ctx.central(classes)
-    test = central.corpus.split("test")
+    test = central.g_corpus.split("test")
     data = clip_data(test, ctx.cache, classes)
     if not data.clips:
-        raise ValueError(f"{central.corpus.name}: no test clips with a face")
+        raise ValueError(f"{central.g_corpus.name}: no test clips with a face")
     x, y = data.frames()
     probs = ctx.heads.ifer(central.ifer, x)
     frame = scores(y, np.argmax(probs, axis=1), classes)
@@ -45,9 +50,21 @@ def run(ctx: Context) -> dict[str, Any]:
         }
         for s in sorted(set(owner.tolist()))
     ]
+    train_recs, _ = train_dev(central.g_corpus, ctx.options.seed)
+    xt, yt = clip_data(
+        [r for r in train_recs if ctx.cache.has(r.path)], ctx.cache, classes
+    ).frames()
+    probe = fit_probe(xt, yt, x, len(classes), seed=ctx.options.seed)
+    probe_frame = scores(y, np.argmax(probe.probs, axis=1), classes)
     return {
         "classes": list(classes),
-        "corpus": central.corpus.name,
+        "corpus": central.g_corpus.name,
+        "vfer_corpus": central.corpus.name,
+        "probe": {**probe_frame, "train_frames": probe.train_frames},
+        "g_minus_probe": {
+            "macro_f1": frame["macro"]["f1"] - probe_frame["macro"]["f1"],
+            "accuracy": frame["accuracy"] - probe_frame["accuracy"],
+        },
         **frame,
         "clip_level": clip,
         "subjects": subjects,

@@ -51,11 +51,31 @@ def print_report(report: dict[str, Any], out: Path) -> None:
             f"{row['macro_f1']:.3f}",
         )
     console.print(c)
+    teacher = report["summary"].get("teacher_on_nodes") or {}
+    if teacher.get("accuracy") is not None:
+        console.print(
+            f"teacher g on the nodes' adaptation clips: accuracy {teacher['accuracy']:.3f}, "
+            f"macro-F1 {teacher['macro_f1']:.3f} ({teacher['clips']} clips)"
+        )
     console.print(
         f"Done in {report['run']['seconds_total']:.0f} s. Look next at {out / 'report.md'}, "
         f"{out / 'report.json'}, the charts {', '.join(str(out / f) for f in report['figures'])}, "
         f"the logs in {out / 'logs'}, and docs/architecture.md."
     )
+
+
+def _ifer(f: Any) -> Any:
+    f = click.option(
+        "--ifer-root", type=click.Path(path_type=Path), help="g's corpus folder or manifest"
+    )(f)
+    f = click.option(
+        "--ifer-corpus",
+        type=click.Choice(["synthetic-images", "affectnet", "manifest", "same"]),
+        default="synthetic-images",
+        show_default=True,
+        help="g's own corpus (the paper: AffectNet); same: the video corpus",
+    )(f)
+    return f
 
 
 @click.command("simulate")
@@ -89,9 +109,10 @@ def print_report(report: dict[str, Any], out: Path) -> None:
     help="seconds for all rounds",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@_ifer
 def simulate_cmd(
     nodes: int, rounds: int, broker: str | None, out: Path, seed: int, profile: str, cache: Path,
-    timeout_s: float, as_json: bool,
+    timeout_s: float, as_json: bool, ifer_corpus: str, ifer_root: Path | None,
 ) -> None:  # fmt: skip
     """Run N simulated nodes and the aggregator through R FedAvg rounds, then report."""
     from training.sim.simulate import simulate
@@ -100,6 +121,7 @@ def simulate_cmd(
     report = simulate(
         nodes=nodes, rounds=rounds, broker=broker, out=out, seed=seed, profile=profile,
         work=cache / f"{profile}", timeout_s=timeout_s, live=not as_json,
+        ifer_corpus=ifer_corpus, ifer_root=ifer_root,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report))
@@ -111,13 +133,21 @@ def simulate_cmd(
 @click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
-def demo_cmd(nodes: int, seed: int, out: Path) -> None:
+@_ifer
+def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path | None) -> None:
     """The newcomer's first run (`make demo`): 4 nodes, 2 FedAvg rounds, embedded broker."""
     from training.sim.simulate import simulate
 
     setup_logging("WARNING")
     report = simulate(
-        nodes=nodes, rounds=2, broker=None, out=out, seed=seed, work=Path(".cache/sim/demo")
+        nodes=nodes,
+        rounds=2,
+        broker=None,
+        out=out,
+        seed=seed,
+        work=Path(".cache/sim/demo"),
+        ifer_corpus=ifer_corpus,
+        ifer_root=ifer_root,
     )
     print_report(report, out)
 
@@ -129,15 +159,30 @@ def demo_cmd(nodes: int, seed: int, out: Path) -> None:
 @click.option("--broker", default="mqtt://mosquitto:1883", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
+@_ifer
 def sim_setup_cmd(
-    sim_dir: Path, nodes: int, rounds: int, broker: str, seed: int, profile: str
+    sim_dir: Path,
+    nodes: int,
+    rounds: int,
+    broker: str,
+    seed: int,
+    profile: str,
+    ifer_corpus: str,
+    ifer_root: Path | None,
 ) -> None:
     """Prepare a simulation folder: corpus, central model, fleet keys, node slots, aggregator.yaml."""
     from training.sim.setup import setup
 
     setup_logging("INFO")
     plan = setup(
-        sim_dir, nodes=nodes, rounds=rounds, broker=broker, seed=seed, profile_name=profile
+        sim_dir,
+        nodes=nodes,
+        rounds=rounds,
+        broker=broker,
+        seed=seed,
+        profile_name=profile,
+        ifer_corpus=ifer_corpus,
+        ifer_root=ifer_root,
     )
     click.echo(json.dumps(plan.to_json()))
 

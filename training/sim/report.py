@@ -39,6 +39,9 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
     index = {c: i for i, c in enumerate(classes)}
     heads = Heads()
     central0 = Bundle.load(sim / "central" / "bundle").vfer_weights()
+    g0 = Bundle.load(sim / "central" / "bundle").ifer_weights()
+    t_true: list[int] = []
+    t_pred: list[int] = []
 
     def predict(weights: dict[str, np.ndarray], clips: list[np.ndarray]) -> np.ndarray:
         return np.argmax(heads.vfer(weights, clips), axis=1) if clips else np.zeros(0, np.int64)
@@ -53,6 +56,16 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 clips.append(e)
                 truth.append(index[item["label"]])
         y = np.asarray(truth, dtype=np.int64)
+        # the teacher g on the clips this node adapts from (Eq. 1; true labels for this report only)
+        mine_true, mine_pred = [], []
+        for item in meta.get("adapt", []):
+            src = slot_dir(sim, i) / "clips" / item["path"]
+            e = cache.get(src).embeddings if cache.has(src) else np.zeros((0, 1280))
+            if len(e):
+                mine_true.append(index[item["label"]])
+                mine_pred.append(int(np.argmax(heads.ifer(g0, e).mean(axis=0))))
+        t_true += mine_true
+        t_pred += mine_pred
         work = slot_dir(sim, i) / "work"
         mine = _personalized_versions(work)
         before = scores(y, predict(central0, clips), classes)
@@ -72,6 +85,9 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "personalized": bool(mine),
                 "personalizations": len(mine),
                 "eval_clips": len(clips),
+                "teacher_accuracy": float(np.mean(np.equal(mine_true, mine_pred)))
+                if mine_true
+                else None,
                 "micro_f1_before": before["micro"]["f1"],
                 "micro_f1_after": after["micro"]["f1"],
                 "micro_f1_change": after["micro"]["f1"] - before["micro"]["f1"],
@@ -105,6 +121,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
             }
         )
     changes = [row["micro_f1_change"] for row in node_rows if row["personalized"]]
+    teacher = scores(np.asarray(t_true, np.int64), np.asarray(t_pred, np.int64), classes)
     return {
         "classes": list(classes),
         "nodes": node_rows,
@@ -115,6 +132,11 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
             "central_micro_f1_first": central_rows[0]["micro_f1"] if central_rows else None,
             "central_micro_f1_last": central_rows[-1]["micro_f1"] if central_rows else None,
             "rounds_completed": max((r for r in seen.centrals if r > 0), default=0),
+            "teacher_on_nodes": {
+                "clips": len(t_true),
+                "accuracy": teacher["accuracy"] if t_true else None,
+                "macro_f1": teacher["macro"]["f1"] if t_true else None,
+            },
         },
         "note": "Every figure comes from models trained and evaluated in this run (held-out clips of each node's subject).",
     }
@@ -152,6 +174,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {c['stage']} | {c['version']} | {c['submissions']} | {f(c['micro_f1'])} | {f(c['macro_f1'])} | {per} |"
         )
     s = report["summary"]
+    t = s.get("teacher_on_nodes") or {}
+    if t.get("accuracy") is not None:
+        lines += ["", f"Teacher g on the nodes' adaptation clips (Eq. 1; true labels used for this "
+                  f"line only): accuracy {f(t['accuracy'])}, macro-F1 {f(t['macro_f1'])} "
+                  f"({t['clips']} clips)."]  # fmt: skip
     lines += ["", f"Mean per-node micro-F1 change from personalization: {f(s['mean_node_micro_f1_change'])} "
               f"(as measured; {s['nodes_personalized']} nodes personalized).", "", report["note"], ""]  # fmt: skip
     return "\n".join(lines)

@@ -49,6 +49,8 @@ class SimProfile:
     p_threshold: float = 0.5
     min_clips: int = 2
     deadline_s: float = 90.0
+    #: g's own synthetic image corpus: identities, photos per class (the AffectNet stand-in)
+    stills: tuple[int, int] = (300, 1)
 
 
 PROFILES = {
@@ -65,6 +67,7 @@ PROFILES = {
         v_epochs=2,
         p_threshold=0.0,
         deadline_s=60.0,
+        stills=(12, 1),
     ),
 }
 
@@ -109,14 +112,24 @@ def setup(
     classes: tuple[str, ...] = EMOTIONS_6,
     progress: bool = True,
     work: Path | None = None,
+    ifer_corpus: str = "synthetic-images",
+    ifer_root: Path | None = None,
 ) -> Plan:
     """Generate the corpus, train the central model (cached), and lay out the fleet's folders.
 
     ``work`` holds what is worth keeping between runs (corpus, embedding cache, the trained
-    central model); by default ``SIM/work``.
+    central model); by default ``SIM/work``. g (the teacher) learns from ``ifer_corpus``: by
+    default the synthetic image corpus (people neither v's corpus nor the nodes have), else
+    ``affectnet``/``manifest`` at ``ifer_root``, or ``same`` (v's corpus).
     """
     from training.experiments.protocol import subject_splits
-    from training.experiments.setup import SynthSizes, resolve_models, synthetic_corpus
+    from training.experiments.setup import (
+        SynthSizes,
+        _synth_classes,
+        resolve_models,
+        stills_corpus,
+        synthetic_corpus,
+    )
     from training.preprocess import EmbeddingCache, ensure, real_pipeline
     from training.train import QUICK, train_central, with_epochs
     from vfer.signing import generate_keypair
@@ -139,15 +152,32 @@ def setup(
     from training.corpora import load_corpus
 
     corpus = load_corpus("synthetic", root, classes, seed=seed)
+    g_corpus = None
+    if ifer_corpus != "same":
+        if ifer_root is None and ifer_corpus != "synthetic-images":
+            raise UserError(f"--ifer-corpus {ifer_corpus} needs --ifer-root PATH")
+        g_root = ifer_root or stills_corpus(
+            work / "corpora", prof.stills, _synth_classes(classes), seed
+        )
+        g_corpus = load_corpus(ifer_corpus, g_root, classes, seed=seed)
+        ensure(
+            EmbeddingCache.for_models(work / "embeddings", backbone, face_model),
+            [r.path for r in g_corpus.records],
+            real_pipeline(backbone, face_model),
+            progress=progress,
+            description="embedding g's images",
+        )
+    tag = "" if g_corpus is None else f"-g-{g_corpus.name}"
     bundle = train_central(
         corpus,
         work / "embeddings",
-        work / "central" / f"{profile_name}-{len(classes)}c-s{seed}",
+        work / "central" / f"{profile_name}-{len(classes)}c-s{seed}{tag}",
         with_epochs(QUICK, prof.g_epochs, prof.v_epochs),
         backbone=backbone,
         face_model=face_model,
         seed=seed,
         progress=progress,
+        ifer_corpus=g_corpus,
     )
     central = sim / "central" / "bundle"
     if central.exists():
@@ -158,8 +188,11 @@ def setup(
     if len(splits) < nodes:
         raise UserError(f"the corpus has {len(splits)} held-out subjects for {nodes} nodes")
     cache = EmbeddingCache.for_models(work / "embeddings", backbone, face_model)
-    ensure(cache, [r.path for s in splits for r in s.evaluate], real_pipeline(backbone, face_model),
-           progress=progress, description="embedding held-out clips")  # fmt: skip
+    # the held-out clips score v; the adaptation clips only let the report state how good the
+    # teacher g is on the nodes' people (the nodes embed their own copies on-device)
+    ensure(cache, [r.path for s in splits[:nodes] for r in s.evaluate + s.adapt],
+           real_pipeline(backbone, face_model), progress=progress,
+           description="embedding the nodes' clips (lab copy, for the report)")  # fmt: skip
     fleet = sim / "fleet"
     if not (fleet / "fleet_public_key.pem").is_file():
         generate_keypair(fleet)

@@ -82,6 +82,8 @@ def simulate(
     work: Path | None = None,
     timeout_s: float = 900.0,
     live: bool = True,
+    ifer_corpus: str = "synthetic-images",
+    ifer_root: Path | None = None,
 ) -> dict[str, Any]:
     """Run the fleet and return the report (also written to ``out``)."""
     from training.sim.observer import FleetObserver
@@ -119,6 +121,8 @@ def simulate(
             seed=seed,
             profile_name=profile,
             work=work,
+            ifer_corpus=ifer_corpus,
+            ifer_root=ifer_root,
         )
         t_setup = time.monotonic() - t0
         with FleetObserver(broker, sim / "fleet" / "fleet_public_key.pem") as observer:

@@ -31,8 +31,12 @@ class Scene:
     blur: int  # 0, or an odd Gaussian kernel for a soft focus
 
 
-def random_scene(rng: np.random.Generator, width: int, height: int, room: int) -> Scene:
-    """A scene for one clip; ``room`` seeds the subject's usual backdrop (same room, new light)."""
+def random_scene(
+    rng: np.random.Generator, width: int, height: int, room: int, grain_frames: int = GRAIN_FRAMES
+) -> Scene:
+    """A scene for one clip; ``room`` seeds the subject's usual backdrop (same room, new light).
+
+    ``grain_frames`` sensor-noise fields are drawn (a still needs one)."""
     room_rng = np.random.default_rng(room)
     base = room_rng.integers(40, 220, 3).astype(np.float32)
     other = np.clip(base + room_rng.normal(0, 40, 3), 0, 255).astype(np.float32)
@@ -55,7 +59,7 @@ def random_scene(rng: np.random.Generator, width: int, height: int, room: int) -
     bg = bg * shade[:, :, None]
     face_px = height * rng.uniform(0.16, 0.22)
     sigma = rng.uniform(2.0, 7.0)
-    grain = rng.normal(0.0, sigma, (GRAIN_FRAMES, height + PAD, width + PAD, 3))
+    grain = rng.normal(0.0, sigma, (grain_frames, height + PAD, width + PAD, 3))
     return Scene(
         background=np.clip(bg, 0, 255).astype(np.uint8),
         grain=np.round(grain).astype(np.int16),

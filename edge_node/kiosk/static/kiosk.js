@@ -12,6 +12,7 @@ const FALLBACK = ["#5aa9ff", "#f08c5a", "#64d2a4", "#c78bff", "#ffd166", "#ef6f8
 
 const $ = (id) => document.getElementById(id);
 const smooth = { clip: {}, frame: {} }; // class -> smoothed probability
+const DISPLAY_NAMES = { vfer: "the video so far", ifer: "this frame", teacher: "the face model", ensemble: "the face models together" };
 let classes = [];
 let lastT = 0;
 let latest = null;
@@ -53,7 +54,9 @@ function render(state) {
   const dt = lastT ? Math.min(now - lastT, 2) : 1e9;
   lastT = now;
   const alpha = 1 - Math.exp(-dt / TAU_S);
-  ema(smooth.clip, state.vfer_probs, alpha);
+  // the bars and the word follow the configured display (v, g, the teacher or the ensemble)
+  const shown = state.display === "vfer" ? state.vfer_probs : state.display_probs;
+  ema(smooth.clip, shown || state.vfer_probs, alpha);
   ema(smooth.frame, state.ifer_probs, alpha);
 
   let best = null;
@@ -77,7 +80,8 @@ function render(state) {
   el.textContent = emotion || (face ? "…" : "No face");
   el.dataset.emotion = emotion || "";
   el.style.setProperty("--emotion-color", emotion ? colorOf(emotion, classes.indexOf(emotion)) : "");
-  $("hint").textContent = face ? (hasClip ? "from the video so far" : "reading…") : "Look at the camera";
+  const source = DISPLAY_NAMES[state.display] || "the video so far";
+  $("hint").textContent = face ? (hasClip ? `from ${source}` : "reading…") : "Look at the camera";
 
   renderStatus(state);
   renderNotice(state);
