@@ -185,6 +185,7 @@ def start_fleet(
     client_certs: bool = False,
     nodes: tuple[str, ...] = ("node-a", "node-b"),
     min_central_version: dict[str, int] | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> Fleet:
     """``init-fleet`` (broker host localhost, free ports), ``add-node`` for each of ``nodes``
     (their files where they are, so node.yaml loads here; ``--min-central-version`` from
@@ -193,7 +194,12 @@ def start_fleet(
     port, agg_port = free_port(), free_port()
     d = tmp_path / "fleet"
     init_fleet(
-        d, broker_host="localhost", port=port, client_certs=client_certs, aggregator_port=agg_port
+        d,
+        broker_host="localhost",
+        port=port,
+        client_certs=client_certs,
+        aggregator_port=agg_port,
+        **({"classes": classes} if classes else {}),
     )
     for name in nodes:
         floor = (min_central_version or {}).get(name)
