@@ -142,6 +142,15 @@ def test_all_writes_every_section(report_all: dict[str, Any], tiny: dict[str, Pa
             row["micro_f1_after"] - row["micro_f1_before"]
         )
         assert 0 <= row["selected"] <= 4
+        assert row["gate_passed"] in (True, False, None)
+    ci = w["micro_f1_change_ci"]
+    assert ci["n"] == 2 and ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
+    assert ci["mean"] == pytest.approx(w["mean_subject_micro_f1_change"])
+    gate = w["gate"]
+    assert gate["judged"] == sum(r["gate_passed"] is not None for r in w["subjects"])
+    assert gate["blocked"] == gate["blocked_would_lower"] + gate["blocked_would_raise"] + sum(
+        r["gate_passed"] is False and r["micro_f1_change"] == 0 for r in w["subjects"]
+    )
     assert on_disk["cross"]["target"] == "synthetic" and on_disk["cross"]["source"] == "synthetic"
     fed = on_disk["fedavg"]
     assert [r["round"] for r in fed["rounds"]] == [0, 1, 2]

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from training.corpora import Record
+from training.experiments.stats import summarize_gains
 from training.preprocess import EmbeddingCache
 from training.train import clip_data
+from vfer.gate import GateVerdict, decide
 from vfer.metrics import scores
 from vfer.selection import mean_frame_probs, select_clips
 
@@ -109,6 +111,7 @@ class Personalized:
     pseudo_label_accuracy: float | None
     loss_before: float | None = None
     loss_after: float | None = None
+    gate: GateVerdict | None = None  # the node's safety gate on the clips the fine-tune left out
 
 
 def personalize(
@@ -134,8 +137,18 @@ def personalize(
         batch_size=profile.ft_batch,
         seed=seed,
     )
+    held = [i for i in range(len(data.adapt_clips)) if i not in {int(j) for j in sel.indices}]
+    held_clips = [data.adapt_clips[i] for i in held]
+    from vfer.personalize import predict_v
+
+    verdict = decide(
+        sel.per_class,
+        predict_v(tuned.weights, held_clips) if held_clips else np.zeros((0, k)),
+        predict_v(start, held_clips) if held_clips else np.zeros((0, k)),
+        np.argmax(data.adapt_probs[held], axis=1) if held else np.zeros(0, np.int64),
+    )
     return Personalized(
-        tuned.weights, sel.count, per_class, acc, tuned.loss_before, tuned.loss_after
+        tuned.weights, sel.count, per_class, acc, tuned.loss_before, tuned.loss_after, verdict
     )
 
 
@@ -196,6 +209,8 @@ def run_personalization(
                 "macro_f1_before": sb["macro"]["f1"],
                 "macro_f1_after": sa["macro"]["f1"],
                 "macro_f1_change": sa["macro"]["f1"] - sb["macro"]["f1"],
+                "gate_passed": None if p.gate is None else p.gate.passed,
+                "gate_reasons": [] if p.gate is None else list(p.gate.reasons),
             }
         )
     y = np.concatenate(y_all) if y_all else np.zeros(0, np.int64)
@@ -213,4 +228,29 @@ def run_personalization(
         "sign": sign_of(mean_change),
         "subjects_improved": sum(c > 0 for c in changes),
         "subjects_worse": sum(c < 0 for c in changes),
+        "micro_f1_change_ci": summarize_gains(np.array(changes)).as_dict() if changes else None,
+        "macro_f1_change_ci": (
+            summarize_gains(np.array([r["macro_f1_change"] for r in rows])).as_dict()
+            if rows
+            else None
+        ),
+        "gate": gate_outcomes(rows),
+    }
+
+
+def gate_outcomes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How the node's gate would have judged each subject's head against what F1 then did
+    (measured, never used to choose anything): blocked heads that lowered or raised F1."""
+    judged = [r for r in rows if r["gate_passed"] is not None]
+    return {
+        "judged": len(judged),
+        "blocked": sum(not r["gate_passed"] for r in judged),
+        "blocked_would_lower": sum(
+            not r["gate_passed"] and r["micro_f1_change"] < 0 for r in judged
+        ),
+        "blocked_would_raise": sum(
+            not r["gate_passed"] and r["micro_f1_change"] > 0 for r in judged
+        ),
+        "passed_lowered": sum(r["gate_passed"] and r["micro_f1_change"] < 0 for r in judged),
+        "passed_raised": sum(r["gate_passed"] and r["micro_f1_change"] > 0 for r in judged),
     }
