@@ -51,11 +51,13 @@ def test_ingest_adapt_and_the_node_uses_the_new_bundle(tmp_path: Path) -> None:
     assert len(rows) >= 6 + 12 - 2  # every real clip, nearly every synthetic one
     old_step = (b / VFER_STEP).read_bytes()
 
-    # untrained heads are unsure of everything: a threshold of 0 lets the rule rank them all
+    # untrained heads are unsure of everything: a threshold of 0 lets the rule rank them all;
+    # the safety gate (tests/test_gate_node.py) only reports here: this is the plumbing test
     ad = cli("edge_node", "adapt", "--db", str(db), "--bundle", str(b), "--p", "2", "--p-threshold", "0",
-             "--min-clips", "2", "--json")  # fmt: skip
+             "--min-clips", "2", "--gate-report", "--json")  # fmt: skip
     assert ad.returncode == 0, ad.stderr
     result = json.loads(ad.stdout)
+    assert set(result["gate"]) == {"passed", "reasons", "notes", "metrics"}  # judged, not enforced
     expected = select_clips(np.stack([r.ifer_mean for r in rows]), p=2, p_threshold=0.0)
     assert result["selected_per_class"] == dict(
         zip(EMOTIONS_6, expected.per_class.tolist(), strict=True)
