@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from edge_node.config import KioskConfig
 from edge_node.kiosk import start_kiosk
-from edge_node.kiosk.hosts import allowed_hosts, host_allowed, parse_host
 from edge_node.state import NodeState
 from tests.test_kiosk_server import ForgetWorker, Kiosk, add_clips, clip_count
+from vfer.hosts import allowed_hosts, host_allowed, parse_host
 
 JPEG = b"\xff\xd8live-preview\xff\xd9"
 

@@ -24,6 +24,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from vfer import hosts
+from vfer.hosts import WILDCARDS
+
 log = logging.getLogger(__name__)
 
 
@@ -90,12 +93,12 @@ def start_ops_server(
 ) -> OpsServer:
     """Serve ``routes`` on ``host:port`` (0: a free port) in a daemon thread.
 
-    The Host header must name the bound address, ``localhost`` or one of ``allowed_hosts``; a
-    wildcard bind (``0.0.0.0``, ``::``) with no ``allowed_hosts`` accepts any Host (give it a
-    password).
+    The Host header must name the bound address, ``localhost`` or ``127.0.0.1`` (any port), or
+    else one of ``allowed_hosts`` (:mod:`vfer.hosts`, the kiosk's rule); a wildcard bind
+    (``0.0.0.0``, ``::``) with no ``allowed_hosts`` accepts any Host (give it a password).
     """
-    wildcard = host in ("0.0.0.0", "::", "") and not allowed_hosts
-    allowed = {host, "localhost", "127.0.0.1", "[::1]", *(h.lower() for h in allowed_hosts)}
+    wildcard = host.strip() in WILDCARDS and not allowed_hosts
+    allowed = hosts.allowed_hosts(allowed_hosts or None, host)
     table = dict(routes)
 
     class Handler(BaseHTTPRequestHandler):
@@ -112,7 +115,7 @@ def start_ops_server(
             self._answer(head=False)
 
         def _answer(self, head: bool) -> None:
-            if not wildcard and not _host_allowed(self.headers.get("Host"), allowed):
+            if not wildcard and not hosts.host_allowed(self.headers.get("Host"), allowed):
                 self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", head=head)
                 return
             route = table.get(self.path.split("?", 1)[0])
@@ -180,14 +183,3 @@ def start_ops_server(
         " (password required)" if password else "",
     )
     return OpsServer(server, thread)
-
-
-def _host_allowed(header: str | None, allowed: set[str]) -> bool:
-    if not header:
-        return False
-    host = header.strip().lower()
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host in allowed

@@ -15,7 +15,7 @@ operator, a handful of routes. Routes::
     GET  /operator/api/summary   its data: counts per class, recent clips, prediction mix
 
 Every request, GETs included, must name the kiosk in its ``Host`` header
-(``kiosk.allowed_hosts``; see :mod:`edge_node.kiosk.hosts`) or gets 421 before any route runs,
+(``kiosk.allowed_hosts``; see :mod:`vfer.hosts`) or gets 421 before any route runs,
 which defeats DNS rebinding. POSTs must also be JSON and same-origin, so another web page cannot
 trigger them from the kiosk's browser. The server reads :class:`~edge_node.state.NodeState` and
 never touches the pipeline.
@@ -46,9 +46,9 @@ from edge_node.kiosk.auth import (
     load_password,
     password_matches,
 )
-from edge_node.kiosk.hosts import HostEntry, allowed_hosts, host_allowed
 from edge_node.kiosk.operator_data import ClipReader, operator_summary
 from edge_node.state import NodeState
+from vfer.hosts import HostEntry, allowed_hosts, host_allowed
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Which ``Host`` header values the kiosk answers: its defence against DNS rebinding.
+"""Which ``Host`` header values a local web endpoint answers: the defence against DNS rebinding.
+
+The node's kiosk and the operators' endpoints (:mod:`vfer.ops_http`: the node's and the
+aggregator's /metrics, the fleet page) use the same rule.
 
 A page on ``evil.example`` can make its name resolve to 127.0.0.1 after loading; the browser
 then sends the kiosk requests that are same-origin *for evil.example* (``Host: evil.example``,
@@ -74,7 +77,7 @@ def allowed_hosts(configured: Iterable[str] | None, bind_host: str) -> frozenset
     for entry in entries:
         parsed = parse_host(entry)
         if parsed is None:
-            raise ValueError(f"kiosk.allowed_hosts: {entry!r} is not a host name or address")
+            raise ValueError(f"allowed_hosts: {entry!r} is not a host name or address")
         out.add(parsed)
     return frozenset(out)
 
