@@ -137,3 +137,112 @@ def test_metrics_and_fleet_page_follow_a_real_round(
         for node in nodes:
             node.stop()
         agg.stop()
+
+
+def test_both_endpoints_during_a_round_with_a_real_node(
+    broker: Broker,  # noqa: F811
+    fleet: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real `edge_node run` with federation beside the round: its /metrics shows the central it
+    installed (v1, then the round's v2), and the aggregator's shows it online from its status."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import require
+    from tests.support import paths
+    from tests.support.edge_fixtures import build_bundles
+
+    (tmp_path / "edge").mkdir()
+    edge = build_bundles(tmp_path / "edge")
+    bundle = tmp_path / "node" / "bundle"
+    shutil.copytree(edge.a, bundle)
+    agg_port, node_port = free_port(), free_port()
+    (tmp_path / "agg.yaml").write_text(
+        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
+        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
+        "round: {min_submissions: 2, max_submissions: 2, rounds: 2, deadline_s: 120}\n"
+        f"metrics: {{enabled: true, port: {agg_port}}}\n"
+    )
+    (tmp_path / "node.yaml").write_text(
+        f"node_id: pi-9\nbundle: {bundle}\ndb: {tmp_path / 'n.db'}\n"
+        f"camera: {{source: '{require(paths.CREMA_D / 'VideoFlash' / '1001_DFA_HAP_XX.flv')}', "
+        "kind: file, realtime: false}\n"
+        "kiosk: {enabled: false}\nadaptation: {enabled: false}\n"
+        f"federation: {{enabled: true, broker_url: '{broker.url}', mqtt_version: '5', "
+        f"fleet_public_key: '{fleet['pub']}'}}\n"
+        f"metrics: {{enabled: true, port: {node_port}}}\n"
+    )
+    agg_url, node_url = f"http://127.0.0.1:{agg_port}", f"http://127.0.0.1:{node_port}"
+    before = subscriptions(broker)
+    agg = AggregatorProcess(["--config", str(tmp_path / "agg.yaml")], tmp_path / "agg.log").start()
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_node",
+            "run",
+            "--config",
+            str(tmp_path / "node.yaml"),
+            "--keep-running",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "node.log").open("wb"),
+        env=edge.env(),
+    )
+    raw = [RawNode(broker, f"pi-{i}") for i in range(2)]
+    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    rng = np.random.default_rng(9)
+
+    def node_log() -> str:
+        return (tmp_path / "node.log").read_text(errors="replace")[-3000:]
+
+    try:
+        assert wait_subscribed(broker, before), agg.log()[-2000:]
+        assert wait_for(lambda: bool(scrape_open(node_url)), 60), node_log()
+        assert wait_for(
+            lambda: scrape_open(node_url).get("fedvfer_node_central_version") == 1, 90
+        ), node_log()
+        assert wait_for(
+            lambda: scrape_open(agg_url).get("fedvfer_aggregator_nodes_online", 0) >= 1, 30
+        ), agg.log()[-2000:]
+        for r in raw:
+            uid = uuid.uuid4().hex
+            r.publish(update_frame(r.node_id, 1, 1, 1, personalized(base, rng), uid))
+            ack = r.wait_ack(uid)
+            assert ack is not None and ack.status == "stored", agg.log()[-2000:]
+        assert wait_for(
+            lambda: scrape_open(agg_url).get("fedvfer_aggregator_central_version") == 2, 30
+        )
+        assert wait_for(
+            lambda: scrape_open(node_url).get("fedvfer_node_central_version") == 2, 90
+        ), node_log()
+        n = scrape_open(node_url)
+        assert n["fedvfer_node_frames_total"] == 56 and n["fedvfer_node_clips_saved_total"] == 1
+        assert n["fedvfer_node_outbox_depth"] == 0  # it personalizes nothing: nothing to send
+        a = scrape_open(agg_url)
+        assert a["fedvfer_aggregator_submissions_total"] == 2
+        assert a["fedvfer_aggregator_round_id"] == 2
+    finally:
+        for r in raw:
+            r.stop()
+        node.terminate()
+        node.wait(timeout=60)
+        agg.stop()
+
+
+def scrape_open(url: str) -> dict[str, float]:
+    """Like :func:`scrape`, for an endpoint without a password; {} while it is not up."""
+    try:
+        code, body = get(url + "/metrics", None)
+    except OSError:  # not listening yet
+        return {}
+    if code != 200:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
+    return out
