@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from tests.support import paths
+from tests.support.tracking import frames, iou
 from vfer.backbone import Backbone
 from vfer.faces import Box, FaceCropper
 from vfer.runtime import IferHead
@@ -33,25 +32,6 @@ def videos() -> list[Path]:
     return sorted(p for p in paths.VIDEO.iterdir() if p.is_file()) + sorted(
         (paths.CREMA_D / "VideoFlash").glob("*.flv")
     )
-
-
-def frames(path: Path) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
-def iou(a: Box, b: Box) -> float:
-    iw = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    ih = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = iw * ih
-    return inter / (a.area + b.area - inter)
 
 
 def measure(bundle: Path, face_model: Path, every: list[int]) -> dict[str, object]:

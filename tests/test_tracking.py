@@ -7,7 +7,6 @@ the clip boundaries of the face-then-no-face video.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,8 +16,9 @@ import pytest
 from tests.conftest import require
 from tests.support import paths
 from tests.support.edge_fixtures import EdgeBundles, build_bundles
+from tests.support.tracking import frames, iou
 from vfer.backbone import Backbone
-from vfer.faces import Box, FaceCropper
+from vfer.faces import FaceCropper
 from vfer.runtime import IferHead
 from vfer.tracking import BoxFollower
 
@@ -53,25 +53,6 @@ def test_follower_loses_a_face_that_is_gone() -> None:
     assert follower.follow(flat) is None
     with pytest.raises(ValueError):
         BoxFollower(search=0)
-
-
-def frames(path: Path) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
-def iou(a: Box, b: Box) -> float:
-    iw = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    ih = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = iw * ih
-    return inter / (a.area + b.area - inter)
 
 
 @pytest.fixture(scope="session")
