@@ -55,6 +55,10 @@ class AdaptParams:
     seed: int = 0
     #: whose per-frame probabilities Eq. 1 averages: g, the external teacher, or their mean
     teacher: str = "g"
+    #: class-balanced selection: no class keeps more than this times the smallest (0: the paper)
+    balance: float = 0.0
+    #: L2 pull towards the central v while fine-tuning (0: the paper's plain cross-entropy)
+    l2sp: float = 0.0
     #: the safety gate's thresholds; None turns the gate off (the paper's plain rule)
     gate: GateOptions | None = field(default_factory=GateOptions)
     #: False: the gate's verdict is only recorded (``adaptation.gate: report``)
@@ -74,6 +78,8 @@ class AdaptParams:
             "lr": config.lr,
             "min_clips": config.min_clips,
             "teacher": config.teacher,
+            "balance": config.balance_ratio if config.selection == "balanced" else 0.0,
+            "l2sp": config.l2sp,
         }
         if round_settings is not None:
             for name in ("p", "p_threshold", "epochs", "lr"):
@@ -99,6 +105,8 @@ class AdaptParams:
             "--p", str(self.p), "--p-threshold", repr(self.p_threshold),
             "--epochs", str(self.epochs), "--lr", repr(self.lr),
             "--min-clips", str(self.min_clips), "--teacher", self.teacher,
+            "--balance", repr(self.balance),
+            "--l2sp", repr(self.l2sp),
             "--gate", json.dumps(asdict(self.gate)) if self.gate is not None else "off",
             *([] if self.gate_enforce else ["--gate-report"]),
         ]  # fmt: skip
@@ -161,7 +169,7 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
     if not ids:
         result.reason = "no stored clips recorded with these classes"
         return _done(result, t0)
-    sel = select_clips(probs, params.p, params.p_threshold)
+    sel = select_clips(probs, params.p, params.p_threshold, params.balance or None)
     result.selected_per_class = {c: int(n) for c, n in zip(classes, sel.per_class, strict=True)}
     result.candidates_per_class = {
         c: int(n) for c, n in zip(classes, sel.candidates_per_class, strict=True)
@@ -185,6 +193,7 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
         lr=params.lr,
         batch_size=params.batch_size,
         seed=params.seed,
+        l2sp=params.l2sp,
     )
     result.loss_before, result.loss_after = tuned.loss_before, tuned.loss_after
     result.train_seconds = tuned.train_s

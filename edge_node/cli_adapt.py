@@ -68,6 +68,18 @@ def print_result(r: AdaptResult) -> None:
     help="whose probabilities make the pseudo labels (default: node.yaml's adaptation.teacher)",
 )
 @click.option(
+    "--balance",
+    type=float,
+    callback=lambda _ctx, _param, value: check_balance(value),
+    help="class-balanced selection: the most one class may keep per clip of the smallest, 1..100; "
+    "0: the paper's rule (default: node.yaml's adaptation.selection)",
+)
+@click.option(
+    "--l2sp",
+    type=click.FloatRange(0, 100),
+    help="L2 pull towards the central v while fine-tuning, 0 = off (default: node.yaml's adaptation.l2sp)",
+)
+@click.option(
     "--gate-report", is_flag=True, help="record the gate's verdict but never block (simulations)"
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -83,6 +95,8 @@ def adapt_cmd(
     nightly: bool,
     teacher: str | None,
     gate: str | None,
+    balance: float | None,
+    l2sp: float | None,
     gate_report: bool,
     as_json: bool,
 ) -> None:
@@ -99,6 +113,8 @@ def adapt_cmd(
         lr=lr,
         min_clips=min_clips,
         teacher=teacher,
+        balance=balance,
+        l2sp=l2sp,
     )
     if gate is not None:
         params = replace(params, gate=parse_gate(gate))
@@ -119,6 +135,13 @@ def adapt_cmd(
         click.echo(json.dumps(result.summary()))
     else:
         print_result(result)
+
+
+def check_balance(value: float | None) -> float | None:
+    """``--balance``: 0 (off) or 1..100; a clear error otherwise (NaN included)."""
+    if value is not None and value != 0 and not 1.0 <= value <= 100.0:
+        raise click.BadParameter(f"must be 0 (off) or in 1..100, got {value}")
+    return value
 
 
 def parse_gate(text: str) -> GateOptions | None:

@@ -186,6 +186,23 @@ class AdaptationConfig(_Section):
     epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    selection: Literal["paper", "balanced"] = Field(
+        "paper",
+        description="'paper': top P per class (Eq. 1); 'balanced': then no class keeps more than "
+        "balance_ratio times the smallest kept class (docs/personalization.md)",
+    )
+    balance_ratio: float = Field(
+        2.0,
+        ge=1,
+        le=100,
+        description="selection 'balanced': the most one class may keep, per clip of the smallest",
+    )
+    l2sp: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="L2 pull towards the central v while fine-tuning (L2-SP); 0: the paper's plain cross-entropy",
+    )
     gate: Literal["enforce", "report", "off"] = Field(
         "enforce",
         description="the safety gate on held-back clips (docs/personalization.md): 'enforce' keeps "

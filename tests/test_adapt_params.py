@@ -33,16 +33,20 @@ def test_config_then_round_then_flags() -> None:
     epochs=st.integers(1, 100),
     lr=st.floats(1e-9, 1),
     min_clips=st.integers(1, 1000),
+    balance=st.one_of(st.just(0.0), st.floats(1, 100)),
+    l2sp=st.floats(0, 100),
 )
 def test_cli_args_round_trip_through_the_adapt_command(
-    p: int, thr: float, epochs: int, lr: float, min_clips: int
+    p: int, thr: float, epochs: int, lr: float, min_clips: int, balance: float, l2sp: float
 ) -> None:
     """The child process gets exactly the parameters the personalizer built."""
     from click.testing import CliRunner
 
     from edge_node import cli_adapt
 
-    params = AdaptParams(p=p, p_threshold=thr, epochs=epochs, lr=lr, min_clips=min_clips)
+    params = AdaptParams(
+        p=p, p_threshold=thr, epochs=epochs, lr=lr, min_clips=min_clips, balance=balance, l2sp=l2sp
+    )
     seen: list[AdaptParams] = []
     original = cli_adapt.AdaptParams.build
 
@@ -71,3 +75,33 @@ def test_the_adapt_cli_and_the_personalizer_do_not_import_each_other() -> None:
     code = "import sys, edge_node.personalizer; assert 'edge_node.cli_adapt' not in sys.modules"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_options_beside_the_papers_rule_come_from_the_config_and_reach_the_child() -> None:
+    cfg = AdaptationConfig(selection="balanced", balance_ratio=3.0, l2sp=0.1)
+    params = AdaptParams.build(cfg)
+    assert (params.balance, params.l2sp) == (3.0, 0.1)
+    assert AdaptParams.build(AdaptationConfig()).balance == 0.0  # the paper's rule by default
+    args = params.cli_args()
+    assert args[args.index("--balance") + 1] == "3.0"
+    assert args[args.index("--l2sp") + 1] == "0.1"
+
+
+def test_options_outside_their_ranges_are_refused_with_the_field_named() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    for bad in ({"balance_ratio": 0.5}, {"l2sp": -1.0}, {"l2sp": 1e9}, {"selection": "greedy"}):
+        with pytest.raises(ValidationError) as err:
+            AdaptationConfig(**bad)  # type: ignore[arg-type]
+        assert next(iter(bad)) in str(err.value)
+
+
+def test_the_adapt_command_refuses_a_balance_out_of_range() -> None:
+    from click.testing import CliRunner
+
+    from edge_node import cli_adapt
+
+    for bad in ("0.5", "nan", "101"):
+        out = CliRunner().invoke(cli_adapt.adapt_cmd, ["--db", "x.db", "--balance", bad])
+        assert out.exit_code == 2 and "--balance" in out.output, out.output

@@ -268,3 +268,80 @@ def test_two_corpora_plumbing_with_an_official_affectnet_tree(tiny: dict[str, Pa
         cwd=paths.REPO,
     )
     assert missing.returncode == 1 and "--ifer-corpus affectnet needs --ifer-root" in missing.stderr
+
+
+@pytest.mark.slow
+def test_within_over_seeds_pools_the_change_per_subject_for_each_rule(
+    tiny: dict[str, Path],
+) -> None:
+    out = tiny["root"] / "out-seeds"
+    rep = run_experiment(
+        "within", options(tiny, out, seeds=2, variants=("paper", "balanced", "l2sp"))
+    )
+    assert rep["meta"]["seeds"] == [0, 1] and rep["meta"]["data_seed"] == 0
+    on_disk = json.loads((out / "report.json").read_text())
+    w = on_disk["within"]
+    assert w["reference"] == "paper" and list(w["variants"]) == ["paper", "balanced", "l2sp"]
+    for name, v in w["variants"].items():
+        runs = [json.loads((out / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
+        rows = [r for run in runs for r in run["within"]["variants"][name]["subjects"]]
+        assert len(v["subjects"]) == len(rows) == 2 * 2  # 2 subjects x 2 seeds
+        # the interval is over subjects, of each subject's mean change over the seeds
+        means = [
+            np.mean([r["micro_f1_change"] for r in rows if r["subject"] == s])
+            for s in sorted({r["subject"] for r in rows})
+        ]
+        ci = v["micro_f1_change_ci"]
+        assert ci["n"] == 2 and ci["mean"] == pytest.approx(np.mean(means))
+        assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
+        assert v["micro_f1_change_per_seed"] == pytest.approx(
+            [run["within"]["variants"][name]["mean_subject_micro_f1_change"] for run in runs]
+        )
+        assert v["micro_f1_change_runs"]["n"] == 4
+        assert all(0 <= r["teacher_accuracy"] <= 1 for r in v["subjects"])
+    # the same people, splits and central model for every rule of one seed
+    seed0 = json.loads((out / "seed-0" / "report.json").read_text())["within"]["variants"]
+    assert [r["micro_f1_before"] for r in seed0["paper"]["subjects"]] == [
+        r["micro_f1_before"] for r in seed0["l2sp"]["subjects"]
+    ]
+    assert (out / "gain_vs_teacher_within.png").is_file()
+    assert (out / "seed-1" / "gain_vs_teacher_within.png").is_file()
+    md = (out / "report.md").read_text()
+    assert "| balanced |" in md and "95% CI" in md
+
+
+@pytest.mark.slow
+def test_teacher_sweep_retrains_g_and_draws_the_curve(tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "out-sweep"
+    rep = run_experiment("teacher-sweep", options(tiny, out))
+    sw = rep["teacher-sweep"]
+    assert sw["identities_available"] >= 1 and sw["points"]
+    for p in sw["points"]:
+        assert 1 <= p["identities"] <= sw["identities_available"]
+        assert 0 <= p["teacher_accuracy"] <= 1
+        assert p["micro_f1_change_ci"]["n"] == 2
+    assert (out / "teacher_sweep.png").is_file()
+    assert "Teacher-quality curve" in (out / "report.md").read_text()
+
+
+def test_sweep_sizes_are_capped_by_the_corpus() -> None:
+    from training.experiments.sweep import sizes_for
+
+    assert sizes_for(300) == [10, 30, 100, 300]
+    assert sizes_for(225) == [10, 30, 100, 225]
+    assert sizes_for(9) == [9]
+    with pytest.raises(ValueError):
+        sizes_for(0)
+
+
+def test_unknown_rules_and_seed_counts_are_refused() -> None:
+    from click.testing import CliRunner
+
+    from training.cli_train import experiment_cmd
+
+    for args in (["--variants", "paper,greedy"], ["--variants", "paper,paper"], ["--seeds", "0"]):
+        res = CliRunner().invoke(
+            experiment_cmd, ["within", "--corpus", "synthetic", "--out", "x", *args]
+        )
+        assert res.exit_code == 2, res.output
+        assert args[0] in res.output

@@ -92,3 +92,45 @@ def test_invariants(probs: np.ndarray, p: int, thr: float) -> None:
         ]
         if left and len(mine):
             assert max(conf[left]) <= mine.min()
+
+
+def test_balanced_selection_keeps_no_class_above_twice_the_smallest() -> None:
+    # class 0: five confident clips, class 1: two, class 2: none above the threshold
+    class0 = [[0.95, 0.05, 0], [0.9, 0.1, 0], [0.85, 0.15, 0], [0.8, 0.2, 0], [0.75, 0.25, 0]]
+    probs = np.array([*class0, [0.1, 0.9, 0], [0.3, 0.7, 0], [0.4, 0.3, 0.3]])
+    paper = select_clips(probs, p=15, p_threshold=0.5)
+    assert paper.per_class.tolist() == [5, 2, 0]
+    sel = select_clips(probs, p=15, p_threshold=0.5, balance=2.0)
+    assert sel.per_class.tolist() == [4, 2, 0]  # the smallest kept class has 2
+    assert sel.indices.tolist() == [0, 1, 2, 3, 5, 6]  # the most confident of class 0 stay
+    assert sel.candidates_per_class.tolist() == paper.candidates_per_class.tolist()
+    assert select_clips(probs, p=15, p_threshold=0.5, balance=1.0).per_class.tolist() == [2, 2, 0]
+    for bad in (0.5, float("nan"), 101.0):
+        with pytest.raises(SelectionError, match="balance"):
+            select_clips(probs, p=15, p_threshold=0.5, balance=bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    probs=arrays(
+        np.float64, st.tuples(st.integers(0, 40), st.integers(2, 6)), elements=st.floats(0, 1)
+    ),
+    p=st.integers(0, 10),
+    ratio=st.floats(1, 5),
+)
+def test_balanced_selection_is_a_most_confident_subset_of_the_papers(
+    probs: np.ndarray, p: int, ratio: float
+) -> None:
+    paper = select_clips(probs, p=p, p_threshold=0.5)
+    sel = select_clips(probs, p=p, p_threshold=0.5, balance=ratio)
+    assert set(sel.indices.tolist()) <= set(paper.indices.tolist())
+    kept = sel.per_class[sel.per_class > 0]
+    if len(kept):
+        assert kept.max() <= np.floor(ratio * kept.min() + 1e-9)
+        # classes keep the same smallest size: only the larger ones are cut
+        assert kept.min() == paper.per_class[paper.per_class > 0].min()
+    for c in range(probs.shape[1]):
+        assert (
+            sel.indices[sel.labels == c].tolist()
+            == paper.indices[paper.labels == c][: sel.per_class[c]].tolist()
+        )

@@ -169,7 +169,10 @@ def train_cmd(
 
 
 @click.command("experiment")
-@click.argument("name", type=click.Choice(["table1", "within", "cross", "fedavg", "all"]))
+@click.argument(
+    "name",
+    type=click.Choice(["table1", "within", "cross", "fedavg", "all", "teacher-sweep"]),
+)
 @click.option("--corpus", type=click.Choice(CORPUS_CHOICES), required=True)
 @click.option("--root", type=_path, help="corpus folder; synthetic without it is generated")
 @click.option("--out", type=_path, required=True, help="report folder")
@@ -184,6 +187,20 @@ def train_cmd(
 @click.option("--target", type=click.Choice(CORPUS_CHOICES), help="cross: the corpus B")
 @click.option("--target-root", type=_path, help="cross: corpus B's folder")
 @click.option("--rounds", type=click.IntRange(1, 100), help="fedavg rounds (default 2)")
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="run with seeds SEED..SEED+N-1 on the same corpora and pool the per-subject change",
+)
+@click.option(
+    "--variants",
+    default="paper",
+    show_default=True,
+    help="personalization rules to compare on the same seeds, comma list of "
+    "paper, balanced, l2sp (the first is the reference)",
+)
 @_ifer_options
 @_models_options
 def experiment_cmd(
@@ -198,13 +215,23 @@ def experiment_cmd(
     target: str | None,
     target_root: Path | None,
     rounds: int | None,
+    seeds: int,
+    variants: str,
     ifer_corpus: str | None,
     ifer_root: Path | None,
     backbone: Path | None,
     face_model: Path | None,
 ) -> None:
     """Run a paper experiment; writes OUT/report.json, OUT/report.md and OUT/*.png."""
-    from training.experiments import ExperimentOptions, run_experiment
+    from training.experiments import VARIANTS, ExperimentOptions, run_experiment
+
+    rules = tuple(v.strip() for v in variants.split(",") if v.strip())
+    bad = [v for v in rules if v not in VARIANTS]
+    if bad or not rules or len(set(rules)) != len(rules):
+        raise click.BadParameter(
+            f"{variants!r}: a comma list of distinct rules from {', '.join(VARIANTS)}",
+            param_hint="--variants",
+        )
 
     setup_logging("INFO")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices
@@ -232,6 +259,8 @@ def experiment_cmd(
         rounds=rounds,
         ifer_corpus=ifer_corpus,
         ifer_root=ifer_root,
+        seeds=seeds,
+        variants=rules,
     )
     report = run_experiment(name, options)
     click.echo(

@@ -5,6 +5,10 @@ is that mean probability. Clips under ``p_threshold`` are dropped; of the rest, 
 class are kept, the most confident first. The edge node's nightly adaptation and the training
 experiments both call :func:`select_clips`, so the rule exists once.
 
+One option beside the paper's rule (``balance``): class-balanced selection with a floor, where no
+class keeps more than ``balance`` times the clips of the smallest class kept (its most confident
+ones), so one easy class cannot fill the fine-tune on its own.
+
 Ties are broken deterministically: between classes, the lower class index wins (``np.argmax``);
 between clips of equal confidence, the earlier clip wins.
 """
@@ -60,25 +64,36 @@ def pseudo_labels(mean_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, probs[np.arange(len(probs)), labels]
 
 
-def select_clips(mean_probs: np.ndarray, p: int, p_threshold: float) -> Selection:
-    """At most ``p`` clips per class with confidence >= ``p_threshold``, the most confident first."""
+def select_clips(
+    mean_probs: np.ndarray, p: int, p_threshold: float, balance: float | None = None
+) -> Selection:
+    """At most ``p`` clips per class with confidence >= ``p_threshold``, the most confident first.
+
+    With ``balance`` (>= 1), each class then keeps at most ``floor(balance * n_min)`` of them,
+    where ``n_min`` is the count of the smallest class that kept any.
+    """
     if p < 0:
         raise SelectionError(f"P must be >= 0, got {p}")
     if not 0.0 <= p_threshold <= 1.0:
         raise SelectionError(f"p_threshold must be in [0, 1], got {p_threshold}")
+    if balance is not None and not (np.isfinite(balance) and 1.0 <= balance <= 100.0):
+        raise SelectionError(f"balance must be in [1, 100], got {balance}")
     probs = _check_probs(mean_probs)
     k = probs.shape[1]
     labels, confidence = pseudo_labels(probs)
     passed = confidence >= p_threshold
-    chosen: list[int] = []
-    per_class = np.zeros(k, dtype=np.int64)
     candidates = np.bincount(labels[passed], minlength=k).astype(np.int64)
+    kept: list[np.ndarray] = []
     for c in range(k):
         idx = np.flatnonzero(passed & (labels == c))
         order = idx[np.lexsort((idx, -confidence[idx]))]  # confidence desc, then index asc
-        keep = order[:p]
-        per_class[c] = len(keep)
-        chosen.extend(int(i) for i in keep)
+        kept.append(order[:p])
+    sizes = [len(keep) for keep in kept if len(keep)]
+    if balance is not None and sizes:
+        cap = int(np.floor(balance * min(sizes) + 1e-9))
+        kept = [keep[:cap] for keep in kept]
+    per_class = np.array([len(keep) for keep in kept], dtype=np.int64)
+    chosen = [int(i) for keep in kept for i in keep]
     indices = np.asarray(chosen, dtype=np.int64)
     return Selection(
         indices=indices,

@@ -1,7 +1,9 @@
-"""The paper's experiments (``python -m training experiment NAME``): table1, within, cross, fedavg, all.
+"""The paper's experiments (``python -m training experiment NAME``): table1, within, cross, fedavg,
+all, and teacher-sweep.
 
-Each writes OUT/report.json, OUT/report.md and PNG figures; ``all`` runs the four in one process
-so the corpus is embedded and the central model trained once.
+Each writes OUT/report.json, OUT/report.md and PNG figures; ``all`` runs the paper's four in one
+process so the corpus is embedded and the central model trained once. With ``seeds`` > 1 every
+seed's own report goes to OUT/seed-N/ and OUT/report.* pool them (:mod:`.seeds`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from training.experiments import cross, fedavg, report, table1, within
+from training.experiments import cross, fedavg, report, seeds, sweep, table1, within
 from training.experiments.protocol import SubjectSplit, subject_splits
-from training.experiments.setup import Context, ExperimentOptions, ExperimentProfile
+from training.experiments.setup import VARIANTS, Context, ExperimentOptions, ExperimentProfile
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +25,16 @@ EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "within": within.run,
     "cross": cross.run,
     "fedavg": fedavg.run,
+    "teacher-sweep": sweep.run,
 }
+#: what ``all`` runs: the paper's four
+PAPER = ("table1", "within", "cross", "fedavg")
 NAMES = (*EXPERIMENTS, "all")
 
 __all__ = [
     "EXPERIMENTS",
     "NAMES",
+    "VARIANTS",
     "ExperimentOptions",
     "ExperimentProfile",
     "SubjectSplit",
@@ -62,11 +68,50 @@ def run_experiment(name: str, options: ExperimentOptions) -> dict[str, Any]:
     """Run one experiment (or ``all``), write the report under ``options.out`` and return it."""
     if name not in NAMES:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(NAMES)}")
+    unknown = [v for v in options.variants if v not in VARIANTS]
+    if unknown or not options.variants:
+        raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if not 1 <= options.seeds <= 100:
+        raise ValueError(f"seeds must be 1..100, got {options.seeds}")
+    if options.seeds == 1:
+        return _run_one(name, options)
+    t0 = time.perf_counter()
+    runs = [
+        _run_one(
+            name,
+            replace(
+                options,
+                seed=options.seed + i,
+                data_seed=options.corpus_seed,
+                seeds=1,
+                out=options.out / f"seed-{options.seed + i}",
+                cache=options.cache or options.out / "work",
+            ),
+        )
+        for i in range(options.seeds)
+    ]
+    out: dict[str, Any] = seeds.pool(runs)
+    out["per_seed"] = [
+        {"seed": r["meta"]["seed"], "summary": r["summary"], "report": f"seed-{r['meta']['seed']}"}
+        for r in runs
+    ]
+    out["meta"] = {
+        **runs[0]["meta"],
+        "seed": options.seed,
+        "seeds": [r["meta"]["seed"] for r in runs],
+        "data_seed": options.corpus_seed,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    report.write(out, options.out)
+    return out
+
+
+def _run_one(name: str, options: ExperimentOptions) -> dict[str, Any]:
     t0 = time.perf_counter()
     options.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(options)
     out: dict[str, Any] = {}
-    for key in EXPERIMENTS if name == "all" else (name,):
+    for key in PAPER if name == "all" else (name,):
         t = time.perf_counter()
         out[key] = EXPERIMENTS[key](ctx)
         out[key]["seconds"] = round(time.perf_counter() - t, 1)
@@ -89,6 +134,8 @@ def run_experiment(name: str, options: ExperimentOptions) -> dict[str, Any]:
         "profile": profile,
         "profile_values": asdict(ctx.profile),
         "seed": options.seed,
+        "data_seed": options.corpus_seed,
+        "variants": list(options.variants),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     report.write(out, options.out)

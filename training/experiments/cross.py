@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.experiments.protocol import run_personalization, subject_data, subject_splits
+from training.experiments.protocol import run_variants, subject_data, subject_splits
 from training.experiments.setup import Context
 from vfer.classes import EMOTIONS_4
 
@@ -26,7 +26,7 @@ def run(ctx: Context) -> dict[str, Any]:
     test = target.split("test") or target.records
     splits = subject_splits(test, ctx.profile.adapt_fraction, o.seed)
     data = [subject_data(s, ctx.cache, EMOTIONS_4, central.ifer, ctx.heads) for s in splits]
-    out = run_personalization(data, central.vfer, EMOTIONS_4, ctx.heads, ctx.profile, o.seed)
+    out = run_variants(data, central.vfer, EMOTIONS_4, ctx.heads, ctx.profile, o.seed, o.variants)
     return {
         "source": central.corpus.name,
         "target": target.name,

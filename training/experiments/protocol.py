@@ -123,7 +123,7 @@ def personalize(
     k = data.adapt_probs.shape[1]
     if not data.adapt_clips:
         return Personalized(None, 0, [0] * k, None)
-    sel = select_clips(data.adapt_probs, profile.p, profile.p_threshold)
+    sel = select_clips(data.adapt_probs, profile.p, profile.p_threshold, profile.balance or None)
     per_class = [int(n) for n in sel.per_class]
     if sel.count == 0:
         return Personalized(None, 0, per_class, None)
@@ -136,6 +136,7 @@ def personalize(
         lr=profile.ft_lr,
         batch_size=profile.ft_batch,
         seed=seed,
+        l2sp=profile.l2sp,
     )
     held = [i for i in range(len(data.adapt_clips)) if i not in {int(j) for j in sel.indices}]
     held_clips = [data.adapt_clips[i] for i in held]
@@ -172,6 +173,36 @@ def teacher_scores(subjects: list[SubjectData], classes: Sequence[str]) -> dict[
     return {"clips": len(y), "accuracy": s["accuracy"], "macro_f1": s["macro"]["f1"], **s}
 
 
+def teacher_accuracy(d: SubjectData) -> float | None:
+    """Eq. 1's pseudo labels against the true labels of all of one subject's adaptation clips
+    (reported only: the x axis of the gain-vs-teacher figure)."""
+    if not len(d.adapt_true):
+        return None
+    return float(np.mean(np.argmax(d.adapt_probs, axis=1) == d.adapt_true))
+
+
+def run_variants(
+    subjects: list[SubjectData],
+    central_v: dict[str, np.ndarray],
+    classes: Sequence[str],
+    heads: Any,
+    profile: Any,
+    seed: int,
+    variants: Sequence[str],
+) -> dict[str, Any]:
+    """:func:`run_personalization` once per rule of ``variants`` on the same subjects, central v
+    and seeds. The first rule's section is the report's own; ``variants`` holds them all."""
+    from training.experiments.setup import variant_profile
+
+    outs = {
+        name: run_personalization(
+            subjects, central_v, classes, heads, variant_profile(profile, name), seed
+        )
+        for name in variants
+    }
+    return {**outs[variants[0]], "variants": outs, "reference": variants[0]}
+
+
 def run_personalization(
     subjects: list[SubjectData],
     central_v: dict[str, np.ndarray],
@@ -200,6 +231,7 @@ def run_personalization(
                 "selected": p.selected,
                 "selected_per_class": dict(zip(classes, p.selected_per_class, strict=True)),
                 "pseudo_label_accuracy": p.pseudo_label_accuracy,
+                "teacher_accuracy": teacher_accuracy(d),
                 "finetune_loss_before": p.loss_before,
                 "finetune_loss_after": p.loss_after,
                 "personalized": p.weights is not None,

@@ -66,6 +66,18 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{title}: mean {100 * sec['mean_subject_micro_f1_change']:+.1f} points")
         ax.tick_params(axis="x", rotation=60)
         save(fig, name)
+    pooled = "seeds" in report.get("meta", {})
+    for key in ("within", "cross"):
+        sec = report.get(key)
+        if not sec or "skipped" in sec:
+            continue
+        rows = sec["variants"][sec["reference"]]["subjects"] if pooled else sec["subjects"]
+        fig = gain_vs_teacher(plt, rows, key)
+        if fig is not None:
+            save(fig, f"gain_vs_teacher_{key}.png")
+    sweep = report.get("teacher-sweep")
+    if sweep and sweep.get("points"):
+        save(sweep_figure(plt, sweep["points"]), "teacher_sweep.png")
     fed = report.get("fedavg")
     if fed and fed.get("rounds"):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -89,6 +101,97 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
             ax.legend()
         save(fig, "training_loss.png")
     return written
+
+
+def gain_vs_teacher(plt: Any, rows: list[dict[str, Any]], key: str) -> Any:
+    """One point per subject (and seed): the change against the teacher's Eq. 1 accuracy on
+    that subject's adaptation clips. None when no row has both."""
+    pts = [r for r in rows if r.get("teacher_accuracy") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    seeds = sorted({r.get("seed", 0) for r in pts})
+    for seed in seeds:
+        mine = [r for r in pts if r.get("seed", 0) == seed]
+        ax.scatter(
+            [r["teacher_accuracy"] for r in mine],
+            [100 * r["micro_f1_change"] for r in mine],
+            s=18,
+            alpha=0.8,
+            label=f"seed {seed}" if len(seeds) > 1 else None,
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("teacher's pseudo-label accuracy on the subject")
+    ax.set_ylabel("micro-F1 change (points)")
+    ax.set_title(f"{key}: gain against teacher quality, {len(pts)} subject runs")
+    if len(seeds) > 1:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def sweep_figure(plt: Any, points: list[dict[str, Any]]) -> Any:
+    """The teacher-quality curve: mean change with its 95% interval per teacher, one line per rule."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    names = list(points[0].get("variants") or {"paper": None})
+    for name in names:
+        xs, ys, lo, hi = [], [], [], []
+        for p in points:
+            ci = (p["variants"][name] if "variants" in p else p)["micro_f1_change_ci"]
+            if ci is None or p["teacher_accuracy"] is None:
+                continue
+            xs.append(p["teacher_accuracy"])
+            ys.append(100 * ci["mean"])
+            lo.append(100 * (ci["mean"] - ci["ci_low"]))
+            hi.append(100 * (ci["ci_high"] - ci["mean"]))
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
+    for p in points:
+        if p["teacher_accuracy"] is not None and p.get("micro_f1_change_ci"):
+            ax.annotate(
+                f"{p['identities']} id",
+                (p["teacher_accuracy"], 100 * p["micro_f1_change_ci"]["mean"]),
+                textcoords="offset points",
+                xytext=(4, 6),
+                fontsize=7,
+            )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("teacher's Eq. 1 accuracy on the personalized people")
+    ax.set_ylabel("mean micro-F1 change (points, 95% CI)")
+    ax.set_title("How good must the teacher be?")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _ci(ci: dict[str, Any] | None) -> str:
+    if not ci:
+        return "-"
+    return f"{ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
+
+
+def _counts(ci: dict[str, Any] | None) -> str:
+    return "-" if not ci else f"{ci['gained']}/{ci['lost']}/{ci['same']}"
+
+
+def _gate(g: dict[str, Any] | None) -> str:
+    if not g or not g.get("judged"):
+        return "-"
+    return (
+        f"{g['blocked']} of {g['judged']} blocked ({g['blocked_would_lower']} would lower, "
+        f"{g['blocked_would_raise']} would raise F1)"
+    )
+
+
+def _variants_table(variants: dict[str, dict[str, Any]], pooled: bool) -> list[str]:
+    unit = "subjects (mean over seeds)" if pooled else "subjects"
+    lines = [
+        f"| rule | micro-F1 change, 95% CI over {unit} | gained/lost/same | macro-F1 change | gate |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in variants.items():
+        lines.append(
+            f"| {name} | {_ci(v.get('micro_f1_change_ci'))} | {_counts(v.get('micro_f1_change_ci'))} | "
+            f"{_ci(v.get('macro_f1_change_ci'))} | {_gate(v.get('gate'))} |"
+        )
+    return [*lines, ""]
 
 
 def _fmt(x: float | None) -> str:
@@ -140,6 +243,71 @@ def _before_after(sec: dict[str, Any]) -> list[str]:
         f"Mean per-subject micro-F1 change: **{sec['mean_subject_micro_f1_change']:+.4f}** ({sec['sign']}, as measured).",
         "",
     ]
+    ci = sec.get("micro_f1_change_ci")
+    if ci:
+        lines += [
+            f"95% bootstrap interval over the {ci['n']} subjects: micro-F1 {_ci(ci)}, macro-F1 "
+            f"{_ci(sec.get('macro_f1_change_ci'))}; gate: {_gate(sec.get('gate'))}.",
+            "",
+        ]
+    if len(sec.get("variants") or {}) > 1:
+        lines += ["The rules compared on the same subjects, splits and seeds:", ""]
+        lines += _variants_table(sec["variants"], pooled=False)
+    return lines
+
+
+def _sweep(points: list[dict[str, Any]]) -> list[str]:
+    names = list(points[0].get("variants") or {"paper": None})
+    head = " | ".join(f"{n}: micro-F1 change [95% CI]" for n in names)
+    lines = [
+        f"| identities | teacher acc. | {head} |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for p in points:
+        cells = " | ".join(
+            _ci((p["variants"][n] if "variants" in p else p).get("micro_f1_change_ci"))
+            for n in names
+        )
+        lines.append(f"| {p['identities']} | {_fmt(p['teacher_accuracy'])} | {cells} |")
+    return [*lines, ""]
+
+
+def _pooled(report: dict[str, Any]) -> list[str]:
+    meta = report["meta"]
+    lines = [
+        f"Seeds {', '.join(map(str, meta['seeds']))} (each: its own central g and v, splits and "
+        f"fine-tuning), corpora of seed {meta['data_seed']}. Per-seed reports: "
+        f"{', '.join(p['report'] for p in report['per_seed'])}.",
+        "",
+    ]
+    for key in ("within", "cross", "fedavg"):
+        sec = report.get(key)
+        if not sec:
+            continue
+        ref = sec["variants"][sec["reference"]]
+        lines += [f"## {key}: per-subject change over {len(meta['seeds'])} seeds", ""]
+        lines += _variants_table(sec["variants"], pooled=True)
+        runs = ref.get("micro_f1_change_runs")
+        if runs:
+            lines += [
+                f"Reference rule `{sec['reference']}`: per-seed means "
+                f"{', '.join(f'{x:+.3f}' for x in ref['micro_f1_change_per_seed'])}; "
+                f"of {runs['n']} subject runs {runs['gained']} gained, {runs['lost']} lost, "
+                f"{runs['same']} stayed the same.",
+                "",
+                "| subject | teacher acc. (mean) | micro-F1 change (mean) | gate blocked |",
+                "|---|---|---|---|",
+            ]
+            for r in ref["per_subject"]:
+                lines.append(
+                    f"| {r['subject']} | {_fmt(r['teacher_accuracy'])} | "
+                    f"{r['micro_f1_change']:+.3f} | {r['gate_blocked']} of {r['runs']} |"
+                )
+            lines.append("")
+    sw = report.get("teacher-sweep")
+    if sw:
+        lines += [f"## teacher-sweep over {len(meta['seeds'])} seeds", ""]
+        lines += _sweep(sw["points"])
     return lines
 
 
@@ -152,6 +320,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"seed {meta['seed']}, {meta['seconds']:.0f} s. Figures: {', '.join(meta.get('figures', []))}.",
         "",
     ]
+    if "seeds" in meta:
+        return "\n".join(lines + _pooled(report)) + "\n"
     if "table1" in report:
         t = report["table1"]
         lines += [f"## Table 1: IFER (g), frame level, test split of `{t['corpus']}`", ""]
@@ -205,6 +375,18 @@ def markdown(report: dict[str, Any]) -> str:
                 "",
             ]
         lines += _before_after(sec)
+    sw = report.get("teacher-sweep")
+    if sw:
+        lines += ["## Teacher-quality curve: `within` with teachers of growing corpora", ""]
+        if "skipped" in sw:
+            lines += [f"Skipped: {sw['skipped']}", ""]
+        else:
+            lines += [
+                f"g retrained on growing parts of `{sw['ifer_corpus']}` "
+                f"({sw['identities_available']} training identities); v is the central one.",
+                "",
+                *_sweep(sw["points"]),
+            ]
     return "\n".join(lines) + "\n"
 
 

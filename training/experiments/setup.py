@@ -53,8 +53,9 @@ class ExperimentProfile:
     train: TrainProfile
     synth_a: SynthSizes
     synth_b: SynthSizes
-    #: the synthetic image corpus g learns from (identities, photos per class and identity)
-    stills: tuple[int, int] = (300, 2)
+    #: the synthetic image corpus g learns from (identities, photos per class and identity);
+    #: 400 identities leave 300 in its train split (10% dev, 15% test)
+    stills: tuple[int, int] = (400, 2)
     p: int = 15  # clips per class kept by the selection rule (CREMA-D-like default)
     p_threshold: float = 0.5
     ft_epochs: int = 2
@@ -64,20 +65,42 @@ class ExperimentProfile:
     adapt_fraction: float = (
         0.5  # of each test subject's clips (per class) used, unlabelled, to adapt
     )
+    #: the options beside the paper's rule (:data:`VARIANTS`); 0 and 0.0 are the paper's
+    balance: float = 0.0
+    l2sp: float = 0.0
+
+
+#: The personalization rules the experiments compare on the same seeds, splits and central model.
+#: ``paper`` (Eq. 1, top P per class, p_threshold, 2 epochs, plain cross-entropy) is the reference
+#: row; each other one changes one thing, with a value fixed before any run (never tuned on a result):
+#: ``balanced``: no class keeps more than twice the smallest kept class (the issue's floor);
+#: ``l2sp``: an L2 pull of 1.0 towards the central weights (docs/personalization.md says why 1.0).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "balanced": {"balance": 2.0},
+    "l2sp": {"l2sp": 1.0},
+}
+
+
+def variant_profile(profile: ExperimentProfile, name: str) -> ExperimentProfile:
+    if name not in VARIANTS:
+        raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    return replace(profile, **VARIANTS[name])
 
 
 PROFILES = {
     "full": ExperimentProfile(
         train=FULL,
-        synth_a=SynthSizes(24, 10, 6, 3, 50, 90, 20.0),
-        synth_b=SynthSizes(8, 10, 8, 0, 40, 72, 12.0, 240, 180),
-        stills=(300, 3),
+        # 15 clips per class: each test subject adapts on 30 clips and is scored on 30 more
+        synth_a=SynthSizes(24, 15, 6, 3, 50, 90, 20.0),
+        synth_b=SynthSizes(8, 15, 8, 0, 40, 72, 12.0, 240, 180),
+        stills=(400, 3),
     ),
     "quick": ExperimentProfile(
         train=QUICK,
         synth_a=SynthSizes(20, 4, 3, 2, 20, 28, 10.0),
         synth_b=SynthSizes(3, 4, 3, 0, 20, 28, 8.0, 240, 180),
-        stills=(300, 1),
+        stills=(400, 1),
     ),
 }
 
@@ -102,6 +125,13 @@ class ExperimentOptions:
     rounds: int | None = None
     profile_override: ExperimentProfile | None = None  # tests: tinier than quick
     progress: bool = True
+    #: run with seeds seed .. seed + seeds - 1 (central training, splits, fine-tuning); the
+    #: corpora stay those of ``data_seed``
+    seeds: int = 1
+    #: the seed the corpora are rendered (and real corpora split) with; None: ``seed``
+    data_seed: int | None = None
+    #: the personalization rules to compare (:data:`VARIANTS`); the first is the reference
+    variants: tuple[str, ...] = ("paper",)
 
     @property
     def g_corpus(self) -> str | None:
@@ -110,6 +140,10 @@ class ExperimentOptions:
         if name is None:
             return "synthetic-images" if self.corpus == "synthetic" else None
         return None if name == "same" else name
+
+    @property
+    def corpus_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def profile(self) -> ExperimentProfile:
@@ -272,16 +306,16 @@ class Context:
             name, root = o.target or o.corpus, o.target_root
         if root is None and name == "synthetic-images":
             root = stills_corpus(
-                self.work / "corpora", self.profile.stills, _synth_classes(classes), o.seed
+                self.work / "corpora", self.profile.stills, _synth_classes(classes), o.corpus_seed
             )
         if root is None:
             if name != "synthetic":
                 flag = {"source": "--root", "ifer": "--ifer-root"}.get(which, "--target-root")
                 raise UserError(f"--corpus {name} needs {flag} PATH (only synthetic is generated)")
             sizes = self.profile.synth_a if which == "source" else self.profile.synth_b
-            seed = o.seed if which == "source" else o.seed + 1000
+            seed = o.corpus_seed if which == "source" else o.corpus_seed + 1000
             root = synthetic_corpus(self.work / "corpora", sizes, _synth_classes(classes), seed)
-        corpus = load_corpus(name, root, classes, seed=o.seed)
+        corpus = load_corpus(name, root, classes, seed=o.corpus_seed)
         if not corpus.records:
             raise UserError(f"{name} at {root}: no clips of the classes {', '.join(classes)}")
         stats = ensure(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.experiments.protocol import run_personalization, subject_data, subject_splits
+from training.experiments.protocol import run_variants, subject_data, subject_splits
 from training.experiments.setup import Context
 
 
@@ -19,5 +19,7 @@ def run(ctx: Context) -> dict[str, Any]:
         central.corpus.split("test"), ctx.profile.adapt_fraction, ctx.options.seed
     )
     data = [subject_data(s, ctx.cache, classes, central.ifer, ctx.heads) for s in splits]
-    out = run_personalization(data, central.vfer, classes, ctx.heads, ctx.profile, ctx.options.seed)
+    out = run_variants(
+        data, central.vfer, classes, ctx.heads, ctx.profile, ctx.options.seed, ctx.options.variants
+    )
     return {"corpus": central.corpus.name, **out}
