@@ -67,3 +67,17 @@ def test_gate_options_are_bounded_with_the_field_named(tmp_path: Path) -> None:
         load_node_config(cfg)
     bad = run_cli("adapt", "--db", str(tmp_path / "x.db"), "--bundle", str(tmp_path), "--gate", "{")
     assert bad.returncode != 0 and "--gate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_options_beside_the_papers_rule_reach_a_real_adaptation(
+    central: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    fill_store(db, Bundle.load(b).bundle_id, confident={0: 9, 1: 2, 2: 3}, unsure=0)
+    paper = adapt_json(db, b, "--p", "8", "--gate", "off")
+    assert list(paper["selected_per_class"].values()) == [8, 2, 3, 0]  # type: ignore[union-attr]
+    both = adapt_json(db, b, "--p", "8", "--gate", "off", "--balance", "2", "--l2sp", "1.0")
+    assert list(both["selected_per_class"].values()) == [4, 2, 3, 0]  # type: ignore[union-attr]
+    assert both["status"] == "adapted", both
