@@ -91,8 +91,8 @@ def variant_profile(profile: ExperimentProfile, name: str) -> ExperimentProfile:
 PROFILES = {
     "full": ExperimentProfile(
         train=FULL,
-        # 15 clips per class: each test subject adapts on 30 clips and is scored on 30 more
-        synth_a=SynthSizes(24, 15, 6, 3, 50, 90, 20.0),
+        # 15 clips per class: each of the 10 test subjects adapts on 30 clips and is scored on 30 more
+        synth_a=SynthSizes(28, 15, 10, 3, 50, 90, 20.0),
         synth_b=SynthSizes(8, 15, 8, 0, 40, 72, 12.0, 240, 180),
         stills=(400, 3),
     ),
