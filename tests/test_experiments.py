@@ -308,6 +308,10 @@ def test_within_over_seeds_pools_the_change_per_subject_for_each_rule(
     assert (out / "seed-1" / "gain_vs_teacher_within.png").is_file()
     md = (out / "report.md").read_text()
     assert "| balanced |" in md and "95% CI" in md
+    from training.cli_train import summary_lines
+
+    lines = summary_lines(rep)
+    assert len(lines) == 3 and lines[0].startswith("within [paper], 2 seeds: mean")
 
 
 @pytest.mark.slow
@@ -322,6 +326,9 @@ def test_teacher_sweep_retrains_g_and_draws_the_curve(tiny: dict[str, Path]) -> 
         assert p["micro_f1_change_ci"]["n"] == 2
     assert (out / "teacher_sweep.png").is_file()
     assert "Teacher-quality curve" in (out / "report.md").read_text()
+    from training.cli_train import summary_lines
+
+    assert any(line.startswith("teacher-sweep: g on") for line in summary_lines(rep))
 
 
 def test_sweep_sizes_are_capped_by_the_corpus() -> None:

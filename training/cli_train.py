@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -266,27 +267,56 @@ def experiment_cmd(
     click.echo(
         f"wrote {out / 'report.json'} and {out / 'report.md'} in {report['meta']['seconds']:.0f} s"
     )
+    for line in summary_lines(report):
+        click.echo(line)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The console's summary of a report: one seed's or several seeds' pooled."""
+    from training.experiments.stats import GainSummary
+
+    lines = []
+    if "seeds" in report["meta"]:
+        for key in ("within", "cross", "fedavg"):
+            sec = report.get(key)
+            for name, v in (sec or {}).get("variants", {}).items():
+                ci = v.get("micro_f1_change_ci")
+                if ci:
+                    lines.append(
+                        f"{key} [{name}], {len(v['seeds'])} seeds: "
+                        + GainSummary(**ci).line("micro-F1 change per subject")
+                    )
+    for p in (report.get("teacher-sweep") or {}).get("points", []):
+        ci = p.get("micro_f1_change_ci")
+        if ci and p.get("teacher_accuracy") is not None:
+            lines.append(
+                f"teacher-sweep: g on {p['identities']} identities, teacher accuracy "
+                f"{p['teacher_accuracy']:.3f}: " + GainSummary(**ci).line("micro-F1 change")
+            )
+    if "seeds" in report["meta"]:
+        return lines
     for key in ("table1", "within", "cross", "fedavg"):
         sec = report.get(key)
         if not sec or "skipped" in sec:
             continue
         if key == "table1":
-            click.echo(
+            lines.append(
                 f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f}), "
                 f"linear probe {sec['probe']['macro']['f1']:.3f}; accuracy g "
                 f"{sec['accuracy']:.3f}, probe {sec['probe']['accuracy']:.3f}"
             )
         else:
-            click.echo(
+            lines.append(
                 f"{key}: micro-F1 {sec['before']['micro']['f1']:.3f} -> {sec['after']['micro']['f1']:.3f}, "
                 f"mean per-subject change {sec['mean_subject_micro_f1_change']:+.4f} ({sec['sign']})"
             )
             t = sec.get("teacher_on_subjects") or {}
             if t.get("accuracy") is not None:
-                click.echo(
+                lines.append(
                     f"{key}: teacher g on the personalized people: accuracy {t['accuracy']:.3f}, "
                     f"macro-F1 {t['macro_f1']:.3f} ({t['clips']} clips)"
                 )
+    return lines
 
 
 @click.command("london-manifest")
