@@ -63,12 +63,34 @@ def figures(report: dict) -> list:
     return nodes + [c["micro_f1"] for c in report["central"]]
 
 
-def check_report(report: dict, nodes: int, rounds: int) -> None:
+def check_report(report: dict, nodes: int, rounds: int, out: Path) -> None:
     assert len(report["nodes"]) == nodes
     assert [row["round"] for row in report["central"]] == list(range(rounds + 1))
-    for row in report["nodes"]:
+    for i, row in enumerate(report["nodes"]):
         assert row["recorded_clips"] > 0 and row["personalized"]
         assert 0.0 <= row["micro_f1_before"] <= 1.0 and 0.0 <= row["micro_f1_after"] <= 1.0
+        # the node recorded its whole camera before the rounds, and kept its own adapt results
+        work = out / "sim" / "nodes" / f"slot-{i}" / "work"
+        health = json.loads((work / "health.json").read_text())
+        assert health["phase"] == "federating"
+        assert health["recorded_clips"] == row["recorded_clips"]
+        own = json.loads((work / "adaptations.json").read_text())
+        adapted = [a for a in own if a["status"] == "adapted"]
+        assert 1 <= len(adapted) == row["personalizations"] <= rounds
+        assert all(a["clips_total"] == row["recorded_clips"] for a in adapted)
+        # the gate ran in report mode: its verdict on the scored head is the node's own record
+        assert row["gate"] == {k: adapted[0]["gate"][k] for k in ("passed", "reasons", "notes")}
+        assert isinstance(row["gate"]["passed"], bool)
+        assert row["gate"]["passed"] or row["gate"]["reasons"]
+    fleet = report["summary"]["fleet"]
+    changes = [row["micro_f1_change"] for row in report["nodes"]]
+    micro = fleet["micro_f1_change"]
+    assert (fleet["nodes"], micro["n"]) == (nodes, nodes)
+    assert micro["mean"] == pytest.approx(sum(changes) / nodes)
+    assert min(changes) <= micro["ci_low"] <= micro["mean"] <= micro["ci_high"] <= max(changes)
+    assert micro["gained"] + micro["lost"] + micro["same"] == nodes
+    assert micro["gained"] == sum(c > 0 for c in changes)
+    assert report["summary"]["gate"]["judged"] == nodes
     assert all(c["submissions"] >= 1 for c in report["central"][1:])
     # g is trained on its own synthetic image corpus; the report states it on the nodes' clips
     teacher = report["summary"]["teacher_on_nodes"]
@@ -83,7 +105,7 @@ def test_headless_rounds_against_a_plain_mosquitto_then_without_one(
     require(paths.FACE_MODEL)
     cache = tmp_path / "cache"
     first = simulate(tmp_path / "a", cache, 1, "--broker", mosquitto.url)
-    check_report(first, 2, 2)
+    check_report(first, 2, 2, tmp_path / "a")
     assert first["run"]["broker"] == "external"
     key = signing.load_public_key(tmp_path / "a" / "sim" / "fleet" / "fleet_public_key.pem")
     header, _body = open_central(retained_central(mosquitto.url), key)
@@ -95,11 +117,12 @@ def test_headless_rounds_against_a_plain_mosquitto_then_without_one(
     )
     assert shutil.which("mosquitto", path=no_mosquitto) is None
     second = simulate(tmp_path / "b", cache, 2, env={"PATH": no_mosquitto})
-    check_report(second, 2, 2)
+    check_report(second, 2, 2, tmp_path / "b")
     assert second["run"]["broker"] == "amqtt"
     # nothing is hard-coded: another seed (other subjects, other training) gives other figures
     assert figures(first) != figures(second)
     for out in (tmp_path / "a", tmp_path / "b"):
+        assert "95% CI" in (out / "report.md").read_text()
         assert (
             (out / "report.md").is_file()
             and (out / "nodes_f1.png").is_file()

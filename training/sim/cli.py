@@ -19,25 +19,26 @@ def print_report(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from training.sim.report import gate_line, gate_text
+
     console = Console()
-    t = Table(title="nodes: micro/macro F1 on each subject's held-out clips")
-    for col in (
-        "node",
-        "subject",
-        "recorded",
-        "selected",
-        "micro before",
-        "micro after",
-        "macro before",
-        "macro after",
-    ):
-        t.add_column(col)
+    t = Table(
+        title="nodes: F1 on each subject's held-out clips, before → after personalization",
+        caption="clips: recorded/selected for the fine-tune/held out and scored",
+    )
+    t.add_column("node", no_wrap=True)
+    t.add_column("clips", no_wrap=True, justify="right")
+    t.add_column("micro-F1", no_wrap=True)
+    t.add_column("macro-F1", no_wrap=True)
+    t.add_column("safety gate (the node's verdict)", min_width=22)
     for n in report["nodes"]:
         t.add_row(
-            n["node"], n["subject"], str(n["recorded_clips"]), str(n["selected_clips"]),
-            f"{n['micro_f1_before']:.3f}", f"{n['micro_f1_after']:.3f}",
-            f"{n['macro_f1_before']:.3f}", f"{n['macro_f1_after']:.3f}",
-        )  # fmt: skip
+            n["node"],
+            f"{n['recorded_clips']}/{n['selected_clips']}/{n['eval_clips']}",
+            f"{n['micro_f1_before']:.3f} → {n['micro_f1_after']:.3f}",
+            f"{n['macro_f1_before']:.3f} → {n['macro_f1_after']:.3f}",
+            gate_text(n.get("gate")),
+        )
     console.print(t)
     c = Table(title="central v per round (all held-out clips)")
     for col in ("stage", "version", "submissions", "micro-F1", "macro-F1"):
@@ -51,12 +52,28 @@ def print_report(report: dict[str, Any], out: Path) -> None:
             f"{row['macro_f1']:.3f}",
         )
     console.print(c)
-    teacher = report["summary"].get("teacher_on_nodes") or {}
+    summary = report["summary"]
+    teacher = summary.get("teacher_on_nodes") or {}
     if teacher.get("accuracy") is not None:
         console.print(
             f"teacher g on the nodes' adaptation clips: accuracy {teacher['accuracy']:.3f}, "
             f"macro-F1 {teacher['macro_f1']:.3f} ({teacher['clips']} clips)"
         )
+    fleet = summary.get("fleet")
+    if fleet:
+        f = Table(
+            title=f"fleet: each node's change from personalization ({fleet['personalized']} of "
+            f"{fleet['nodes']} nodes personalized)"
+        )
+        for col in ("F1", "mean change", "95% CI (bootstrap over nodes)", "gained", "lost", "same"):
+            f.add_column(col)
+        for name in ("micro", "macro"):
+            g = fleet[f"{name}_f1_change"]
+            f.add_row(name, f"{g['mean']:+.3f}", f"{g['ci_low']:+.3f} to {g['ci_high']:+.3f}",
+                      str(g["gained"]), str(g["lost"]), str(g["same"]))  # fmt: skip
+        console.print(f)
+    if summary.get("gate", {}).get("judged"):
+        console.print(f"safety gate (report mode, never applied): {gate_line(summary['gate'])}")
     console.print(
         f"Done in {report['run']['seconds_total']:.0f} s. Look next at {out / 'report.md'}, "
         f"{out / 'report.json'}, the charts {', '.join(str(out / f) for f in report['figures'])}, "

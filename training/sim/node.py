@@ -2,8 +2,19 @@
 
 It claims a slot of a simulation folder (``--slot auto`` takes the first free one, which is what
 ``docker compose up --scale node=N`` needs), copies the central bundle into its own work folder,
-writes its ``node.yaml`` and runs the node: the folder of the slot's clips is its camera; the
-personalizer adapts v when a federation round opens and submits it; it stays up until SIGTERM.
+writes its ``node.yaml`` and runs the node in two steps, as a kiosk does over its first days:
+
+1. **record**: the capture loop (``edge_node.service.run_node``) over the folder of the slot's
+   clips, its camera, until the folder ends; so every node adapts on all its clips, not on the
+   first few it happened to have when a round opened;
+2. **federate**: the node's personalizer (``edge_node.personalizer.Personalizer``) adapts v when a
+   federation round opens and submits it, until SIGTERM.
+
+``health.json`` in the work folder says which step the node is in (``phase``); the process
+simulator starts the aggregator once every node is federating, and a restarted container does
+not record its clips again once it has. ``adaptations.json`` keeps every adaptation the node ran, as its
+``edge_node adapt --json`` child reported it (the safety gate's verdict included): the report
+takes each node's verdict from there.
 """
 
 from __future__ import annotations
@@ -14,14 +25,21 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from training.sim.setup import read_plan, slot_dir
+from vfer.atomic import atomic_write_text
 from vfer.cli import UserError
 
+if TYPE_CHECKING:
+    from edge_node.config import NodeConfig
+
 log = logging.getLogger(__name__)
+RECORDING, FEDERATING = "recording", "federating"  # health.json's phase
+HEALTH = "health.json"
+ADAPTATIONS = "adaptations.json"
 
 
 def claim_slot(sim: Path, wanted: str, nodes: int, owner: str) -> int:
@@ -90,7 +108,6 @@ def run_sim_node(
     sim: Path, slot_spec: str, work: Path | None, broker: str | None, stop: threading.Event
 ) -> int:
     from edge_node.config import NodeConfig
-    from edge_node.service import serve
     from vfer.config_io import validate_model
 
     plan = read_plan(sim)
@@ -109,8 +126,72 @@ def run_sim_node(
     (work / "node.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     config = validate_model(NodeConfig, data, source=str(work / "node.yaml"))
     log.info("sim node %s in slot %d, work %s", config.node_id, slot, work)
-    (work / "health.json").write_text(
-        json.dumps({"ok": True, "node_id": config.node_id, "slot": slot})
-    )
-    serve(config, face_model=Path(face_model), stop=stop, keep_running=True)
+    if read_health(work).get("phase") != FEDERATING:  # else: restarted after recording
+        write_health(work, config.node_id, slot, RECORDING)
+        recorded = record(config, Path(face_model), stop)
+        if stop.is_set():
+            return slot
+        write_health(work, config.node_id, slot, FEDERATING, recorded=recorded)
+    federate(config, work / ADAPTATIONS, stop)
     return slot
+
+
+def read_health(work: Path) -> dict[str, Any]:
+    """The node's ``health.json`` (empty before the node wrote one, or while it is half written)."""
+    try:
+        return dict(json.loads((work / HEALTH).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_health(
+    work: Path, node_id: str, slot: int, phase: str, *, recorded: int | None = None
+) -> dict[str, Any]:
+    health = {"ok": True, "node_id": node_id, "slot": slot, "phase": phase}
+    if recorded is not None:
+        health["recorded_clips"] = recorded
+    atomic_write_text(work / HEALTH, json.dumps(health))
+    return health
+
+
+def record(config: NodeConfig, face_model: Path, stop: threading.Event) -> int:
+    """The capture loop over the slot's clips until the folder ends; the clips it stored."""
+    from edge_node.service import run_node
+
+    summary = run_node(config, face_model=face_model, stop=stop)
+    return len(summary.clips_saved)
+
+
+def federate(config: NodeConfig, journal: Path, stop: threading.Event) -> None:
+    """The personalizer until ``stop``; its adaptation results are kept in ``journal``."""
+    from edge_node.personalizer import Personalizer
+    from edge_node.state import NodeState
+
+    personalizer = Personalizer(config, NodeState(), stop)
+    personalizer.start()
+    written = 0
+    try:
+        while not stop.wait(1.0):
+            written = keep_results(personalizer.results, journal, written)
+            if personalizer.error is not None:
+                raise UserError(f"personalizer failed: {personalizer.error}")
+    finally:
+        stop.set()
+        personalizer.join(timeout=60)
+        keep_results(personalizer.results, journal, written)
+
+
+def keep_results(results: list[Any], journal: Path, written: int) -> int:
+    """Rewrite ``journal`` when the personalizer has new results; how many it holds now."""
+    done = list(results)  # the personalizer thread appends; a copy is a consistent prefix
+    if len(done) > written:
+        atomic_write_text(journal, json.dumps([r.summary() for r in done], indent=1) + "\n")
+    return len(done)
+
+
+def read_adaptations(work: Path) -> list[dict[str, Any]]:
+    """What ``federate`` kept: every adaptation's result, oldest first (empty without any)."""
+    try:
+        return list(json.loads((work / ADAPTATIONS).read_text()))
+    except (OSError, ValueError):
+        return []

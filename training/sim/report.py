@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from training.experiments.stats import GainSummary, summarize_gains
+from training.sim.node import read_adaptations
 from training.sim.observer import Seen
 from training.sim.setup import Plan, slot_dir
 from vfer.bundle import Bundle
@@ -24,6 +26,70 @@ def _personalized_versions(work: Path) -> list[Bundle]:
                 if b.manifest.personalized:
                     found.append(b)
     return sorted(found, key=lambda b: b.manifest.created_at)
+
+
+def node_gate(adaptations: list[dict[str, Any]], version: str | None) -> dict[str, Any] | None:
+    """The safety gate's verdict on ``version``, as the node recorded it when it adapted.
+
+    ``adaptations``: the node's own results (``edge_node adapt --json``, kept by the sim node);
+    None when the node wrote no such head or ran without the gate.
+    """
+    mine = next((a for a in adaptations if version and a.get("new_version") == version), None)
+    gate = (mine or {}).get("gate") or {}
+    if "passed" not in gate:
+        return None
+    return {
+        "passed": bool(gate["passed"]),
+        "reasons": [str(r) for r in gate.get("reasons", [])],
+        "notes": [str(n) for n in gate.get("notes", [])],
+    }
+
+
+def gate_text(gate: dict[str, Any] | None) -> str:
+    """One cell: ``passed``, ``would block: REASONS`` (the sims run the gate in report mode), or -."""
+    if gate is None:
+        return "-"
+    return "passed" if gate["passed"] else "would block: " + ", ".join(gate["reasons"])
+
+
+def fleet_summary(nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean per-node change of micro- and macro-F1, 95% bootstrap interval over nodes, and counts.
+
+    Every node counts: one that did not personalize keeps the central v, a change of 0.
+    """
+    if not nodes:
+        return None
+    return {
+        "nodes": len(nodes),
+        "personalized": sum(1 for n in nodes if n["personalized"]),
+        "micro_f1_change": summarize_gains(
+            np.array([n["micro_f1_change"] for n in nodes])
+        ).as_dict(),
+        "macro_f1_change": summarize_gains(
+            np.array([n["macro_f1_change"] for n in nodes])
+        ).as_dict(),
+    }
+
+
+def gate_summary(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """How the nodes' own gate verdicts line up with the micro-F1 their heads really reached."""
+    judged = [n for n in nodes if n.get("gate") is not None]
+    passed = [n for n in judged if n["gate"]["passed"]]
+    blocked = [n for n in judged if not n["gate"]["passed"]]
+    return {
+        "judged": len(judged),
+        "passed": len(passed),
+        "would_block": len(blocked),
+        "would_block_lowered": sum(1 for n in blocked if n["micro_f1_change"] < 0),
+        "passed_lowered": sum(1 for n in passed if n["micro_f1_change"] < 0),
+    }
+
+
+def gate_line(g: dict[str, int]) -> str:
+    return (
+        f"passes {g['passed']} of {g['judged']} heads ({g['passed_lowered']} of them lowered "
+        f"micro-F1), would block {g['would_block']} ({g['would_block_lowered']} of them lowered it)"
+    )
 
 
 def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
@@ -76,6 +142,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
             with ClipStore(work / "clips.db") as store:
                 recorded = store.count()
         selected = json.loads(mine[0].manifest.notes.get("clips_per_class", "{}")) if mine else {}
+        adaptations = read_adaptations(work)
         node_rows.append(
             {
                 "node": meta["node_id"],
@@ -84,6 +151,9 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "selected_clips": sum(selected.values()),
                 "personalized": bool(mine),
                 "personalizations": len(mine),
+                # the node's own verdict on the head scored here (gate: report, so never applied)
+                "gate": node_gate(adaptations, mine[0].manifest.head_version if mine else None),
+                "adaptations": [_brief(a) for a in adaptations],
                 "eval_clips": len(clips),
                 "teacher_accuracy": float(np.mean(np.equal(mine_true, mine_pred)))
                 if mine_true
@@ -120,15 +190,15 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "per_class_f1": {c: s["per_class"][c]["f1"] for c in classes},
             }
         )
-    changes = [row["micro_f1_change"] for row in node_rows if row["personalized"]]
     teacher = scores(np.asarray(t_true, np.int64), np.asarray(t_pred, np.int64), classes)
     return {
         "classes": list(classes),
         "nodes": node_rows,
         "central": central_rows,
         "summary": {
-            "nodes_personalized": len(changes),
-            "mean_node_micro_f1_change": float(np.mean(changes)) if changes else None,
+            "nodes_personalized": sum(1 for row in node_rows if row["personalized"]),
+            "fleet": fleet_summary(node_rows),
+            "gate": gate_summary(node_rows),
             "central_micro_f1_first": central_rows[0]["micro_f1"] if central_rows else None,
             "central_micro_f1_last": central_rows[-1]["micro_f1"] if central_rows else None,
             "rounds_completed": max((r for r in seen.centrals if r > 0), default=0),
@@ -142,6 +212,13 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
     }
 
 
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    """What the report keeps of one of the node's adaptation results."""
+    keys = ("status", "reason", "base_version", "base_round", "new_version", "clips_total",
+            "selected_per_class", "gate")  # fmt: skip
+    return {k: result.get(k) for k in keys}
+
+
 def markdown(report: dict[str, Any]) -> str:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -150,18 +227,25 @@ def markdown(report: dict[str, Any]) -> str:
     run = report.get("run", {})
     lines.append(
         f"{len(report['nodes'])} nodes, broker {run.get('broker', '?')}, seed {run.get('seed', '?')}, "
-        f"{run.get('seconds_total', '?')} s in all ({run.get('seconds_setup', '?')} s setup)."
+        f"{run.get('seconds_total', '?')} s in all ({run.get('seconds_setup', '?')} s setup, "
+        f"{run.get('seconds_recording', '?')} s for the nodes to record their clips)."
     )
     lines += ["", "## Nodes (each on its own subject's held-out clips)", ""]
     lines.append(
-        "| node | subject | clips recorded | clips selected | micro-F1 before | after | change | macro-F1 before | after |"
+        "| node | subject | clips recorded | clips selected | clips scored | micro-F1 before | after | change "
+        "| macro-F1 before | after | change | safety gate (the node's verdict) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---" * 12 + "|")
     for n in report["nodes"]:
         lines.append(
-            f"| {n['node']} | {n['subject']} | {n['recorded_clips']} | {n['selected_clips']} | {f(n['micro_f1_before'])} | "
-            f"{f(n['micro_f1_after'])} | {n['micro_f1_change']:+.3f} | {f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} |"
-        )
+            f"| {n['node']} | {n['subject']} | {n['recorded_clips']} | {n['selected_clips']} | {n['eval_clips']} | "
+            f"{f(n['micro_f1_before'])} | {f(n['micro_f1_after'])} | {n['micro_f1_change']:+.3f} | "
+            f"{f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} | {n['macro_f1_change']:+.3f} | {gate_text(n.get('gate'))} |"
+        )  # fmt: skip
+    notes = [f"{n['node']}: {'; '.join(n['gate']['notes'])}" for n in report["nodes"]
+             if n.get("gate") and n["gate"]["notes"]]  # fmt: skip
+    if notes:
+        lines += ["", "Gate notes: " + " ".join(notes)]
     lines += ["", "## Central v per round (all nodes' held-out clips)", ""]
     classes = report["classes"]
     lines.append(
@@ -179,8 +263,19 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Teacher g on the nodes' adaptation clips (Eq. 1; true labels used for this "
                   f"line only): accuracy {f(t['accuracy'])}, macro-F1 {f(t['macro_f1'])} "
                   f"({t['clips']} clips)."]  # fmt: skip
-    lines += ["", f"Mean per-node micro-F1 change from personalization: {f(s['mean_node_micro_f1_change'])} "
-              f"(as measured; {s['nodes_personalized']} nodes personalized).", "", report["note"], ""]  # fmt: skip
+    fleet = s.get("fleet")
+    if fleet:
+        lines += ["", "## The fleet: each node's change from personalization (as measured)", "",
+                  f"- {GainSummary(**fleet['micro_f1_change']).line('micro-F1 change')}",
+                  f"- {GainSummary(**fleet['macro_f1_change']).line('macro-F1 change')}",
+                  f"- {fleet['personalized']} of {fleet['nodes']} nodes personalized (one that did "
+                  "not keeps the central v: change 0). The 95% interval is a percentile bootstrap "
+                  "over nodes: with this few it is rough, and if anything too narrow"]  # fmt: skip
+    if s.get("gate", {}).get("judged"):
+        lines.append(
+            f"- safety gate (report mode: recorded, never applied): {gate_line(s['gate'])}"
+        )
+    lines += ["", report["note"], ""]
     return "\n".join(lines)
 
 

@@ -3,9 +3,10 @@
 1. ``sim-setup``: synthetic corpus, central g and v (cached), one held-out subject per node.
 2. A broker: the one given (``--broker``), else the embedded default (private Mosquitto, or
    in-process amqtt when no mosquitto binary exists).
-3. The aggregator and N node processes, each running the real code (``python -m
-   broker_aggregator run`` and ``python -m training sim-node``); the nodes record their subject's
-   clips, personalize when a round opens and submit; R FedAvg rounds run.
+3. N node processes and the aggregator, each running the real code (``python -m training
+   sim-node`` and ``python -m broker_aggregator run``); the nodes record their subject's clips,
+   then the aggregator starts, and the nodes personalize when a round opens and submit; R FedAvg
+   rounds run.
 4. Evaluation on each subject's held-out clips: the central v before, each node's personalized v,
    and the central v after every round. Written as report.json, report.md and PNG charts.
 
@@ -125,13 +126,8 @@ def simulate(
             ifer_root=ifer_root,
         )
         t_setup = time.monotonic() - t0
+        deadline = time.monotonic() + timeout_s
         with FleetObserver(broker, sim / "fleet" / "fleet_public_key.pem") as observer:
-            children.start(
-                "aggregator",
-                [sys.executable, "-m", "broker_aggregator", "run", "--config", str(sim / "aggregator.yaml"),
-                 "--broker", broker],
-                logs / "aggregator.log",
-            )  # fmt: skip
             for i in range(nodes):
                 children.start(
                     f"node-{i + 1}",
@@ -139,7 +135,15 @@ def simulate(
                      "--broker", broker],
                     logs / f"node-{i + 1}.log",
                 )  # fmt: skip
-            _wait_rounds(observer, children, plan, timeout_s, live)
+            _wait_recorded(sim, children, plan, deadline, live)
+            t_recorded = time.monotonic() - t0 - t_setup
+            children.start(
+                "aggregator",
+                [sys.executable, "-m", "broker_aggregator", "run", "--config", str(sim / "aggregator.yaml"),
+                 "--broker", broker],
+                logs / "aggregator.log",
+            )  # fmt: skip
+            _wait_rounds(observer, children, plan, deadline, live)
             seen = observer.snapshot()
         children.stop([f"node-{i + 1}" for i in range(nodes)])
         children.stop(["aggregator"])
@@ -150,6 +154,7 @@ def simulate(
             "broker": broker_kind,
             "broker_url": broker,
             "seconds_setup": round(t_setup, 1),
+            "seconds_recording": round(t_recorded, 1),
             "seconds_fleet": round(t_fleet, 1),
             "seconds_total": round(time.monotonic() - t0, 1),
             "seed": seed,
@@ -170,15 +175,51 @@ def _say(live: bool, text: str) -> None:
         Console(stderr=True).print(f"[bold]fedvfer[/bold] {text}")
 
 
+def _wait_recorded(sim: Path, children: Children, plan: Plan, deadline: float, live: bool) -> None:
+    """Until every node has recorded its camera's clips (its health.json says it federates)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from training.sim.node import FEDERATING, read_health
+    from training.sim.setup import slot_dir
+
+    def recorded() -> list[dict[str, Any]]:
+        health = [read_health(slot_dir(sim, i) / "work") for i in range(plan.nodes)]
+        return [h for h in health if h.get("phase") == FEDERATING]
+
+    def line(done: list[dict[str, Any]]) -> str:
+        clips = sum(int(h.get("recorded_clips", 0)) for h in done)
+        return (
+            f"nodes recording their cameras: {len(done)}/{plan.nodes} done ({clips} clips), "
+            f"{time.monotonic() - start:.0f} s"
+        )
+
+    start = time.monotonic()
+    console = Console(stderr=True)
+    with Live(line([]), console=console, refresh_per_second=2, transient=not live) as screen:
+        while len(done := recorded()) < plan.nodes:
+            screen.update(line(done))
+            dead = children.dead()
+            if dead:
+                name = sorted(dead)[0]
+                raise UserError(
+                    f"{name} exited ({dead[name]}) while recording:\n{children.tail(name)}"
+                )
+            if time.monotonic() > deadline:
+                raise UserError("the nodes did not record their clips in time; see the logs")
+            time.sleep(0.5)
+        screen.update(line(done))
+    _end_live(console, live)
+
+
 def _wait_rounds(
-    observer: Any, children: Children, plan: Plan, timeout_s: float, live: bool
+    observer: Any, children: Children, plan: Plan, deadline: float, live: bool
 ) -> None:
     """Until the central of the last round is published; a live line shows where the fleet is."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
-    deadline = time.monotonic() + timeout_s
     console = Console(stderr=True)
 
     def view() -> Table:
@@ -210,6 +251,13 @@ def _wait_rounds(
                 raise UserError("every node exited before the rounds finished; see the logs")
             if time.monotonic() > deadline:
                 raise UserError(
-                    f"the rounds did not finish within {timeout_s:.0f} s; aggregator log:\n{children.tail('aggregator')}"
+                    f"the rounds did not finish in time; aggregator log:\n{children.tail('aggregator')}"
                 )
         screen.update(view())
+    _end_live(console, live)
+
+
+def _end_live(console: Any, live: bool) -> None:
+    """Rich ends a kept live display with a newline on a terminal only; a log file gets one too."""
+    if live and not console.is_terminal:
+        console.line()
