@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -52,12 +52,36 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> tuple[str, int]:
         return real, -1
 
 
+class LazyBackbone:
+    """f, opened on its first use. With stage E embedding ahead (:mod:`edge_node.stages`) the
+    capture loop's own f runs only without stage E, or after a switch to a bundle whose f differs
+    from stage E's, so its interpreter (10-25 MB) is not held until then."""
+
+    def __init__(self, path: Path, num_threads: int) -> None:
+        self.path, self.num_threads = path, num_threads
+        self._backbone: Backbone | None = None
+
+    def embed(self, crop: np.ndarray) -> np.ndarray:
+        if self._backbone is None:
+            self._backbone = Backbone.from_path(self.path, self.num_threads)
+        return self._backbone.embed(crop)
+
+    @property
+    def loaded(self) -> bool:
+        return self._backbone is not None
+
+    def close(self) -> None:
+        if self._backbone is not None:
+            self._backbone.close()
+            self._backbone = None
+
+
 @dataclass
 class Models:
-    """One bundle's f, g and v-step, loaded together."""
+    """One bundle's f, g and v-step, loaded together (f when first used)."""
 
     bundle: Bundle
-    backbone: Backbone
+    backbone: LazyBackbone
     ifer: IferHead
     vfer: VferStep
     fingerprint: tuple[str, int]
@@ -69,7 +93,7 @@ class Models:
         bundle = BundleHome(path).open(fingerprint[0])  # verified once per installed version
         return cls(
             bundle,
-            Backbone.from_path(bundle.file(BACKBONE), num_threads),
+            LazyBackbone(bundle.file(BACKBONE), num_threads),
             IferHead.from_path(bundle.file(IFER_TFLITE)),
             VferStep.from_path(bundle.file(VFER_STEP)),
             fingerprint,
@@ -122,6 +146,19 @@ class Detected:
     frame: Frame
     face: FaceCrop | None
     forget: bool = False  # "forget me" was asked before this frame: stage B does it first
+    embedding: np.ndarray | None = None  # f of the face, when stage E computed it ahead
+    backbone: str = ""  # sha256 of the backbone file that computed ``embedding``
+
+
+@dataclass
+class AheadEmbedder:
+    """Stage E's own f (one LiteRT thread) and the sha256 of its file."""
+
+    backbone: Backbone
+    sha256: str
+
+    def close(self) -> None:
+        self.backbone.close()
 
 
 @dataclass
@@ -196,6 +233,21 @@ class Pipeline:
             self.cropper.reset()  # a new clip looks for its face from scratch
         return Detected(frame, face, forget)
 
+    def ahead_embedder(self) -> AheadEmbedder:
+        """Stage E's backbone: the active bundle's f, in an interpreter of its own."""
+        bundle = self.models.bundle
+        return AheadEmbedder(
+            Backbone.from_path(bundle.file(BACKBONE), num_threads=1),
+            bundle.manifest.files[BACKBONE],
+        )
+
+    @staticmethod
+    def embed_ahead(d: Detected, embedder: AheadEmbedder) -> Detected:
+        """Stage E: f of the face crop, one frame ahead of :meth:`infer` (pure: no state)."""
+        if d.face is None:
+            return d
+        return replace(d, embedding=embedder.backbone.embed(d.face.image), backbone=embedder.sha256)
+
     def infer(self, d: Detected) -> FrameResult:
         """Stage B: clip boundaries, f, g and v, the clip buffer, the store, the kiosk's state."""
         frame, face = d.frame, d.face
@@ -211,7 +263,11 @@ class Pipeline:
         if face is not None:
             self.counters.face_frames += 1
             m = self._clip.models if self._clip is not None else self.models
-            result.embedding = embedding = m.backbone.embed(face.image)
+            if d.embedding is not None and d.backbone == m.bundle.manifest.files[BACKBONE]:
+                embedding = d.embedding
+            else:  # no stage E, or the bundle's f changed since it started
+                embedding = m.backbone.embed(face.image)
+            result.embedding = embedding
             result.ifer = m.ifer.predict_frame(embedding)
             result.vfer = m.vfer.step(embedding)
             if m.teacher is not None:

@@ -96,7 +96,7 @@ def test_stage_a_stops_with_stage_b_and_hands_over_its_errors(
     videos = folder(tmp_path)
     summary = run(edge_bundles, videos, tmp_path / "n.db", True, max_frames=50)
     assert summary.frames == 50  # type: ignore[attr-defined]
-    assert not [t for t in threading.enumerate() if t.name == "detect"]
+    assert not [t for t in threading.enumerate() if t.name in ("detect", "embed")]
 
     class Broken(FrameSource):
         name = "broken"
@@ -111,6 +111,33 @@ def test_stage_a_stops_with_stage_b_and_hands_over_its_errors(
 
     got: list[object] = []
     with pytest.raises(OSError, match="camera unplugged"):
-        for d in detected_frames(Broken(), Detect(), threading.Event(), depth=2):  # type: ignore[arg-type]
+        for d in detected_frames(Broken(), Detect(), threading.Event(), depth=2, embed=False):  # type: ignore[arg-type]
             got.append(d)
     assert got == list(range(72))  # every frame, in order, before the error
+
+
+def test_with_stage_e_the_capture_loops_own_f_is_never_opened(
+    edge_bundles: EdgeBundles, tmp_path: Path
+) -> None:
+    """Stage E embeds every face; stage B's f stays unopened (memory), and without stage E it
+    opens on the first face."""
+    from edge_node.pipeline import Pipeline
+    from edge_node.state import NodeState
+    from edge_node.store import ClipStore
+    from vfer.faces import FaceCropper
+
+    video = require(paths.VIDEO / "single_face.mp4")
+    for embed in (True, False):
+        with (
+            ClipStore(tmp_path / f"{embed}.db") as store,
+            FaceCropper.from_path(edge_bundles.face_model) as cropper,
+        ):
+            pipe = Pipeline(edge_bundles.a, cropper, store, NodeState())
+            stop = threading.Event()
+            faces = 0
+            for d in detected_frames(VideoFileSource(video), pipe, stop, embed=embed):
+                faces += pipe.infer(d).embedding is not None
+            pipe.finish()
+            assert faces > 20
+            assert pipe.models.backbone.loaded is not embed
+            pipe.close()

@@ -82,3 +82,40 @@ def test_crop_square_pads_outside_the_frame() -> None:
     assert out.shape == (100, 100, 3)
     assert out[10, 10].tolist() == [0, 0, 0]  # outside: black
     assert out[90, 90].tolist() == [200, 200, 200]  # inside: the frame
+
+
+def test_crop_square_inside_the_frame_equals_the_padded_path() -> None:
+    """The no-copy path for a box inside the frame gives exactly what padding would."""
+    frame = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    for x0, y0, side in ((10, 20, 300), (0, 0, 480), (340, 180, 300), (100, 100, 150)):
+        padded = np.zeros((side, side, 3), np.uint8)
+        padded[:] = frame[y0 : y0 + side, x0 : x0 + side]
+        interp = cv2.INTER_AREA if side > 224 else cv2.INTER_LINEAR
+        want = cv2.resize(padded, (224, 224), interpolation=interp)
+        np.testing.assert_array_equal(crop_square(frame, x0, y0, side), want)
+
+
+def test_mediapipe_comes_without_tensorflow_or_matplotlib_and_both_stay_importable() -> None:
+    """The capture process's import of the detector (a fresh interpreter, as the node's)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vfer.faces import import_mediapipe\n"
+        "import_mediapipe()\n"
+        "from mediapipe.tasks.python.vision import FaceDetector\n"
+        "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules\n"
+        "from mediapipe.tasks.python.vision import drawing_utils\n"
+        "try:\n"
+        "    drawing_utils.plt.figure\n"
+        "except ImportError as exc:\n"
+        "    assert 'kept out' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('the stand-in answered')\n"
+        "import matplotlib.pyplot as plt\n"
+        "assert callable(plt.figure)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

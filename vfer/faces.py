@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,26 +27,48 @@ MODEL_URL = (
 )
 
 
+class _NotLoaded(types.ModuleType):
+    """Stands in for a module mediapipe imports but the face detector never uses."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ImportError(
+            f"{self.__name__} was kept out of this process when mediapipe was imported "
+            "(vfer.faces.import_mediapipe); mediapipe's drawing helpers are not available here"
+        )
+
+
 def import_mediapipe() -> Any:
-    """``mediapipe``, without importing TensorFlow as a side effect.
+    """``mediapipe``, without importing TensorFlow or matplotlib as a side effect.
 
     ``mediapipe.tasks.python.metadata`` tries ``import tensorflow`` only to open files through
     ``tf.io.gfile`` and falls back to ``open`` on ImportError. In a process that has not loaded
     TensorFlow (the node's capture process) TensorFlow is masked for the duration of the import,
     which keeps about 900 MB out of the capture process; a process that already holds TensorFlow
-    imports mediapipe as usual. TensorFlow stays importable afterwards.
+    imports mediapipe as usual. ``mediapipe.tasks.python.vision`` also imports its drawing
+    helpers, which import ``matplotlib.pyplot`` (and Pillow): about 40 MB the detector never uses.
+    While mediapipe is imported they see a stand-in that raises if ever used. TensorFlow and
+    matplotlib stay importable afterwards.
     """
     if "mediapipe" in sys.modules or "tensorflow" in sys.modules:
         import mediapipe
 
         return mediapipe
+    stand_ins: dict[str, types.ModuleType] = {}
+    if "matplotlib" not in sys.modules:
+        mpl, plt = _NotLoaded("matplotlib"), _NotLoaded("matplotlib.pyplot")
+        mpl.__dict__["pyplot"] = plt
+        stand_ins = {"matplotlib": mpl, "matplotlib.pyplot": plt}
     sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` -> ImportError
+    sys.modules.update(stand_ins)
     try:
         import mediapipe
-        import mediapipe.tasks.python.vision  # the part that reaches metadata.py
+        import mediapipe.tasks.python.vision  # the part that reaches metadata.py and matplotlib
     finally:
         if sys.modules.get("tensorflow", 0) is None:
             del sys.modules["tensorflow"]
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
     return mediapipe
 
 
@@ -104,12 +127,14 @@ def crop_square(
 ) -> np.ndarray:
     """Cut ``side`` x ``side`` at (x0, y0), zero-padded outside the frame, resized to ``size``."""
     h, w = frame.shape[:2]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h:  # inside: no padded copy
+        return cv2.resize(frame[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=interp)
     out = np.zeros((side, side, 3), dtype=np.uint8)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(w, x0 + side), min(h, y0 + side)
     if sx1 > sx0 and sy1 > sy0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(out, (size, size), interpolation=interp)
 
 
