@@ -273,7 +273,7 @@ def run_personalization(
 def gate_outcomes(rows: list[dict[str, Any]]) -> dict[str, int]:
     """How the node's gate would have judged each subject's head against what F1 then did
     (measured, never used to choose anything): blocked heads that lowered or raised F1."""
-    judged = [r for r in rows if r["gate_passed"] is not None]
+    judged = [r for r in rows if r.get("gate_passed") is not None]
     return {
         "judged": len(judged),
         "blocked": sum(not r["gate_passed"] for r in judged),

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from training.experiments.protocol import gate_outcomes
 from training.experiments.stats import summarize_gains
 
 #: the sections whose per-subject rows are pooled
@@ -51,20 +52,8 @@ def pool_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
         for subject, rs in sorted(by_subject.items())
     ]
-    judged = [r for r in rows if r.get("gate_passed") is not None]
-    if judged:
-        out["gate"] = {
-            "judged": len(judged),
-            "blocked": sum(not r["gate_passed"] for r in judged),
-            "blocked_would_lower": sum(
-                not r["gate_passed"] and r["micro_f1_change"] < 0 for r in judged
-            ),
-            "blocked_would_raise": sum(
-                not r["gate_passed"] and r["micro_f1_change"] > 0 for r in judged
-            ),
-            "passed_lowered": sum(r["gate_passed"] and r["micro_f1_change"] < 0 for r in judged),
-            "passed_raised": sum(r["gate_passed"] and r["micro_f1_change"] > 0 for r in judged),
-        }
+    if any(r.get("gate_passed") is not None for r in rows):
+        out["gate"] = gate_outcomes(rows)
     return out
 
 
