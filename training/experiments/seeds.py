@@ -53,7 +53,7 @@ def pool_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for subject, rs in sorted(by_subject.items())
     ]
     if any(r.get("gate_passed") is not None for r in rows):
-        out["gate"] = gate_outcomes(rows)
+        out["gate"] = gate_outcomes(list(rows))
     return out
 
 
