@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from vfer.cli import UserError, run_cli, setup_logging
+from vfer.cli import UserError, log_from_signal_handler, run_cli, setup_logging
 from vfer.config_io import masked_dump
 
 log = logging.getLogger("broker_aggregator")
@@ -119,8 +119,8 @@ def _serve(kw: dict[str, Any], leader: bool) -> None:
     service = AggregatorService(cfg, leader=leader)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
         service.stop_event.set()
+        log_from_signal_handler(log, "signal %d: stopping", signum)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

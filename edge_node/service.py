@@ -31,7 +31,7 @@ from edge_node.sources import FrameSource, open_source
 from edge_node.stages import detected_frames
 from edge_node.state import NodeState, Notice, ProcessInfo
 from edge_node.store import ClipStore
-from vfer.cli import UserError
+from vfer.cli import UserError, log_from_signal_handler
 from vfer.faces import MODEL_URL, FaceCropper
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.set()  # first: logging from a signal handler can fail (a reentrant stderr write)
-        log.info(
-            "%s received: finishing the current frame and stopping", signal.Signals(signum).name
+        stop.set()
+        log_from_signal_handler(
+            log,
+            "%s received: finishing the current frame and stopping",
+            signal.Signals(signum).name,
         )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import threading
 
 import click
 
@@ -59,6 +60,18 @@ _QUIET_ENV = {
     "GLOG_minloglevel": "2",  # glog (MediaPipe graphs)
     "ABSL_MIN_LOG_LEVEL": "2",
 }
+
+
+def log_from_signal_handler(logger: logging.Logger, msg: str, *args: object) -> None:
+    """Log ``msg`` at INFO from a signal handler, in a short thread of its own.
+
+    A handler runs in the main thread between two bytecodes, possibly in the middle of that
+    thread's own write of a log line to stderr; writing again from there fails ("reentrant call
+    inside BufferedWriter"), logging prints "--- Logging error ---" and the line is lost. The
+    thread instead waits for the handler's lock until that write is done. Not a daemon: the line
+    is written even when the process exits right after.
+    """
+    threading.Thread(target=logger.info, args=(msg, *args), name="signal-log").start()
 
 
 def is_native_noise(line: bytes) -> bool:
