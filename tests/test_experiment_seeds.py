@@ -72,3 +72,24 @@ def test_pool_keeps_each_rule_and_skips_sections_a_seed_skipped() -> None:
     assert w["variants"]["paper"]["micro_f1_change_ci"]["mean"] == pytest.approx(
         np.mean([0.2, 0.1])
     )
+
+
+def test_the_sweep_pools_each_teacher_size_over_seeds() -> None:
+    def sweep(seed: int, accs: tuple[float, float]) -> dict[str, object]:
+        points = [
+            {
+                "identities": n,
+                "teacher_accuracy": acc,
+                "variants": {"paper": {"subjects": [row("a", -1, acc - 0.5), row("b", -1, 0.0)]}},
+            }
+            for n, acc in zip((10, 300), accs, strict=True)
+        ]
+        return {"meta": {"seed": seed}, "teacher-sweep": {"points": points}}
+
+    out = pool([sweep(0, (0.4, 0.7)), sweep(1, (0.5, 0.8))])["teacher-sweep"]["points"]
+    assert [p["identities"] for p in out] == [10, 300]
+    assert out[0]["teacher_accuracy"] == pytest.approx(0.45)
+    assert out[1]["teacher_accuracy_per_seed"] == [0.7, 0.8]
+    # subject a: mean of (0.2, 0.3) = 0.25; b: 0 -> mean over subjects 0.125
+    assert out[1]["micro_f1_change_ci"]["mean"] == pytest.approx(0.125)
+    assert out[1]["variants"]["paper"]["runs"] == 4
