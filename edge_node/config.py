@@ -68,6 +68,12 @@ class FaceConfig(_Section):
         "frame); a lost box is detected again at once. 4 keeps 99% of g's per-frame predictions "
         "(docs/performance.md)",
     )
+    detector: Literal["litert", "mediapipe"] = Field(
+        "litert",
+        description="runtime for the detector model: litert (the interpreter that runs f; the "
+        "same faces as MediaPipe's, about 70 MB less memory) or mediapipe (its Tasks "
+        "FaceDetector) (docs/performance.md)",
+    )
 
 
 class ClipConfig(_Section):

@@ -165,7 +165,7 @@ def run_node(
         models = Models.load(config.bundle)
         f = config.face
         cropper = FaceCropper.from_path(
-            face_model, f.min_confidence, f.margin, f.select, f.detect_every
+            face_model, f.min_confidence, f.margin, f.select, f.detect_every, f.detector
         )
         options = PipelineOptions(
             policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),

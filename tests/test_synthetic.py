@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -146,14 +147,19 @@ def test_workers_do_not_change_the_corpus(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_faces_pass_the_real_mediapipe_detector(face_model: Path) -> None:
+@pytest.mark.parametrize("detector", ["mediapipe", "litert"])
+def test_faces_pass_the_real_mediapipe_detector(
+    face_model: Path, detector: Literal["mediapipe", "litert"]
+) -> None:
     from vfer.faces import FaceCropper
 
     cfg = SynthConfig(
         subjects=4, clips_per_class=1, classes=EMOTIONS_6, seed=21, min_frames=40, max_frames=40
     )
     scores = []
-    with FaceCropper.from_path(face_model, min_confidence=0.5, margin=0.25) as cropper:
+    with FaceCropper.from_path(
+        face_model, min_confidence=0.5, margin=0.25, detector=detector
+    ) as cropper:
         for job in plan(cfg, make_subjects(cfg)):
             for frame in clip_frames(cfg, job)[::5]:
                 crop = cropper.crop(frame)

@@ -1,8 +1,14 @@
-"""Face detection and cropping: MediaPipe Tasks ``FaceDetector`` (BlazeFace short range).
+"""Face detection and cropping: MediaPipe's BlazeFace short-range detector.
 
 One call from a decoded RGB frame to a square 224x224 face crop with a margin, or None.
 mediapipe 1.2 ships no model files: get ``face_detection_short_range.tflite`` as the README says
 and pass its path.
+
+Two runtimes run the same model file with the same result (``tests/test_blazeface.py``: the same
+faces on every frame of the real videos, boxes within a pixel): ``litert`` (the default,
+:mod:`vfer.blazeface`), on the LiteRT interpreter the node already holds for f, and
+``mediapipe``, the Tasks ``FaceDetector``, which maps ``libmediapipe.so`` (38-73 MB resident) into
+the process for it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from vfer.blazeface import BlazeFace
 from vfer.tracking import BoxFollower
 
 CROP_SIZE = 224
@@ -110,6 +117,8 @@ class FaceCropperOptions:
     #: a lost box (follow score below ``follow_min_score``) is detected again on that frame
     detect_every: int = 1
     follow_min_score: float = 0.6
+    #: which runtime runs the detector model (the same faces either way; module docstring)
+    detector: Literal["litert", "mediapipe"] = "litert"
 
 
 def square_box(box: Box, margin: float, frame_w: int, frame_h: int) -> tuple[int, int, int]:
@@ -141,8 +150,8 @@ def crop_square(
 class FaceCropper:
     """Finds the face in a frame and returns a square 224x224 crop of it.
 
-    Use as a context manager or call :meth:`close`. Runs MediaPipe in IMAGE mode, one frame at a
-    time, so frames need no timestamps and any order is fine.
+    Use as a context manager or call :meth:`close`. The detector sees one frame at a time, so
+    frames need no timestamps and any order is fine.
     """
 
     def __init__(self, options: FaceCropperOptions) -> None:
@@ -153,20 +162,19 @@ class FaceCropper:
             )
         if not 0.0 < options.min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in (0, 1), got {options.min_confidence}")
-        self._mp = import_mediapipe()
-        from mediapipe.tasks.python import BaseOptions
-        from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
-
-        self.options = options
-        self._detector: Any = FaceDetector.create_from_options(
-            FaceDetectorOptions(
-                base_options=BaseOptions(model_asset_path=str(options.model_path)),
-                running_mode=RunningMode.IMAGE,
-                min_detection_confidence=options.min_confidence,
-            )
-        )
+        if options.detector not in ("litert", "mediapipe"):
+            raise ValueError(f"detector must be litert or mediapipe, got {options.detector!r}")
         if options.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {options.detect_every}")
+        self.options = options
+        self._detector: Any = (
+            _mediapipe_detector(options) if options.detector == "mediapipe" else None
+        )
+        self._blazeface: BlazeFace | None = (
+            BlazeFace(options.model_path, options.min_confidence)
+            if options.detector == "litert"
+            else None
+        )
         self._last_center: tuple[float, float] | None = None
         self._follower = BoxFollower(min_score=options.follow_min_score)
         self._followed = 0  # frames followed since the last detection
@@ -181,21 +189,28 @@ class FaceCropper:
         margin: float = 0.25,
         select: Literal["largest", "tracked"] = "largest",
         detect_every: int = 1,
+        detector: Literal["litert", "mediapipe"] = "litert",
     ) -> FaceCropper:
         return cls(
-            FaceCropperOptions(Path(model_path), min_confidence, margin, select, detect_every)
+            FaceCropperOptions(
+                Path(model_path), min_confidence, margin, select, detect_every, detector=detector
+            )
         )
 
     def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         """Every face in an RGB uint8 frame, as (box, score)."""
-        if self._detector is None:
+        if self._detector is None and self._blazeface is None:
             raise ValueError("this FaceCropper is closed")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(
                 f"detect() takes an RGB uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}"
             )
         self.detections += 1
-        mp = self._mp
+        if self._blazeface is not None:
+            return [
+                (Box(d.x, d.y, d.width, d.height), d.score) for d in self._blazeface.detect(rgb)
+            ]
+        mp = sys.modules["mediapipe"]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._detector.detect(image)
         faces = []
@@ -261,6 +276,7 @@ class FaceCropper:
         self._follower.reset()
 
     def close(self) -> None:
+        self._blazeface = None
         if self._detector is not None:
             self._detector.close()
             self._detector = None
@@ -270,3 +286,18 @@ class FaceCropper:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mediapipe_detector(options: FaceCropperOptions) -> Any:
+    """MediaPipe's Tasks ``FaceDetector`` in IMAGE mode (frames need no timestamps)."""
+    import_mediapipe()
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
+
+    return FaceDetector.create_from_options(
+        FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(options.model_path)),
+            running_mode=RunningMode.IMAGE,
+            min_detection_confidence=options.min_confidence,
+        )
+    )
