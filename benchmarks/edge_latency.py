@@ -9,14 +9,20 @@ weights (speed does not depend on the weights). The naive path is what a first p
 the same detector and crop, then Keras ``model.predict`` per frame for f (MobileNetV2,
 weights=None, same architecture), g, and v over the clip so far (Keras v has no streaming step).
 
-The whole pipeline runs five ways, each in a fresh process without TensorFlow (as the node's):
-detection on every frame or every 4th (following the box in between), stages in turn or
-overlapped (:mod:`edge_node.stages`: two stages, f in the caller's; or three, f in a stage of its
-own, the default). The capture process is measured
-as it runs on a Pi: ``python -m edge_node run`` in its own process (no TensorFlow in it), the
-source paced at 15 fps, its RSS and CPU sampled from outside; then ``python -m edge_node adapt``
-on the clips it recorded, in its own process, with its own peak RSS. The full run soaks for
-10 minutes (``--soak-s`` shortens it; ``--quick`` soaks 15 s).
+The whole pipeline runs seven ways (``VARIANTS``), each in a fresh process without TensorFlow
+(as the node's): detection on every frame or every 4th (following the box in between), stages in
+turn or overlapped (:mod:`edge_node.stages`: two stages, f in the caller's; or three, f in a stage
+of its own, the default), and the detector on LiteRT (:mod:`vfer.blazeface`, the default) or
+MediaPipe's runtime. The capture process is measured as it runs on a Pi: ``python -m edge_node
+run`` in its own process (no TensorFlow in it), the source paced at 15 fps, its RSS and CPU
+sampled from outside, once with each detector runtime; then ``python -m edge_node adapt`` on the
+clips it recorded, in its own process, with its own peak RSS. The full run soaks for 10 minutes
+(``--soak-s`` shortens it; ``--quick`` soaks 15 s).
+
+RSS counts the shared libraries' pages that are resident, and how many are depends on the page
+cache (the same process measured 219 MB and 284 MB on this machine in different sessions, the
+difference all in clean, file-backed pages of libmediapipe.so and cv2). Both detector runtimes
+run back to back, so their difference is measured in the same state.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -51,6 +57,7 @@ from vfer.faces import FaceCropper, crop_square, square_box
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
+Detector = Literal["litert", "mediapipe"]
 W, H = 640, 480
 
 
@@ -85,11 +92,20 @@ def ms(samples: list[float]) -> dict[str, float]:
 
 
 def stages(
-    video: Path, models: Models, cropper: FaceCropper, db: Path, n: int
+    video: Path,
+    models: Models,
+    cropper: FaceCropper,
+    db: Path,
+    n: int,
+    reference: FaceCropper | None = None,
 ) -> dict[str, dict[str, float]]:
+    """Each stage's time per frame; ``reference`` (another detector runtime) is timed on the same
+    frames as ``detect_<its runtime>``, outside the sum."""
     t: dict[str, list[float]] = {
         k: [] for k in ("decode", "detect", "crop", "backbone", "ifer", "vfer_step", "store")
     }
+    ref_key = f"detect_{reference.options.detector}" if reference is not None else ""
+    t[ref_key] = []
     cap = cv2.VideoCapture(str(video))
     embs, ifers = [], []
     models.vfer.reset()
@@ -105,6 +121,11 @@ def stages(
         t2 = time.perf_counter()
         t["decode"].append(t1 - t0)
         t["detect"].append(t2 - t1)
+        if reference is not None:  # timed on its own; the crop is timed from after it
+            r0 = time.perf_counter()
+            reference.detect(rgb)
+            t2 = time.perf_counter()
+            t[ref_key].append(t2 - r0)
         if not faces:
             continue
         box = max(faces, key=lambda f: f[0].area)[0]
@@ -145,7 +166,7 @@ def stages(
             t0 = time.perf_counter()
             store.add_clip(clip)
             t["store"].append((time.perf_counter() - t0) / len(e))
-    return {k: ms(v) for k, v in t.items() if v}
+    return {k: ms(v) for k, v in t.items() if k and v}
 
 
 def pipeline_fps(
@@ -157,13 +178,14 @@ def pipeline_fps(
     detect_every: int,
     overlap: bool,
     embed: bool = True,
+    detector: Detector = "litert",
 ) -> dict[str, float]:
     """The node's loop over ``n`` frames of the looping source: wall time and process CPU time."""
     source = VideoFileSource(video, loop=True)
     stop = threading.Event()
     with (
         ClipStore(db) as store,
-        FaceCropper.from_path(face_model, detect_every=detect_every) as cropper,
+        FaceCropper.from_path(face_model, detect_every=detect_every, detector=detector) as cropper,
     ):
         pipe = Pipeline(bundle, cropper, store, NodeState(), PipelineOptions())
         frames = (
@@ -201,17 +223,20 @@ def pipeline_fps_alone(
     detect_every: int,
     overlap: bool,
     embed: bool = True,
+    detector: Detector = "litert",
 ) -> dict[str, float]:
     """:func:`pipeline_fps` in a fresh process without TensorFlow, as the node's capture process
     (this one imports it for the bundles and the naive Keras path)."""
     args = [str(video), str(bundle), str(face_model), str(db), n, detect_every, overlap, embed]
+    args.append(detector)
     code = (
         "import json, sys\n"
         "sys.modules['tensorflow'] = None\n"
         "from pathlib import Path\n"
         "from benchmarks.edge_latency import pipeline_fps\n"
-        "v, b, f, d, n, every, overlap, embed = json.loads(sys.argv[1])\n"
-        "print(json.dumps(pipeline_fps(Path(v), Path(b), Path(f), Path(d), n, every, overlap, embed)))\n"
+        "v, b, f, d, n, every, overlap, embed, det = json.loads(sys.argv[1])\n"
+        "r = pipeline_fps(Path(v), Path(b), Path(f), Path(d), n, every, overlap, embed, det)\n"
+        "print(json.dumps(r))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
@@ -267,13 +292,21 @@ def naive_fps(video: Path, cropper: FaceCropper, n: int) -> dict[str, float]:
 
 
 def capture_process(
-    video15: Path, bundle: Path, face_model: Path, db: Path, seconds: float
+    video15: Path,
+    bundle: Path,
+    face_model: Path,
+    db: Path,
+    seconds: float,
+    detector: Detector = "litert",
 ) -> dict[str, object]:
     """``python -m edge_node run`` on the 15 fps source, paced in real time, sampled from outside."""
     import psutil
 
     port = _free_port()
-    argv = [sys.executable, "-m", "edge_node", "run", "--source", str(video15), "--loop"]
+    config = db.with_suffix(".yaml")
+    config.write_text(f"face:\n  detector: {detector}\n")
+    argv = [sys.executable, "-m", "edge_node", "run", "--config", str(config)]
+    argv += ["--source", str(video15), "--loop"]
     argv += ["--bundle", str(bundle), "--db", str(db), "--face-model", str(face_model)]
     argv += ["--kiosk-port", str(port), "--duration", str(seconds)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -302,6 +335,7 @@ def capture_process(
     cpu_s = live[-1][2] - live[0][2]
     wall = live[-1][0] - live[0][0]
     return {
+        "detector": detector,
         "seconds": round(seconds, 1),
         "frames": frames,
         "camera_fps": 15,
@@ -312,6 +346,7 @@ def capture_process(
         "rss_mb_max": round(max(s[1] for s in samples), 1),
         "rss_slope_mb_per_min_after_warmup": round(slope, 3),
         "tensorflow_loaded": None if state is None else state["process"]["tensorflow_loaded"],
+        "mediapipe_loaded": None if state is None else state["process"].get("mediapipe_loaded"),
         "samples": [[round(a, 1), round(b, 1)] for a, b, _ in samples],
     }
 
@@ -361,12 +396,15 @@ def _node_state(port: int) -> dict[str, Any] | None:
         return None
 
 
-VARIANTS = {  # name: (detect_every, overlap, stage E embeds ahead)
-    "every_frame_serial": (1, False, False),  # before issue 15
-    "every_frame_overlap": (1, True, True),
-    "every_4_serial": (4, False, False),
-    "every_4_two_stages": (4, True, False),  # f in stage B with 2 LiteRT threads (the first try)
-    "every_4_overlap": (4, True, True),  # the node's defaults now: three stages
+VARIANTS: dict[str, tuple[int, bool, bool, Detector]] = {
+    # name: (detect_every, overlap, stage E embeds ahead, detector runtime)
+    "every_frame_serial_mediapipe": (1, False, False, "mediapipe"),  # before issue 15
+    "every_frame_serial": (1, False, False, "litert"),
+    "every_frame_overlap": (1, True, True, "litert"),
+    "every_4_serial": (4, False, False, "litert"),
+    "every_4_two_stages": (4, True, False, "litert"),  # f beside the heads, 2 LiteRT threads
+    "every_4_overlap_mediapipe": (4, True, True, "mediapipe"),  # the second session's node
+    "every_4_overlap": (4, True, True, "litert"),  # the node's defaults now: three stages
 }
 
 
@@ -388,33 +426,41 @@ def main() -> int:
         video = make_source(root / "src640x480.avi")
         video15 = make_source(root / "src640x480-15fps.avi", fps=15.0)
         models = Models.load(bundles.a)
-        with FaceCropper.from_path(bundles.face_model) as cropper:
-            stage = stages(video, models, cropper, root / "stages.db", n_stage)
+        with (
+            FaceCropper.from_path(bundles.face_model) as cropper,
+            FaceCropper.from_path(bundles.face_model, detector="mediapipe") as mp_cropper,
+        ):
+            stage = stages(video, models, cropper, root / "stages.db", n_stage, mp_cropper)
             naive = naive_fps(video, cropper, n_naive)
         models.close()
         pipe = {
             name: pipeline_fps_alone(
-                video, bundles.a, bundles.face_model, root / f"{name}.db", n_pipe, n, ov, emb
+                video, bundles.a, bundles.face_model, root / f"{name}.db", n_pipe, n, ov, emb, det
             )
-            for name, (n, ov, emb) in VARIANTS.items()
+            for name, (n, ov, emb, det) in VARIANTS.items()
         }
         node_bundle = root / "node" / "bundle"
         shutil.copytree(bundles.a, node_bundle)
         capture = capture_process(
             video15, node_bundle, bundles.face_model, root / "node.db", soak_s
         )
+        capture_mp = capture_process(  # the same node with MediaPipe's runtime for the detector
+            video15, node_bundle, bundles.face_model, root / "node-mp.db", soak_s, "mediapipe"
+        )
         child = adapt_child(root / "node.db", node_bundle)
         track = tracking(
             bundles.a, bundles.face_model, [2, 4, 6] if args.quick else [2, 3, 4, 5, 6, 8]
         )
-    now, before = pipe["every_4_overlap"], pipe["every_frame_serial"]
+    now, before = pipe["every_4_overlap"], pipe["every_frame_serial_mediapipe"]
+    serial = pipe["every_frame_serial"]
     speedup = round(now["fps"] / naive["fps"], 1)
-    stage_sum = round(sum(v["mean"] for k, v in stage.items()), 3)
+    stage_sum = round(sum(v["mean"] for k, v in stage.items() if k != "detect_mediapipe"), 3)
     load = os.getloadavg()
     result = {
         "summary": (
             f"pipeline {now['fps']} fps on 640x480 (int8 f, detect every 4th frame, stages "
-            f"overlapped; {before['fps']} fps detecting every frame in turn); capture process "
+            f"overlapped, detector on LiteRT; {before['fps']} fps before: MediaPipe on every frame "
+            f"in turn); capture process "
             f"RSS max {capture['rss_mb_max']} MB, CPU {capture['cpu_percent_of_one_core']} % of "
             f"one core at 15 fps; adaptation child peak RSS {child['peak_rss_mb']} MB"
         ),
@@ -433,13 +479,16 @@ def main() -> int:
         "pipeline": pipe,
         "overlap": {
             "stage_sum_ms_per_frame (detect every frame)": stage_sum,
-            "serial_ms_per_frame": before["ms_per_frame"],
+            "serial_ms_per_frame": serial["ms_per_frame"],
             "overlapped_ms_per_frame": pipe["every_frame_overlap"]["ms_per_frame"],
             "overlapped_every_4_ms_per_frame": now["ms_per_frame"],
         },
         "naive_keras_per_frame": naive,
         "speedup_vs_naive": speedup,
         "capture_process": capture,
+        "capture_process_mediapipe_detector": {
+            k: v for k, v in capture_mp.items() if k != "samples"
+        },
         "adaptation_child": child,
         "tracking": track,
         "goals": {
@@ -451,10 +500,10 @@ def main() -> int:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "edge_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'stage':<12}{'mean ms':>10}{'p50':>10}{'p95':>10}")
+    print(f"{'stage':<17}{'mean ms':>10}{'p50':>10}{'p95':>10}")
     for k, v in stage.items():
-        print(f"{k:<12}{v['mean']:>10.3f}{v['p50']:>10.3f}{v['p95']:>10.3f}")
-    print(f"{'sum':<12}{stage_sum:>10.3f}")
+        print(f"{k:<17}{v['mean']:>10.3f}{v['p50']:>10.3f}{v['p95']:>10.3f}")
+    print(f"{'sum (LiteRT)':<17}{stage_sum:>10.3f}")
     for name, r in pipe.items():
         print(
             f"{name:<22} {r['fps']:>7} fps {r['ms_per_frame']:>7} ms/frame {r['cpu_ms_per_frame']:>7} CPU ms/frame"
@@ -464,6 +513,10 @@ def main() -> int:
         f"capture process at 15 fps: RSS {capture['rss_mb_after_start']} -> {capture['rss_mb_end']} MB "
         f"(max {capture['rss_mb_max']}, slope {capture['rss_slope_mb_per_min_after_warmup']} MB/min), "
         f"CPU {capture['cpu_percent_of_one_core']} % of one core, TensorFlow loaded: {capture['tensorflow_loaded']}"
+    )
+    print(
+        f"the same with face.detector: mediapipe: RSS max {capture_mp['rss_mb_max']} MB, "
+        f"CPU {capture_mp['cpu_percent_of_one_core']} % of one core"
     )
     print(f"adaptation child: {child}")
     print(f"tracking: {json.dumps({k: v for k, v in track.items() if k.startswith('every')})}")

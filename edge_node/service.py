@@ -77,14 +77,20 @@ def resolve_face_model(configured: Path | None, bundle: Path) -> Path:
 
 
 def process_info() -> ProcessInfo:
-    """This process's memory and whether TensorFlow is loaded in it (the kiosk's /api/state)."""
+    """This process's memory and whether TensorFlow or MediaPipe is loaded (the kiosk's /api/state)."""
     try:
         with open("/proc/self/statm") as fh:
             rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):  # not Linux
         rss = 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    return ProcessInfo(os.getpid(), round(rss, 1), round(peak, 1), "tensorflow" in sys.modules)
+    return ProcessInfo(
+        os.getpid(),
+        round(rss, 1),
+        round(peak, 1),
+        tensorflow_loaded="tensorflow" in sys.modules,
+        mediapipe_loaded="mediapipe" in sys.modules,
+    )
 
 
 def retention_policy(config: NodeConfig) -> RetentionPolicy:

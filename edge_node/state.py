@@ -38,6 +38,7 @@ class ProcessInfo:
     rss_mb: float = 0.0  # resident memory now
     peak_rss_mb: float = 0.0
     tensorflow_loaded: bool = False  # never true in the node: TensorFlow work runs in a child
+    mediapipe_loaded: bool = False  # true only with face.detector: mediapipe
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def test_capture_process_runs_without_tensorflow_while_a_child_adapts(
             proc.kill()
             proc.wait(10)
     assert all(s["process"]["tensorflow_loaded"] is False for s in seen)
+    assert all(s["process"]["mediapipe_loaded"] is False for s in seen)  # detector on LiteRT
     assert seen[-1]["model"]["head_version"].startswith("local-")
     assert seen[-1]["process"]["rss_mb"] > 0
     text = log.read_text()
