@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import require
 from tests.support import paths
+from tests.support.tracking import frames
 from vfer.blazeface import BlazeFace, anchors, decode, weighted_nms
 from vfer.faces import FaceCropper
 
@@ -27,15 +28,8 @@ def real_frames() -> Iterator[tuple[str, np.ndarray]]:
     videos = sorted(require(paths.VIDEO).iterdir())
     videos += sorted(require(paths.CREMA_D / "VideoFlash").glob("*.flv"))
     for path in videos:
-        cap = cv2.VideoCapture(str(path))
-        try:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                yield path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        finally:
-            cap.release()
+        for rgb in frames(path):
+            yield path.name, rgb
 
 
 def two_faces(i: int) -> np.ndarray:
