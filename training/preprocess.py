@@ -1,12 +1,13 @@
-"""Decode -> MediaPipe face crop 224x224 -> backbone f -> a per-frame embedding cache on disk.
+"""Decode -> face crop 224x224 (BlazeFace) -> backbone f -> a per-frame embedding cache on disk.
 
 Every later step (training g and v, the experiments, the fleet simulation) reads this cache, so f
 runs once per frame, ever. One entry per source file (video, still image or frame folder)::
 
     CACHE/<pipeline key>/<content sha256[:2]>/<content sha256>.npz
 
-* the *pipeline key* is a hash of the backbone file, the face-detector file and the crop
-  parameters: another f (or another detector) gets its own entries, never stale ones;
+* the *pipeline key* is a hash of the backbone file, the face-detector file, the runtime that runs
+  it (:data:`DETECTOR`) and the crop parameters: another f (or another detector) gets its own
+  entries, never stale ones;
 * the *content hash* is the sha256 of the file's bytes (of every frame file's name and bytes for a
   folder), so a renamed or copied clip is found again and an edited one is not;
 * an entry holds ``face`` (one bool per decoded frame: a face was found), ``embeddings`` (one
@@ -27,7 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -43,6 +44,8 @@ CACHE_FORMAT = 1
 #: face-crop parameters that change what f sees (part of the pipeline key)
 MIN_CONFIDENCE = 0.7
 MARGIN = 0.25
+#: the detector model's runtime (vfer.faces): its boxes can differ from MediaPipe's by a pixel
+DETECTOR: Literal["litert", "mediapipe"] = "litert"
 
 
 class Cropper(Protocol):
@@ -111,6 +114,7 @@ def content_hash(path: str | os.PathLike[str]) -> str:
 def pipeline_key(backbone: Path, face_model: Path) -> str:
     """What makes two embeddings of the same frame equal: f, the detector, the crop parameters."""
     parts = [file_sha256(backbone), file_sha256(face_model), f"{MIN_CONFIDENCE}", f"{MARGIN}"]
+    parts.append(DETECTOR)
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -249,14 +253,16 @@ def _progress(items: Sequence[Path], description: str, enabled: bool) -> Iterabl
 
 
 def real_pipeline(backbone: Path, face_model: Path) -> Callable[[], tuple[Cropper, Embedder]]:
-    """A factory for the real MediaPipe cropper and LiteRT f (loaded lazily)."""
+    """A factory for the real face cropper and LiteRT f (loaded lazily)."""
 
     def make() -> tuple[Cropper, Embedder]:
         from vfer.backbone import Backbone
         from vfer.faces import FaceCropper
 
         return (
-            FaceCropper.from_path(face_model, min_confidence=MIN_CONFIDENCE, margin=MARGIN),
+            FaceCropper.from_path(
+                face_model, min_confidence=MIN_CONFIDENCE, margin=MARGIN, detector=DETECTOR
+            ),
             Backbone.from_path(backbone),
         )
 
