@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,17 +30,19 @@ from vfer.messages import (
     MessageError,
     PartialHeader,
     ProgressMsg,
-    RoundMsg,
     UpdateHeader,
     from_json,
     open_central,
+    open_round,
     unpack,
+    verify_message,
 )
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
 
 MAX_WAITING_UPDATES = 32
+M = TypeVar("M", ProgressMsg, CloseMsg, PartialHeader)
 
 
 @dataclass(frozen=True)
@@ -114,16 +117,19 @@ class Intake:
             if topic.endswith("/update"):
                 self._on_update(topic, payload)
             elif topic == t.round:
-                self.events.put(from_json(payload, RoundMsg))
+                key, unsigned = self.public_key, self.allow_unsigned
+                self.events.put(open_round(payload, key, allow_unsigned=unsigned))
             elif topic == t.central_bundle:
                 header, body = open_central(
                     payload, self.public_key, allow_unsigned=self.allow_unsigned
                 )
                 self.events.put(CentralEvent(header.version, wcodec.from_bytes(body)))
             elif topic == self.control["progress"]:
-                self.events.put(from_json(payload, ProgressMsg))
+                p = from_json(payload, ProgressMsg)
+                self.events.put(self._verified(p, f"progress from worker {p.worker_id!r}"))
             elif topic == self.control["close"]:
-                self.events.put(from_json(payload, CloseMsg))
+                close = from_json(payload, CloseMsg)
+                self.events.put(self._verified(close, f"close of round {close.round_id}"))
             elif topic == self.control["partial"]:
                 self.events.put(self._partial(payload))
         except (MessageError, wcodec.WeightsError) as exc:
@@ -136,9 +142,15 @@ class Intake:
                 return  # never acked, so the node's outbox sends it again
         self._unchecked.put((topic, payload))
 
+    def _verified(self, msg: M, what: str) -> M:
+        """An aggregator-internal message signed with the fleet key (as every aggregator process
+        holds it), so a stolen broker login alone cannot speak for a worker or the leader."""
+        return verify_message(msg, self.public_key, what, allow_unsigned=self.allow_unsigned)
+
     def _partial(self, payload: bytes) -> PartialEvent:
-        """A worker's partial sums: exactly the trainable layout in float64, all finite."""
+        """A worker's signed partial sums: exactly the trainable layout in float64, all finite."""
         header, body = unpack(payload, PartialHeader)
+        self._verified(header, f"partial sums of worker {header.worker_id!r}")
         sums = RunningSum()
         if header.nodes:
             arrays = wcodec.from_bytes(body)

@@ -31,6 +31,7 @@ from vfer.messages import (
     ProgressMsg,
     RoundMsg,
     sign_central,
+    sign_message,
     sign_round,
     to_json,
     unpack,
@@ -230,6 +231,13 @@ class Leader:
     def on_partial(self, header: PartialHeader, sums: RunningSum) -> list[Effect]:
         if self._close is None or header.round_id != self._close.round_id:
             return []
+        if header.worker_id not in self._close.assignments:  # it was asked for nothing
+            log.warning(
+                "round %d: ignored partial sums from %r, which has no assigned updates",
+                header.round_id,
+                header.worker_id,
+            )
+            return []
         self._partials[header.worker_id] = (header, sums)
         return self.tick(time.time())
 
@@ -272,7 +280,8 @@ class Leader:
         if self.cfg.weighting == "samples" and self.cfg.max_weight_share < 1:
             raw = self.state.accepted_factors(row.round_id)
             factors = capped_factors(raw, self.cfg.max_weight_share) if raw else {}
-        self._close = CloseMsg(round_id=row.round_id, assignments=assignments, factors=factors)
+        close = CloseMsg(round_id=row.round_id, assignments=assignments, factors=factors)
+        self._close = sign_message(close, self._key)  # workers refuse an unsigned close
         self._partials = {}
         self._send_close()
 

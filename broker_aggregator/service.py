@@ -53,7 +53,8 @@ from vfer.messages import (
     CloseMsg,
     ProgressMsg,
     RoundMsg,
-    pack,
+    pack_signed,
+    sign_message,
     to_json,
 )
 from vfer.mqtt import BrokerSettings, MqttLink
@@ -316,7 +317,7 @@ class AggregatorService:
         for ack in acks:
             self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
         for p in progress:
-            self.link.publish(self.control["progress"], to_json(p), 1, False)
+            self._publish_progress(p)
         if self.leader is not None:
             self._apply(self.leader.tick(time.time()))
         if other is not None:
@@ -415,16 +416,22 @@ class AggregatorService:
             elif result is not None:
                 header, sums = result
                 body = wcodec.to_bytes(sums.sums) if sums.count else b""
-                self.link.publish(self.control["partial"], pack(header, body), 1, False)
+                self.link.publish(
+                    self.control["partial"], pack_signed(header, body, self.key), 1, False
+                )
         elif isinstance(ev, PartialEvent) and lead is not None:
             self._apply(lead.on_partial(ev.header, ev.sums))
         elif isinstance(ev, RoundMsg) and lead is None:
             for p in w.on_round(ev):
-                self.link.publish(self.control["progress"], to_json(p), 1, False)
+                self._publish_progress(p)
         elif isinstance(ev, CentralEvent) and lead is None:
             w.on_central(ev.version, ev.weights)
         elif isinstance(ev, Connected) and lead is not None:
             self._apply(lead.republish())
+
+    def _publish_progress(self, p: ProgressMsg) -> None:
+        """To the leader, signed with the fleet key (the leader refuses it otherwise)."""
+        self.link.publish(self.control["progress"], to_json(sign_message(p, self.key)), 1, False)
 
     def _expectations(self) -> Expectations:
         cfg = self.cfg

@@ -22,10 +22,12 @@ from broker_aggregator.worker import Worker
 from tests.support.aggregator import personalized, random_v
 from vfer import weights as wcodec
 from vfer.classes import EMOTIONS_6
+from vfer.fedavg import RunningSum
 from vfer.heads_spec import vfer_spec
 from vfer.messages import (
     AckMsg,
     CloseMsg,
+    PartialHeader,
     Personalization,
     ProgressMsg,
     RoundMsg,
@@ -122,6 +124,32 @@ def test_a_worker_sums_exactly_the_assigned_seq_not_a_newer_body(tmp_path: Path)
         assert header.nodes == {"pi-1": 1} and sums.count == 1
         for name, arr in sent[1].items():
             np.testing.assert_array_equal(sums.sums[name], arr.astype(np.float64), err_msg=name)
+    finally:
+        state.close()
+
+
+def test_partial_sums_from_a_worker_that_was_assigned_nothing_are_ignored(
+    tmp_path: Path,
+) -> None:
+    """They once sat among the partials and made every closing tick raise (a KeyError on the
+    worker's assignment), so the round never finished."""
+    rng = np.random.default_rng(2)
+    leader, state, closes = leader_with_open_round(tmp_path)
+    try:
+        answer(leader, state, progress("pi-1", 1), progress("pi-2", 1))
+        closes += _closes(leader.tick(time.time()))
+        assert closes[-1].assignments == {"agg-2": {"pi-1": 1, "pi-2": 1}}
+        sums = {n: a.astype(np.float64) for n, a in personalized(random_v(6, rng), rng).items()}
+        stray = PartialHeader(worker_id="agg-9", round_id=1, nodes={"pi-1": 1}, total_weight=1.0)
+        assert leader.on_partial(stray, RunningSum(sums, 1.0, 1)) == []
+        assert state.current_round().state == "closing"  # type: ignore[union-attr]
+        mine = PartialHeader(
+            worker_id="agg-2", round_id=1, nodes={"pi-1": 1, "pi-2": 1}, total_weight=2.0
+        )
+        doubled = {n: 2 * a for n, a in sums.items()}
+        leader.on_partial(mine, RunningSum(doubled, 2.0, 2))
+        finished = state.db.execute("SELECT state, num_submissions FROM rounds WHERE round_id=1")
+        assert finished.fetchone() == ("finished", 2)
     finally:
         state.close()
 

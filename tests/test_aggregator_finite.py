@@ -3,9 +3,11 @@ outside ``max_abs_weight``; it logs why and keeps the previous central.
 
 The envelope bounds stop the clip-count route (a claim of 10**308 clips is ``invalid_header``,
 ``tests/test_aggregator_bounds.py``), so here the overflow comes from the other input of the
-mean: a partial sum. A client holding an aggregator login poses as worker ``agg-2``, reports
-one update, and answers the close with that update's sum weighted by 1e300, the effect of an
-enormous weight claim: the float32 mean overflows to Inf.
+mean: a partial sum. A worker gone rogue (it holds the aggregator login and the fleet key: a bug,
+or a taken aggregator host) poses as worker ``agg-2``, reports one update, and answers the close
+with that update's sum weighted by 1e300, the effect of an enormous weight claim: the float32
+mean overflows to Inf. (Without the fleet key the leader never hears it:
+``tests/test_aggregator_internal_signing.py``.)
 """
 
 from __future__ import annotations
@@ -24,9 +26,18 @@ from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
+from vfer import signing
 from vfer import weights as wcodec
 from vfer.fedavg import central_problem
-from vfer.messages import CloseMsg, PartialHeader, ProgressMsg, from_json, pack, to_json
+from vfer.messages import (
+    CloseMsg,
+    PartialHeader,
+    ProgressMsg,
+    from_json,
+    pack_signed,
+    sign_message,
+    to_json,
+)
 
 
 def test_central_problem_names_non_finite_and_huge_values() -> None:
@@ -57,6 +68,7 @@ def test_an_overflowing_mean_is_not_signed_and_the_previous_central_stays(
     rng = np.random.default_rng(6)
     evil_sum = {n: a.astype(np.float64) * 1e300 for n, a in personalized(base, rng).items()}
     answered = threading.Event()
+    key = signing.load_private_key(fleet["priv"])
     fake = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fake-agg-2", protocol=mqtt.MQTTv5)
 
     def on_close(client: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
@@ -65,7 +77,8 @@ def test_an_overflowing_mean_is_not_signed_and_the_previous_central_stays(
         header = PartialHeader(
             worker_id="agg-2", round_id=close.round_id, nodes=nodes, total_weight=1.0
         )
-        client.publish("fedvfer/aggregator/partial", pack(header, wcodec.to_bytes(evil_sum)), 1)
+        frame = pack_signed(header, wcodec.to_bytes(evil_sum), key)
+        client.publish("fedvfer/aggregator/partial", frame, 1)
         answered.set()
 
     fake.on_message = on_close
@@ -80,7 +93,8 @@ def test_an_overflowing_mean_is_not_signed_and_the_previous_central_stays(
         claim = ProgressMsg(
             node_id="pi-x", worker_id="agg-2", round_id=1, seq=1, update_id=uuid.uuid4().hex
         )
-        fake.publish("fedvfer/aggregator/progress", to_json(claim), 1).wait_for_publish(10)
+        signed = to_json(sign_message(claim, key))
+        fake.publish("fedvfer/aggregator/progress", signed, 1).wait_for_publish(10)
         uid = uuid.uuid4().hex
         honest.publish(update_frame("pi-0", 1, 1, 1, personalized(base, rng), uid))
         ack = honest.wait_ack(uid)

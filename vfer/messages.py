@@ -8,6 +8,12 @@ Two shapes travel (docs/mqtt.md has an example of each):
 * **JSON** messages carry no weights: round, ack, status and the aggregator-internal
   progress/close messages.
 
+**Signatures.** Everything the aggregator publishes that changes what a node runs or what the
+next central is made of is signed with the fleet key (Ed25519): the central v, the round, and the
+aggregator-internal progress, close and partial messages. ``signature`` is base64 over the
+canonical JSON (sorted keys, no spaces) of every other field; a frame's header covers its body
+through ``body_sha256``. :func:`sign_message`, :func:`pack_signed` and :func:`verify_message`.
+
 Decoding never trusts the input: every failure raises :class:`MessageError` whose ``reason``
 is a short code (``checksum``, ``schema_version``, ...) that the aggregator logs and counts.
 
@@ -24,7 +30,7 @@ import base64
 import hashlib
 import json
 import struct
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,6 +93,18 @@ class _NodeMessage(_Message):
 class _Framed(_Message):
     body_size: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="bytes of the body")
     body_sha256: str = Field("", max_length=64, description="hex sha256 of the body")
+
+
+class _Signed(_Message):
+    """A message the fleet key signs (module docstring, "Signatures")."""
+
+    signature: str = Field(
+        "", max_length=128, description="base64 Ed25519 signature of the message without it"
+    )
+
+    def signing_bytes(self) -> bytes:
+        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class Personalization(BaseModel):
@@ -187,7 +205,7 @@ class StatusMsg(_NodeMessage):
     ts: float | None = None
 
 
-class ProgressMsg(_NodeMessage):
+class ProgressMsg(_NodeMessage, _Signed):
     """``<prefix>/aggregator/progress``: a worker stored a node's update (worker to leader).
 
     The leader answers the node (the ``stored`` ack) only once it has counted the update in
@@ -210,7 +228,7 @@ class ProgressMsg(_NodeMessage):
     )
 
 
-class CloseMsg(_Message):
+class CloseMsg(_Signed):
     """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these updates."""
 
     kind: Literal["close"] = "close"
@@ -224,7 +242,7 @@ class CloseMsg(_Message):
     )
 
 
-class PartialHeader(_Framed):
+class PartialHeader(_Framed, _Signed):
     """``<prefix>/aggregator/partial``: a worker's float64 sums over its assigned nodes."""
 
     kind: Literal["partial"] = "partial"
@@ -236,6 +254,20 @@ class PartialHeader(_Framed):
 
 M = TypeVar("M", bound=_Message)
 F = TypeVar("F", bound=_Framed)
+
+
+class SignedMessage(Protocol):
+    """What :func:`sign_message` and :func:`verify_message` need of a message."""
+
+    @property
+    def signature(self) -> str: ...
+
+    def signing_bytes(self) -> bytes: ...
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+
+S = TypeVar("S", bound=SignedMessage)
 
 
 def pack(header: _Framed, body: bytes) -> bytes:
@@ -280,19 +312,48 @@ def from_json(payload: bytes, model: type[M]) -> M:
     return _validate(_json(payload), model)
 
 
+def sign_message(msg: S, key: Ed25519PrivateKey | None) -> S:
+    """``msg`` signed with the fleet key; ``key`` None: unsigned (``insecure_unsigned`` dev mode)."""
+    unsigned: S = msg.model_copy(update={"signature": ""})
+    if key is None:
+        return unsigned
+    sig = base64.b64encode(signing.sign(key, unsigned.signing_bytes())).decode()
+    signed: S = unsigned.model_copy(update={"signature": sig})
+    return signed
+
+
+def verify_message(
+    msg: S, key: Ed25519PublicKey | None, what: str, *, allow_unsigned: bool = False
+) -> S:
+    """``msg`` itself when its signature verifies against the fleet public key.
+
+    Reasons: ``unsigned`` (unless ``allow_unsigned``), ``no_key``, ``bad_signature``."""
+    if not msg.signature:
+        if allow_unsigned:
+            return msg
+        raise MessageError("unsigned", f"{what} carries no signature")
+    if key is None:
+        raise MessageError("no_key", f"no fleet public key to verify the {what} with")
+    try:
+        sig = base64.b64decode(msg.signature, validate=True)
+    except ValueError as exc:
+        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
+    if not signing.verify(key, sig, msg.signing_bytes()):
+        raise MessageError("bad_signature", f"{what} fails verification")
+    return msg
+
+
+def pack_signed(header: F, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
+    """A signed frame: the header (body size and sha256 filled in) signed, then framed."""
+    full = header.model_copy(
+        update={"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    )
+    return _frame(sign_message(full, key), body)  # type: ignore[type-var]
+
+
 def sign_central(header: CentralHeader, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
     """Pack a central frame; with ``key`` None it goes out unsigned (dev mode only)."""
-    full = header.model_copy(
-        update={
-            "body_size": len(body),
-            "body_sha256": hashlib.sha256(body).hexdigest(),
-            "signature": "",
-        }
-    )
-    if key is not None:
-        sig = base64.b64encode(signing.sign(key, full.signing_bytes())).decode()
-        full = full.model_copy(update={"signature": sig})
-    return _frame(full, body)
+    return pack_signed(header, body, key)
 
 
 def open_central(
@@ -300,28 +361,13 @@ def open_central(
 ) -> tuple[CentralHeader, bytes]:
     """Unpack and verify a central frame against the fleet public key."""
     header, body = unpack(payload, CentralHeader)
-    if not header.signature:
-        if allow_unsigned:
-            return header, body
-        raise MessageError("unsigned", f"central v{header.version} carries no signature")
-    if key is None:
-        raise MessageError("no_key", "no fleet public key to verify the central with")
-    try:
-        sig = base64.b64decode(header.signature, validate=True)
-    except ValueError as exc:
-        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
-    if not signing.verify(key, sig, header.signing_bytes()):
-        raise MessageError("bad_signature", f"central v{header.version} fails verification")
+    verify_message(header, key, f"central v{header.version}", allow_unsigned=allow_unsigned)
     return header, body
 
 
 def sign_round(msg: RoundMsg, key: Ed25519PrivateKey | None) -> RoundMsg:
     """The round signed with the fleet key, as the central is; ``key`` None: unsigned (dev)."""
-    unsigned = msg.model_copy(update={"signature": ""})
-    if key is None:
-        return unsigned
-    sig = base64.b64encode(signing.sign(key, unsigned.signing_bytes())).decode()
-    return unsigned.model_copy(update={"signature": sig})
+    return sign_message(msg, key)
 
 
 def open_round(
@@ -331,19 +377,7 @@ def open_round(
 
     Reasons: those of :func:`from_json`, ``unsigned``, ``no_key``, ``bad_signature``."""
     msg = from_json(payload, RoundMsg)
-    if not msg.signature:
-        if allow_unsigned:
-            return msg
-        raise MessageError("unsigned", f"round {msg.round_id} carries no signature")
-    if key is None:
-        raise MessageError("no_key", "no fleet public key to verify the round with")
-    try:
-        sig = base64.b64decode(msg.signature, validate=True)
-    except ValueError as exc:
-        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
-    if not signing.verify(key, sig, msg.signing_bytes()):
-        raise MessageError("bad_signature", f"round {msg.round_id} fails verification")
-    return msg
+    return verify_message(msg, key, f"round {msg.round_id}", allow_unsigned=allow_unsigned)
 
 
 def _json(raw: bytes) -> dict[str, Any]:
