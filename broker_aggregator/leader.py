@@ -149,7 +149,7 @@ class Leader:
         if self._close is not None:
             self._publish(self._control["close"], to_json(self._close))
         for ack in self.counted_acks():
-            self._publish(self.topics.node_ack(ack.node_id), to_json(ack))
+            self._publish(self.topics.node_ack(ack.node_id), to_json(sign_message(ack, self._key)))
         return self._drain()
 
     # events --------------------------------------------------------------------------------

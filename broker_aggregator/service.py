@@ -315,7 +315,8 @@ class AggregatorService:
                 if isinstance(ev, CheckedUpdate):
                     self.intake.slots.release()
         for ack in acks:
-            self.link.publish(self.topics.node_ack(ack.node_id), to_json(ack), 1, False)
+            signed = to_json(sign_message(ack, self.key))  # a node drops its update on it
+            self.link.publish(self.topics.node_ack(ack.node_id), signed, 1, False)
         for p in progress:
             self._publish_progress(p)
         if self.leader is not None:

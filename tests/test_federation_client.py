@@ -27,6 +27,7 @@ from vfer.messages import (
     StatusMsg,
     from_json,
     sign_central,
+    sign_message,
     sign_round,
     to_json,
 )
@@ -153,7 +154,12 @@ def test_outbox_resends_until_acked_and_survives_a_restart(
         assert wait(lambda: len(received) > n)  # resent after the restart
         assert node.pending() == 1
         ack = AckMsg(node_id="pi-2", round_id=1, update_id=update_id, status="stored")
+        # a forged ack (the aggregator's broker login without the fleet key) is not heard: the
+        # update stays in the outbox and is sent again
         pub(publisher, "fedvfer/nodes/pi-2/ack", to_json(ack))
+        n = len(received)
+        assert wait(lambda: len(received) > n) and node.pending() == 1
+        pub(publisher, "fedvfer/nodes/pi-2/ack", to_json(sign_message(ack, key)))
         assert node.wait_acked(update_id, timeout=10) == "stored"
         assert node.pending() == 0
         assert wait(lambda: any(s.state == "online" for s in statuses))

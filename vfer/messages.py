@@ -8,9 +8,9 @@ Two shapes travel (docs/mqtt.md has an example of each):
 * **JSON** messages carry no weights: round, ack, status and the aggregator-internal
   progress/close messages.
 
-**Signatures.** Everything the aggregator publishes that changes what a node runs or what the
-next central is made of is signed with the fleet key (Ed25519): the central v, the round, and the
-aggregator-internal progress, close and partial messages. ``signature`` is base64 over the
+**Signatures.** Everything the aggregator publishes that changes what a node runs or keeps, or
+what the next central is made of, is signed with the fleet key (Ed25519): the central v, the
+round, the acks, and the aggregator-internal progress, close and partial messages. ``signature`` is base64 over the
 canonical JSON (sorted keys, no spaces) of every other field; a frame's header covers its body
 through ``body_sha256``. :func:`sign_message`, :func:`pack_signed` and :func:`verify_message`.
 
@@ -185,8 +185,9 @@ class CentralHeader(_Framed):
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-class AckMsg(_NodeMessage):
-    """``<prefix>/nodes/<id>/ack``: the update was stored (or will never be)."""
+class AckMsg(_NodeMessage, _Signed):
+    """``<prefix>/nodes/<id>/ack``: the update was stored (or will never be); signed, as a
+    node drops an update from its outbox on it."""
 
     kind: Literal["ack"] = "ack"
     round_id: Id

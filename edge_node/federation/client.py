@@ -61,6 +61,7 @@ from vfer.messages import (
     open_round,
     pack,
     to_json,
+    verify_message,
 )
 from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics, check_node_id
@@ -332,6 +333,8 @@ class FederationClient:
                     self._events.put(("connected", None))  # refresh the status topic
             elif topic == self.topics.node_ack(self.node_id):
                 ack = from_json(payload, AckMsg)
+                what = f"ack for update {ack.update_id}"
+                verify_message(ack, self._key, what, allow_unsigned=self.allow_unsigned)
                 if ack.node_id == self.node_id:
                     self._events.put(("ack", ack))
         except MessageError as exc:
