@@ -156,6 +156,7 @@ class BlazeFace:
         self._interp: Any = load_interpreter(model_path, num_threads)
         inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
         shapes = sorted(tuple(int(d) for d in o["shape"]) for o in outputs)
+        got = [tuple(int(d) for d in i["shape"]) for i in inputs]
         if (
             len(inputs) != 1
             or tuple(inputs[0]["shape"]) != (1, INPUT_PX, INPUT_PX, 3)
@@ -165,7 +166,8 @@ class BlazeFace:
             raise ValueError(
                 f"{model_path}: not the BlazeFace short-range face detector (want one float "
                 f"input 1x{INPUT_PX}x{INPUT_PX}x3 and outputs 1x{NUM_ANCHORS}x{NUM_COORDS} and "
-                f"1x{NUM_ANCHORS}x1; got {[tuple(d['shape']) for d in inputs]} and {shapes})"
+                f"1x{NUM_ANCHORS}x1; got {got} and {shapes}); "
+                "MediaPipe's own runtime (face.detector: mediapipe) runs its other detectors"
             )
         self._input = inputs[0]["index"]
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
