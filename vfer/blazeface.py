@@ -167,7 +167,7 @@ class BlazeFace:
                 f"{model_path}: not the BlazeFace short-range face detector (want one float "
                 f"input 1x{INPUT_PX}x{INPUT_PX}x3 and outputs 1x{NUM_ANCHORS}x{NUM_COORDS} and "
                 f"1x{NUM_ANCHORS}x1; got {got} and {shapes}); "
-                "MediaPipe's own runtime (face.detector: mediapipe) runs its other detectors"
+                "face.detector: mediapipe hands the file to MediaPipe's FaceDetector instead"
             )
         self._input = inputs[0]["index"]
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
