@@ -182,3 +182,15 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert again.returncode == 1 and "Error: " in again.stderr and "exists" in again.stderr
     bad = subprocess.run([*cmd[:-2], "--size", "big"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "WIDTHxHEIGHT" in bad.stderr
+
+
+def test_corpus_folders_name_the_render_version(tmp_path: Path) -> None:
+    """A corpus drawn by older drawing code is never taken for one the current code draws."""
+    from training.experiments.setup import SynthSizes, synthetic_corpus
+    from training.synthetic.render import RENDER_VERSION
+    from training.synthetic.stills import StillsConfig
+
+    assert StillsConfig(identities=10, per_class=1).tag().endswith(f"-r{RENDER_VERSION}")
+    sizes = SynthSizes(3, 1, 1, 1, 8, 8, 6.0, width=64, height=64)
+    folder = synthetic_corpus(tmp_path, sizes, EMOTIONS_4, seed=2)
+    assert folder.name.endswith(f"-r{RENDER_VERSION}") and (folder / "manifest.csv").is_file()

@@ -198,6 +198,7 @@ def resolve_models(
 def synthetic_corpus(where: Path, sizes: SynthSizes, classes: tuple[str, ...], seed: int) -> Path:
     """Generate (once) a synthetic corpus for these sizes and seed; returns its folder."""
     from training.synthetic.generate import SynthConfig, generate
+    from training.synthetic.render import RENDER_VERSION
 
     cfg = SynthConfig(
         subjects=sizes.subjects,
@@ -212,7 +213,7 @@ def synthetic_corpus(where: Path, sizes: SynthSizes, classes: tuple[str, ...], s
         dev_subjects=sizes.dev_subjects,
         test_subjects=sizes.test_subjects,
     )
-    tag = f"{len(classes)}c-s{seed}-{sizes.subjects}x{sizes.clips_per_class}-{sizes.width}x{sizes.height}-{sizes.fps:g}fps-{sizes.min_frames}_{sizes.max_frames}"
+    tag = f"{len(classes)}c-s{seed}-{sizes.subjects}x{sizes.clips_per_class}-{sizes.width}x{sizes.height}-{sizes.fps:g}fps-{sizes.min_frames}_{sizes.max_frames}-r{RENDER_VERSION}"
     folder = where / f"synthetic-{tag}"
     if not (folder / "manifest.csv").is_file():
         log.info("generating the synthetic corpus %s", folder)

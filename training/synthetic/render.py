@@ -11,6 +11,10 @@ from training.synthetic.expressions import Timeline
 from training.synthetic.face import Appearance, Projector
 from training.synthetic.features import draw_face
 
+#: Bump when a change to the drawing (here, face.py, features.py or expressions.py) changes the
+#: pixels: it is part of every generated corpus's folder name, so no corpus drawn by older code is
+#: taken for a new one (the embedding cache is keyed by content and needs nothing).
+RENDER_VERSION = 1
 PAD = 16  # grain frames are this much larger than the image, so shifted windows differ
 GRAIN_FRAMES = 4
 _RAMP = np.arange(256, dtype=np.float64)[:, None]

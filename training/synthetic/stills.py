@@ -29,7 +29,7 @@ import numpy as np
 from training.synthetic.expressions import clip_timeline, subject_styles
 from training.synthetic.face import random_appearance
 from training.synthetic.generate import Subject
-from training.synthetic.render import random_scene, render_frame
+from training.synthetic.render import RENDER_VERSION, random_scene, render_frame
 from vfer.atomic import atomic_write_text
 from vfer.classes import EMOTIONS_4, EMOTIONS_6
 
@@ -62,7 +62,7 @@ class StillsConfig:
     def tag(self) -> str:
         return (
             f"{len(self.classes)}c-s{self.seed}-{self.identities}id-x{self.per_class}-"
-            f"{self.width}x{self.height}"
+            f"{self.width}x{self.height}-r{RENDER_VERSION}"
         )
 
 
