@@ -10,9 +10,9 @@ Two shapes travel (docs/mqtt.md has an example of each):
 
 **Signatures.** Everything the aggregator publishes that changes what a node runs or keeps, or
 what the next central is made of, is signed with the fleet key (Ed25519): the central v, the
-round, the acks, and the aggregator-internal progress, close and partial messages. ``signature`` is base64 over the
-canonical JSON (sorted keys, no spaces) of every other field; a frame's header covers its body
-through ``body_sha256``. :func:`sign_message`, :func:`pack_signed` and :func:`verify_message`.
+round, the acks, and the aggregator-internal progress, close and partial messages.
+``signature`` is base64 over the canonical JSON (sorted keys, no spaces) of every other field; a
+frame's header covers its body through ``body_sha256``. :func:`sign_message`, :func:`pack_signed` and :func:`verify_message`.
 
 Decoding never trusts the input: every failure raises :class:`MessageError` whose ``reason``
 is a short code (``checksum``, ``schema_version``, ...) that the aggregator logs and counts.
@@ -95,6 +95,12 @@ class _Framed(_Message):
     body_sha256: str = Field("", max_length=64, description="hex sha256 of the body")
 
 
+def _canonical_unsigned(msg: _Message) -> bytes:
+    """What a signature covers: canonical JSON (sorted keys, no spaces) of all but ``signature``."""
+    data = msg.model_dump(mode="json", by_alias=True, exclude={"signature"})
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
 class _Signed(_Message):
     """A message the fleet key signs (module docstring, "Signatures")."""
 
@@ -103,8 +109,7 @@ class _Signed(_Message):
     )
 
     def signing_bytes(self) -> bytes:
-        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return _canonical_unsigned(self)
 
 
 class Personalization(BaseModel):
@@ -134,9 +139,7 @@ class RoundMsg(_Message):
     )
 
     def signing_bytes(self) -> bytes:
-        """What the signature covers: canonical JSON (sorted keys, no spaces) without it."""
-        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return _canonical_unsigned(self)
 
 
 class UpdateHeader(_Framed, _NodeMessage):
@@ -181,8 +184,7 @@ class CentralHeader(_Framed):
     )
 
     def signing_bytes(self) -> bytes:
-        data = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return _canonical_unsigned(self)
 
 
 class AckMsg(_NodeMessage, _Signed):
@@ -273,10 +275,14 @@ S = TypeVar("S", bound=SignedMessage)
 
 def pack(header: _Framed, body: bytes) -> bytes:
     """A frame: magic, header length, header JSON (with body size and sha256 filled in), body."""
-    full = header.model_copy(
+    return _frame(_with_body(header, body), body)
+
+
+def _with_body(header: F, body: bytes) -> F:
+    filled: F = header.model_copy(
         update={"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
     )
-    return _frame(full, body)
+    return filled
 
 
 def _frame(header: _Framed, body: bytes) -> bytes:
@@ -346,10 +352,7 @@ def verify_message(
 
 def pack_signed(header: F, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
     """A signed frame: the header (body size and sha256 filled in) signed, then framed."""
-    full = header.model_copy(
-        update={"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
-    )
-    return _frame(sign_message(full, key), body)  # type: ignore[type-var]
+    return _frame(sign_message(_with_body(header, body), key), body)  # type: ignore[type-var]
 
 
 def sign_central(header: CentralHeader, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
