@@ -21,7 +21,12 @@ from broker_aggregator.service import AggregatorService
 from broker_aggregator.store import State
 from broker_aggregator.validate import CheckedUpdate
 from broker_aggregator.worker import Worker
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import (
+    AggregatorProcess,
+    fleet_config,
+    personalized,
+    trainable_weights,
+)
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import (
     RawNode,
@@ -96,14 +101,14 @@ def test_seq_2_63_and_other_out_of_range_updates_kill_nothing_even_after_a_resta
     fleet: dict[str, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    cfg = tmp_path / "aggregator.yaml"
-    cfg.write_text(
-        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
-        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
+    cfg = fleet_config(
+        tmp_path,
+        broker.url,
+        fleet,
         "max_clips_per_class: 1000\n"
-        "round: {min_submissions: 2, max_submissions: 2, rounds: 1, deadline_s: 120}\n"
+        "round: {min_submissions: 2, max_submissions: 2, rounds: 1, deadline_s: 120}\n",
     )
-    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    base = trainable_weights(fleet["initial"])
     rng = np.random.default_rng(4)
     good = personalized(base, rng)
     body = wcodec.to_bytes(good)
@@ -201,7 +206,7 @@ def test_a_message_whose_handling_raises_is_poison_and_stays_poison_after_a_rest
         initial_weights=fleet["initial"],
         round={"min_submissions": 2, "max_submissions": 2, "rounds": 1, "deadline_s": 120},  # type: ignore[arg-type]
     )
-    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    base = trainable_weights(fleet["initial"])
     rng = np.random.default_rng(9)
     poison = update_frame("pi-bad", 1, 1, 1, personalized(base, rng), _FaultyWorker.poison_id)
     bad = RawNode(broker, "pi-bad")

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from broker_aggregator.store import State
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import (
+    AggregatorProcess,
+    fleet_config,
+    personalized,
+    trainable_weights,
+)
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
@@ -24,14 +29,14 @@ def test_replacements_beyond_the_cap_are_rate_limited_and_not_written(
     fleet: dict[str, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    cfg = tmp_path / "aggregator.yaml"
-    cfg.write_text(
-        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
-        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
+    cfg = fleet_config(
+        tmp_path,
+        broker.url,
+        fleet,
         "max_replacements_per_round: 3\n"
-        "round: {min_submissions: 2, max_submissions: 2, deadline_s: 600}\n"
+        "round: {min_submissions: 2, max_submissions: 2, deadline_s: 600}\n",
     )
-    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    base = trainable_weights(fleet["initial"])
     rng = np.random.default_rng(5)
     node = RawNode(broker, "pi-flood")
     before = subscriptions(broker)

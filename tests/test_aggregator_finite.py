@@ -22,7 +22,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_aggregator.store import State
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import (
+    AggregatorProcess,
+    fleet_config,
+    personalized,
+    trainable_weights,
+)
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
@@ -58,13 +63,13 @@ def test_an_overflowing_mean_is_not_signed_and_the_previous_central_stays(
     fleet: dict[str, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    cfg = tmp_path / "aggregator.yaml"
-    cfg.write_text(
-        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
-        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
-        "round: {min_submissions: 2, max_submissions: 2, rounds: 1, deadline_s: 120}\n"
+    cfg = fleet_config(
+        tmp_path,
+        broker.url,
+        fleet,
+        "round: {min_submissions: 2, max_submissions: 2, rounds: 1, deadline_s: 120}\n",
     )
-    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    base = trainable_weights(fleet["initial"])
     rng = np.random.default_rng(6)
     evil_sum = {n: a.astype(np.float64) * 1e300 for n, a in personalized(base, rng).items()}
     answered = threading.Event()

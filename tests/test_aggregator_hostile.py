@@ -17,7 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_aggregator.store import State
 from edge_node.federation import NodeUpdate
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import (
+    AggregatorProcess,
+    fleet_config,
+    personalized,
+)
 from tests.support.mosquitto import Broker
 from tests.test_federation_e2e import broker, clients, fleet  # noqa: F401
 from vfer import weights as wcodec
@@ -111,12 +115,12 @@ def test_hostile_updates_are_each_rejected_and_the_round_completes(
     fleet: dict[str, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    cfg = tmp_path / "aggregator.yaml"
-    cfg.write_text(
-        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
-        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
+    cfg = fleet_config(
+        tmp_path,
+        broker.url,
+        fleet,
         "max_payload_bytes: 1000000\nmax_update_norm: 50\n"
-        "round: {min_submissions: 4, max_submissions: 4, rounds: 2, deadline_s: 120}\n"
+        "round: {min_submissions: 4, max_submissions: 4, rounds: 2, deadline_s: 120}\n",
     )
     agg = AggregatorProcess(["--config", str(cfg)], tmp_path / "agg.log").start()
     nodes = clients(broker, fleet, tmp_path, 3)

@@ -24,7 +24,12 @@ from broker_aggregator.intake import Intake, PartialEvent
 from broker_aggregator.service import control_topics
 from broker_aggregator.store import State
 from broker_aggregator.validate import Expectations
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import (
+    AggregatorProcess,
+    fleet_config,
+    personalized,
+    trainable_weights,
+)
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
@@ -132,13 +137,13 @@ def test_a_thief_with_the_aggregator_login_but_not_the_key_is_not_heard(
 ) -> None:
     """The attack that used to steer the central: a made-up update from a made-up worker, then
     its partial sums. One honest node."""
-    cfg = tmp_path / "aggregator.yaml"
-    cfg.write_text(
-        f"broker_url: {broker.url}\nsigning_key_file: {fleet['priv']}\n"
-        f"initial_weights: {fleet['initial']}\nstate_db: {tmp_path / 'agg.db'}\n"
-        "round: {min_submissions: 1, max_submissions: 2, rounds: 1, deadline_s: 8}\n"
+    cfg = fleet_config(
+        tmp_path,
+        broker.url,
+        fleet,
+        "round: {min_submissions: 1, max_submissions: 2, rounds: 1, deadline_s: 8}\n",
     )
-    base = {k: v for k, v in wcodec.load(fleet["initial"]).items() if "moving" not in k}
+    base = trainable_weights(fleet["initial"])
     rng = np.random.default_rng(8)
     thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="thief", protocol=mqtt.MQTTv5)
     thief.connect("127.0.0.1", broker.port, clean_start=True)

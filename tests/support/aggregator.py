@@ -47,6 +47,24 @@ def personalized(
     return {n: (a + rng.normal(0.0, step, a.shape)).astype(np.float32) for n, a in base.items()}
 
 
+def fleet_config(tmp: Path, broker_url: str, fleet: Mapping[str, Path], extra: str) -> Path:
+    """``tmp/aggregator.yaml`` for a test fleet (its signing key, initial v and a state db in
+    ``tmp``) plus ``extra`` YAML lines (the round, caps)."""
+    cfg = tmp / "aggregator.yaml"
+    cfg.write_text(
+        f"broker_url: {broker_url}\nsigning_key_file: {fleet['priv']}\n"
+        f"initial_weights: {fleet['initial']}\nstate_db: {tmp / 'agg.db'}\n{extra}"
+    )
+    return cfg
+
+
+def trainable_weights(path: Path) -> dict[str, np.ndarray]:
+    """The weights a node sends: a head file without BatchNorm's moving statistics."""
+    from vfer import weights as wcodec
+
+    return {k: v for k, v in wcodec.load(path).items() if "moving" not in k}
+
+
 class AggregatorProcess:
     """``python -m broker_aggregator <command> <args>`` with its log in a file."""
 
