@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psutil
 import pytest
 
 from tests.conftest import require
@@ -130,12 +131,18 @@ def test_headless_rounds_against_a_plain_mosquitto_then_without_one(
         )
 
 
+def _cmdline(proc: psutil.Process) -> str:
+    """A child's command line, or "" once it has exited (a zombie has none to read)."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
+
+
 def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     """SIGINT in the middle of the rounds: the nodes, the aggregator and the private broker all go."""
     import signal
     import time
-
-    import psutil
 
     require(paths.FACE_MODEL)
     out = tmp_path / "run"
@@ -148,7 +155,7 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     started: list[psutil.Process] = []
     while time.monotonic() < deadline and proc.poll() is None:
         kids = me.children(recursive=True)
-        names = " ".join(" ".join(k.cmdline()) for k in kids if k.is_running())
+        names = " ".join(_cmdline(k) for k in kids)
         if names.count("sim-node") >= 2 and "broker_aggregator" in names:
             started = kids
             break
@@ -158,7 +165,7 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) != 0
     _gone, alive = psutil.wait_procs(started, timeout=30)
-    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    assert not alive, [_cmdline(p) for p in alive]
     leftovers = [
         p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
     ]
