@@ -11,7 +11,8 @@ import pytest
 
 from broker_aggregator.config import AggregatorConfig, load_aggregator_config
 from broker_aggregator.policy import Admission, Decision, RoundPolicy, admit
-from broker_aggregator.store import _SCHEMA_1, State, StateError
+from broker_aggregator.schema import _SCHEMA_1
+from broker_aggregator.store import State, StateError
 from broker_aggregator.validate import Expectations, check_values, decode_weights
 from tests.support.aggregator import personalized, random_v
 from vfer import weights as wcodec
