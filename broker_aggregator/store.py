@@ -304,10 +304,6 @@ class State:
         ).fetchall()
         return {(str(r[0]), str(r[1])) for r in rows}
 
-    def poison_rows(self) -> list[tuple[str, str | None, str]]:
-        rows = self.db.execute("SELECT topic, update_id, reason FROM poison ORDER BY id")
-        return [(str(r[0]), r[1], str(r[2])) for r in rows.fetchall()]
-
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute(
             "SELECT reason, sum(count) FROM rejections GROUP BY reason"
