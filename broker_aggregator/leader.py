@@ -20,7 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.answers import answer_progress, counted_acks
-from broker_aggregator.closing import Closing, Gather, LocalColumns, WorkerSums, close_request
+from broker_aggregator.closing import Closing, Gather, close_request
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.effects import Effect, NewCentral, NewRound, Publish
 from broker_aggregator.policy import Decision, RoundPolicy
@@ -29,7 +29,7 @@ from broker_aggregator.rules import (
     central_weighting,
     close_factors,
     combine,
-    needs_every_update,
+    gather_for,
 )
 from broker_aggregator.store import RoundRow, State
 from vfer import weights as wcodec
@@ -83,12 +83,10 @@ class Leader:
         self._out: list[Effect] = []
         r = cfg.round
         self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
+        spec = vfer_spec(len(cfg.classes))
+        shapes = {n: spec[n].shape for n in trainable_names(spec)}
         #: How the counted updates reach the rule when a round closes (the seam before it).
-        self.gather: Gather = WorkerSums()
-        if needs_every_update(cfg.rule):
-            spec = vfer_spec(len(cfg.classes))
-            shapes = {n: spec[n].shape for n in trainable_names(spec)}
-            self.gather = LocalColumns(state, cfg.worker_id, shapes)
+        self.gather: Gather = gather_for(cfg.rule, state, cfg.worker_id, shapes)
         self._closing: Closing | None = None
         self.done = False
 

@@ -16,8 +16,16 @@ from typing import Literal
 
 import numpy as np
 
-from broker_aggregator.closing import Columns, Contributions, Summed
+from broker_aggregator.closing import (
+    Columns,
+    Contributions,
+    Gather,
+    LocalColumns,
+    Summed,
+    WorkerSums,
+)
 from broker_aggregator.robust import aggregate_blocks, capped_factors
+from broker_aggregator.store import State
 from vfer.fedavg import AggregationError, EmptyAggregationError
 
 Rule = Literal["mean", "median", "trimmed_mean", "krum"]
@@ -32,10 +40,14 @@ class Combined:
     info: Mapping[str, object] = field(default_factory=dict)
 
 
-def needs_every_update(rule: str) -> bool:
-    """True for a rule that reads every counted update (:class:`~broker_aggregator.closing.Columns`)
-    rather than the workers' sums."""
-    return rule != "mean"
+def gather_for(
+    rule: Rule, state: State, worker_id: str, shapes: Mapping[str, tuple[int, ...]]
+) -> Gather:
+    """How the counted updates must reach ``rule`` at a close: the workers' sums for the mean,
+    every counted update (this process's round file, column block by block) for a robust rule."""
+    if rule == "mean":
+        return WorkerSums()
+    return LocalColumns(state, worker_id, shapes)
 
 
 def combine(rule: Rule, contributions: Contributions, *, fraction: float = 0.2) -> Combined:
