@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -24,11 +23,9 @@ from broker_aggregator.closing import (
     Summed,
     WorkerSums,
 )
-from broker_aggregator.robust import aggregate_blocks, capped_factors
+from broker_aggregator.robust import Rule, aggregate_blocks, capped_factors
 from broker_aggregator.store import State
 from vfer.fedavg import AggregationError, EmptyAggregationError
-
-Rule = Literal["mean", "median", "trimmed_mean", "krum"]
 
 
 @dataclass(frozen=True)
