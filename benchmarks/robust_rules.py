@@ -8,7 +8,7 @@ each) personalizes v from the central on its own unlabelled clips (Eq. 1 selecti
 20 % of the nodes are hostile and send, instead of their update, the largest move the
 aggregator accepts (``max_update_norm`` = 100, L2 distance from the central) either along
 their own update ("scaled") or against it ("sign_flip"). The central of one round under each
-rule (``vfer.fedavg`` mean, ``vfer.robust`` median, trimmed mean, Krum) is scored on every
+rule (``vfer.fedavg`` mean, ``broker_aggregator.robust`` median, trimmed mean, Krum) is scored on every
 subject's held-out clips: macro-F1 against the clean round with the same rule and against the
 central before the round. Writes ``benchmarks/results/robust_rules.json``.
 
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from broker_aggregator.robust import aggregate_blocks
 from training.experiments import ExperimentOptions
 from training.experiments.protocol import (
     personalize,
@@ -43,7 +44,6 @@ from vfer.classes import EMOTIONS_4
 from vfer.fedavg import aggregate
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.metrics import scores
-from vfer.robust import aggregate_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 

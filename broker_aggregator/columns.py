@@ -1,6 +1,6 @@
 """Column blocks of the stored updates, read straight from a round file (for robust rules).
 
-:func:`vfer.robust.aggregate_blocks` asks for ``(N, hi - lo)`` blocks: the values ``lo:hi``
+:func:`broker_aggregator.robust.aggregate_blocks` asks for ``(N, hi - lo)`` blocks: the values ``lo:hi``
 of one array in each of N updates. Each body in the round file is a safetensors blob that was
 checked on receipt, so its header gives every array's byte range; a block is N ``pread``
 calls of ``(hi - lo)`` values each. Memory: one block, never a whole update per node.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vfer.robust import Reader
+from broker_aggregator.robust import Reader
 
 _DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from broker_aggregator.robust import Rule
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.config_io import apply_overrides, load_yaml_model, validate_model
 from vfer.messages import MAX_CLIPS, Personalization
@@ -87,7 +88,7 @@ class AggregatorConfig(_Section):
     weighting: Literal["mean", "samples"] = Field(
         "mean", description="'mean' as in the paper, or weighted by clips used"
     )
-    rule: Literal["mean", "median", "trimmed_mean", "krum"] = Field(
+    rule: Rule = Field(
         "mean",
         description="aggregation rule: 'mean' (FedAvg, as in the paper), or a robust one: "
         "'median' (coordinate-wise), 'trimmed_mean', 'krum'. Robust rules need a single "

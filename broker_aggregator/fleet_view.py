@@ -176,44 +176,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = read_state(self._db)
-        current = s.rounds[0] if s.rounds else None
-        yield _gauge(
-            "round_id", "id of the newest round (0: none yet)", current.round_id if current else 0
-        )
-        state = GaugeMetricFamily(
-            "fedvfer_aggregator_round_state", "1 for the newest round's state", labels=["state"]
-        )
-        for name in ROUND_STATES:
-            state.add_metric([name], 1.0 if current and current.state == name else 0.0)
-        yield state
-        yield _gauge(
-            "round_submissions",
-            "updates counted in the newest round",
-            current.submissions if current else 0,
-        )
-        yield CounterMetricFamily(
-            "fedvfer_aggregator_rounds_finished",
-            "rounds closed with a new central",
-            value=s.rounds_finished,
-        )
-        yield CounterMetricFamily(
-            "fedvfer_aggregator_submissions",
-            "updates counted in any round",
-            value=s.submissions_total,
-        )
-        rej = CounterMetricFamily(
-            "fedvfer_aggregator_rejections", "updates rejected, by reason", labels=["reason"]
-        )
-        for reason, n in sorted(s.rejections_total.items()):
-            rej.add_metric([reason], n)
-        yield rej
-        last = next((r for r in s.rounds if r.closed_at is not None), None)
-        yield _gauge(
-            "last_round_duration_seconds",
-            "seconds from opening to the central of the newest finished round",
-            (last.closed_at - last.opened_at) if last and last.closed_at else 0.0,
-        )
-        yield _gauge("central_version", "version of the newest central v", s.central_version or 0)
+        yield from _round_metrics(s)
         nodes = self._book.snapshot()
         yield _gauge(
             "nodes_seen",
@@ -233,6 +196,46 @@ class FleetCollector(Collector):
             "malformed or mis-addressed status messages",
             value=self._book.rejected,
         )
+
+
+def _round_metrics(s: FleetState) -> Iterator[Metric]:
+    """The rounds, submissions, rejections and the newest central, from the state database."""
+    current = s.rounds[0] if s.rounds else None
+    yield _gauge(
+        "round_id", "id of the newest round (0: none yet)", current.round_id if current else 0
+    )
+    state = GaugeMetricFamily(
+        "fedvfer_aggregator_round_state", "1 for the newest round's state", labels=["state"]
+    )
+    for name in ROUND_STATES:
+        state.add_metric([name], 1.0 if current and current.state == name else 0.0)
+    yield state
+    yield _gauge(
+        "round_submissions",
+        "updates counted in the newest round",
+        current.submissions if current else 0,
+    )
+    yield CounterMetricFamily(
+        "fedvfer_aggregator_rounds_finished",
+        "rounds closed with a new central",
+        value=s.rounds_finished,
+    )
+    yield CounterMetricFamily(
+        "fedvfer_aggregator_submissions", "updates counted in any round", value=s.submissions_total
+    )
+    rej = CounterMetricFamily(
+        "fedvfer_aggregator_rejections", "updates rejected, by reason", labels=["reason"]
+    )
+    for reason, n in sorted(s.rejections_total.items()):
+        rej.add_metric([reason], n)
+    yield rej
+    last = next((r for r in s.rounds if r.closed_at is not None), None)
+    yield _gauge(
+        "last_round_duration_seconds",
+        "seconds from opening to the central of the newest finished round",
+        (last.closed_at - last.opened_at) if last and last.closed_at else 0.0,
+    )
+    yield _gauge("central_version", "version of the newest central v", s.central_version or 0)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -1,9 +1,13 @@
-"""The leader: opens rounds, applies the round policy, combines partial sums, signs the central v.
+"""The leader: opens rounds, applies the round policy, closes them into a signed central v.
 
 State lives in SQLite before anything is published, so a restart at any point republishes
 what was decided and carries on: an open round keeps collecting, a closing round asks the
 workers for their sums again, a finished round's central is republished (retained).
-All methods run on the service loop's thread.
+All methods run on the service loop's thread and return typed effects
+(:mod:`broker_aggregator.effects`) instead of acting. Its rooms: :mod:`~broker_aggregator.policy`
+decides when a round closes, :mod:`~broker_aggregator.answers` what a node hears,
+:mod:`~broker_aggregator.closing` gathers the counted updates' contributions, and
+:func:`broker_aggregator.rules.combine` applies the rule to them.
 """
 
 from __future__ import annotations
@@ -11,22 +15,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker_aggregator.columns import column_reader
+from broker_aggregator.answers import answer_progress, counted_acks
+from broker_aggregator.closing import Closing, Gather, close_request
 from broker_aggregator.config import AggregatorConfig
+from broker_aggregator.effects import Effect, NewCentral, NewRound, Publish
 from broker_aggregator.policy import Decision, RoundPolicy
+from broker_aggregator.rules import (
+    Combined,
+    central_weighting,
+    close_factors,
+    combine,
+    gather_for,
+)
 from broker_aggregator.store import RoundRow, State
 from vfer import weights as wcodec
-from vfer.fedavg import EmptyAggregationError, RunningSum, central_problem
+from vfer.fedavg import RunningSum, central_problem
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import (
     AckMsg,
     CentralHeader,
-    CloseMsg,
     PartialHeader,
     ProgressMsg,
     RoundMsg,
@@ -36,12 +47,9 @@ from vfer.messages import (
     to_json,
     unpack,
 )
-from vfer.robust import aggregate_blocks, capped_factors
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
-
-RESEND_CLOSE_S = 2.0
 
 
 def load_initial_weights(path: str, num_classes: int) -> dict[str, np.ndarray]:
@@ -52,40 +60,6 @@ def load_initial_weights(path: str, num_classes: int) -> dict[str, np.ndarray]:
     weights = {n: raw[n].astype(np.float32) for n in names if n in raw}
     wcodec.check(weights, spec, trainable_only=True)
     return weights
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Send ``payload`` on ``topic`` (QoS 1)."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-@dataclass(frozen=True)
-class LocalClose:
-    """Ask this process's own worker for its partial sum."""
-
-    close: CloseMsg
-
-
-@dataclass(frozen=True)
-class NewCentral:
-    """This process's worker now checks updates against this central."""
-
-    version: int
-    weights: Mapping[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class NewRound:
-    """This process's worker now follows this round."""
-
-    round: RoundMsg
-
-
-Effect = Publish | LocalClose | NewCentral | NewRound
 
 
 class Leader:
@@ -109,9 +83,11 @@ class Leader:
         self._out: list[Effect] = []
         r = cfg.round
         self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
-        self._partials: dict[str, tuple[PartialHeader, RunningSum]] = {}
-        self._close: CloseMsg | None = None
-        self._close_sent = 0.0
+        spec = vfer_spec(len(cfg.classes))
+        shapes = {n: spec[n].shape for n in trainable_names(spec)}
+        #: How the counted updates reach the rule when a round closes (the seam before it).
+        self.gather: Gather = gather_for(cfg.rule, state, cfg.worker_id, shapes)
+        self._closing: Closing | None = None
         self.done = False
 
     def _drain(self) -> list[Effect]:
@@ -146,99 +122,25 @@ class Leader:
         row = self.state.current_round()
         if row is not None:
             self._publish(self.topics.round, to_json(self._round_msg(row)), retain=True)
-        if self._close is not None:
-            self._publish(self._control["close"], to_json(self._close))
+        if self._closing is not None:
+            self._publish(self._control["close"], to_json(self._closing.close))
         for ack in self.counted_acks():
             self._publish(self.topics.node_ack(ack.node_id), to_json(sign_message(ack, self._key)))
         return self._drain()
 
     # events --------------------------------------------------------------------------------
     def on_progress(self, p: ProgressMsg) -> AckMsg | None:
-        """A worker stored (or, with ``p.reason``, could not store) an update; the node's answer.
-
-        Exactly-once answers: an update that already counts in its round (same ``update_id``,
-        or same node and ``seq``) is answered ``stored`` again, whatever the round's state and
-        before any round check; ``accepted`` keeps these answers for the last
-        :data:`~broker_aggregator.store.ANSWER_ROUNDS` rounds. Otherwise ``stored`` only for an
-        update that now counts (it is in ``accepted``, so the close assigns it); one a worker
-        stored after this leader decided to close is ``rejected``/``round_closed``, so its node
-        knows it was left out. Runs inside the loop's transaction; the caller publishes the
-        ack after the commit.
-        """
-        counted = self.state.counted(p.round_id, p.node_id)
-        if counted is not None and (counted[1] == p.update_id or counted[0] == p.seq):
-            if p.reason is not None:
-                log.info(
-                    "round %d: %s's update counts already: stored, again", p.round_id, p.node_id
-                )
-            return self._ack(p, None)  # already counts (a resend or a re-announce)
-        row = self.state.current_round()
-        if p.reason is not None:
-            stale_view = row is not None and row.state == "open" and row.round_id == p.round_id
-            if stale_view and p.reason != "stale_base":
-                return None  # the worker's view of the round lagged: not stored, it comes again
-            return self._reject(p, p.reason)
-        if row is None or p.round_id > row.round_id:
-            return None  # not known here yet (a worker ahead of a restarting leader)
-        if row.round_id != p.round_id or row.state != "open":
-            return self._reject(p, "round_closed")
-        if counted is not None and counted[0] > p.seq:
-            return self._reject(p, "replay")
-        self.state.record_accepted(p.round_id, p.node_id, p.worker_id, p.seq, p.update_id, p.factor)
-        log.info("round %d: %s submitted (via %s)", p.round_id, p.node_id, p.worker_id)
-        return self._ack(p, None)
-
-    def _reject(self, p: ProgressMsg, reason: str) -> AckMsg | None:
-        """A final rejection, logged and counted; ``ahead`` is no verdict (no ack, not counted)."""
-        if reason == "ahead":
-            log.info(
-                "no answer yet for node %s: reason=ahead (round %d not known yet)",
-                p.node_id,
-                p.round_id,
-            )
-            return None
-        log.warning(
-            "rejected update from node %s: reason=%s (round %d, seq %d)",
-            p.node_id,
-            reason,
-            p.round_id,
-            p.seq,
-        )
-        row = self.state.current_round()
-        self.state.count_rejection(row.round_id if row else 0, reason)
-        return self._ack(p, reason)
+        """A worker stored (or could not store) an update; the node's exactly-once answer
+        (:func:`broker_aggregator.answers.answer_progress`)."""
+        return answer_progress(self.state, p)
 
     def counted_acks(self) -> list[AckMsg]:
         """``stored`` for every update counted in a round that is closing (sent after a restart)."""
-        row = self.state.current_round()
-        if row is None or row.state != "closing":
-            return []
-        return [
-            AckMsg(node_id=n, round_id=row.round_id, update_id=uid, status="stored")
-            for n, _seq, uid in self.state.counted_updates(row.round_id)
-        ]
-
-    @staticmethod
-    def _ack(p: ProgressMsg, reason: str | None) -> AckMsg:
-        return AckMsg(
-            node_id=p.node_id,
-            round_id=p.round_id,
-            update_id=p.update_id,
-            status="rejected" if reason else "stored",
-            reason=reason,
-        )
+        return counted_acks(self.state)
 
     def on_partial(self, header: PartialHeader, sums: RunningSum) -> list[Effect]:
-        if self._close is None or header.round_id != self._close.round_id:
+        if self._closing is None or not self._closing.take(header, sums):
             return []
-        if header.worker_id not in self._close.assignments:  # it was asked for nothing
-            log.warning(
-                "round %d: ignored partial sums from %r, which has no assigned updates",
-                header.round_id,
-                header.worker_id,
-            )
-            return []
-        self._partials[header.worker_id] = (header, sums)
         return self.tick(time.time())
 
     def tick(self, now: float) -> list[Effect]:
@@ -273,97 +175,51 @@ class Leader:
     # closing -------------------------------------------------------------------------------
     def _start_closing(self, row: RoundRow) -> None:
         self._announce_round(row)
-        assignments: dict[str, dict[str, int]] = {}
-        for node, (worker, seq) in sorted(self.state.accepted(row.round_id).items()):
-            assignments.setdefault(worker, {})[node] = seq
-        factors: dict[str, float] = {}
-        if self.cfg.weighting == "samples" and self.cfg.max_weight_share < 1:
-            raw = self.state.accepted_factors(row.round_id)
-            factors = capped_factors(raw, self.cfg.max_weight_share) if raw else {}
-        close = CloseMsg(round_id=row.round_id, assignments=assignments, factors=factors)
-        self._close = sign_message(close, self._key)  # workers refuse an unsigned close
-        self._partials = {}
-        self._send_close()
-
-    def _send_close(self) -> None:
-        assert self._close is not None
-        self._close_sent = time.monotonic()
-        if set(self._close.assignments) - {self.cfg.worker_id}:
-            self._publish(self._control["close"], to_json(self._close))
-        self._out.append(LocalClose(self._close))
+        cfg = self.cfg
+        factors = close_factors(
+            cfg.weighting, cfg.max_weight_share, self.state.accepted_factors(row.round_id)
+        )
+        close = close_request(row.round_id, self.state.accepted(row.round_id), factors)
+        # workers refuse an unsigned close
+        self._closing = Closing(sign_message(close, self._key))
+        self._out += self._closing.send(self._control["close"], cfg.worker_id, time.monotonic())
 
     def _try_finish(self, row: RoundRow, now: float) -> None:
-        if self._close is None:
+        closing = self._closing
+        if closing is None:
             self._start_closing(row)
             return
-        if self.cfg.rule != "mean":
-            self._finish(row, now, *self._robust_central(row))
+        contributions = self.gather.contributions(closing)
+        if contributions is None:
+            if closing.due(time.monotonic()):
+                log.info(
+                    "round %d: waiting for partial sums from %s", row.round_id, closing.waiting()
+                )
+                self._out += closing.send(
+                    self._control["close"], self.cfg.worker_id, time.monotonic()
+                )
             return
-        waiting = sorted(set(self._close.assignments) - set(self._partials))
-        if waiting:
-            if time.monotonic() - self._close_sent > RESEND_CLOSE_S:
-                log.info("round %d: waiting for partial sums from %s", row.round_id, waiting)
-                self._send_close()
-            return
-        total = RunningSum()
-        for worker in sorted(self._partials):
-            header, sums = self._partials[worker]
-            if header.nodes != self._close.assignments[worker]:
-                lost = sorted(set(self._close.assignments[worker]) - set(header.nodes))
-                log.error("round %d: %s could not sum %s", row.round_id, worker, lost[:10])
-            total.merge(sums)
-        try:
-            mean: dict[str, np.ndarray] | None = total.mean()
-        except EmptyAggregationError:
-            mean = None
-        self._finish(row, now, mean, total.count)
-
-    def _robust_central(self, row: RoundRow) -> tuple[dict[str, np.ndarray] | None, int]:
-        """The central under a robust rule, read column block by block from the round file.
-
-        Robust rules need every counted body in this process (one worker; docs/mqtt.md).
-        """
-        assert self._close is not None
-        elsewhere = sorted(set(self._close.assignments) - {self.cfg.worker_id})
-        if elsewhere:
-            log.error(
-                "round %d: rule %s ignores updates held by %s",
+        combined = combine(self.cfg.rule, contributions, fraction=self.cfg.robust_fraction)
+        if combined.info:
+            log.info(
+                "round %d: %s over %d updates: %s",
                 row.round_id,
                 self.cfg.rule,
-                elsewhere,
+                combined.count,
+                dict(combined.info),
             )
-        wanted = self._close.assignments.get(self.cfg.worker_id, {})
-        spans = self.state.body_spans(row.round_id, wanted)
-        if not spans:
-            return None, 0
-        spec = vfer_spec(len(self.cfg.classes))
-        shapes = {n: spec[n].shape for n in trainable_names(spec)}
-        with column_reader(self.state.payloads.path(row.round_id), spans) as read:
-            central, info = aggregate_blocks(
-                self.cfg.rule,  # type: ignore[arg-type]
-                shapes,
-                len(spans),
-                read,
-                fraction=self.cfg.robust_fraction,
-            )
-        if "selected" in info:
-            info["selected"] = spans[int(info["selected"])][0]  # type: ignore[call-overload]
-        log.info("round %d: %s over %d updates: %s", row.round_id, self.cfg.rule, len(spans), info)
-        return central, len(spans)
+        self._finish(row, now, combined)
 
-    def _finish(
-        self, row: RoundRow, now: float, mean: dict[str, np.ndarray] | None, count: int
-    ) -> None:
-        if mean is None:
+    def _finish(self, row: RoundRow, now: float, combined: Combined) -> None:
+        self._closing = None
+        if combined.central is None:
             log.error("round %d: no usable submissions; reopening it", row.round_id)
-            self._close = None
             self.state.open_round(
                 row.round_id, row.base_version, now, self.policy.next_deadline(now)
             )
             self._announce_round(self.state.current_round() or row)
             return
-        self._close = None
-        problem = central_problem(mean, self.cfg.max_abs_weight)
+        problem = central_problem(combined.central, self.cfg.max_abs_weight)
         if problem is not None:
             latest = self.state.latest_central()
             assert latest is not None
@@ -373,11 +229,16 @@ class Leader:
                 problem,
                 latest[0],
             )
-            self.state.finish_round(row.round_id, latest[0], time.time(), count, None)
+            self.state.finish_round(row.round_id, latest[0], time.time(), combined.count, None)
             self._open_next()
             return
-        version = self._store_central(row.round_id, mean, count)
-        log.info("round %d finished: central v%d from %d submissions", row.round_id, version, count)
+        version = self._store_central(row.round_id, combined.central, combined.count)
+        log.info(
+            "round %d finished: central v%d from %d submissions",
+            row.round_id,
+            version,
+            combined.count,
+        )
         self._install_latest_central()
         self._open_next()
 
@@ -390,7 +251,7 @@ class Leader:
             classes=list(self.cfg.classes),
             created_at=time.time(),
             num_submissions=n,
-            weighting=self.cfg.weighting if self.cfg.rule == "mean" else self.cfg.rule,
+            weighting=central_weighting(self.cfg.rule, self.cfg.weighting),
         )
         frame = sign_central(header, wcodec.to_bytes(weights), self._key)
         if round_id == 0:

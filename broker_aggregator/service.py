@@ -1,8 +1,9 @@
 """The aggregator process: one MQTT link, one loop thread, a worker and (usually) the leader.
 
 Three threads: paho's and the checker's turn what arrives into typed events
-(:mod:`broker_aggregator.intake`); the loop thread owns SQLite and drives :class:`~broker_aggregator.worker.Worker` and
-:class:`~broker_aggregator.leader.Leader`, storing updates in group commits.
+(:mod:`broker_aggregator.intake`); the loop thread owns SQLite, stores updates in group commits
+(:mod:`broker_aggregator.group_commit`), drives :class:`~broker_aggregator.worker.Worker` and
+:class:`~broker_aggregator.leader.Leader`, and carries out the leader's effects.
 A process started with ``leader=False`` is an extra worker: it shares the update stream
 through ``$share/<group>/...`` and answers the leader's close requests with partial sums.
 """
@@ -20,27 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.confirm import FinalConfirmation
+from broker_aggregator.effects import Effect, LocalClose, NewCentral, NewRound, Publish
 from broker_aggregator.fleet_view import FleetView
-from broker_aggregator.intake import (
-    CentralEvent,
-    Connected,
-    Intake,
-    PartialEvent,
-    Poison,
-    PoisonError,
-    Rejected,
-    outcome,
-    rejection,
-    update_header,
-)
-from broker_aggregator.leader import (
-    Effect,
-    Leader,
-    LocalClose,
-    NewCentral,
-    NewRound,
-    Publish,
-)
+from broker_aggregator.group_commit import BATCHED, Committed, GroupCommit
+from broker_aggregator.intake import CentralEvent, Connected, Intake, PartialEvent
+from broker_aggregator.leader import Leader
 from broker_aggregator.store import State
 from broker_aggregator.validate import CheckedUpdate, Expectations
 from broker_aggregator.worker import Worker
@@ -48,15 +33,7 @@ from vfer import signing
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
 from vfer.heads_spec import vfer_spec
-from vfer.messages import (
-    AckMsg,
-    CloseMsg,
-    ProgressMsg,
-    RoundMsg,
-    pack_signed,
-    sign_message,
-    to_json,
-)
+from vfer.messages import CloseMsg, ProgressMsg, RoundMsg, pack_signed, sign_message, to_json
 from vfer.mqtt import BrokerSettings, MqttLink
 from vfer.topics import Topics
 
@@ -65,9 +42,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 SWITCH_INTERVAL_S = 0.0005
 BATCH = 64
-
-
-_BATCHED = (CheckedUpdate, Rejected, ProgressMsg, Poison)
 
 
 def fleet_view(cfg: AggregatorConfig, topics: Topics) -> FleetView | None:
@@ -109,16 +83,18 @@ class AggregatorService:
         )
         self.events = self.intake.events
         self.fleet_view = fleet_view(cfg, self.topics) if leader else None
-        self.rejected = 0
-        self.poisoned = 0
-        #: What became of each message the loop handled: "stored", a reason code, "reported"
-        #: (progress sent to the leader), or "no_answer" (not final: the node sends again).
+        #: What became of each message the loop handled (:class:`~broker_aggregator.group_commit.Committed`).
         self.outcomes: collections.Counter[str] = collections.Counter()
         #: Set once all rounds are done: what must be read back from the broker before exit.
         self.final: FinalConfirmation | None = None
         self._warned_311 = False
         #: Why the service stopped on its own with an error (the CLI exits non-zero with it).
         self.fatal: str | None = None
+
+    @property
+    def poisoned(self) -> int:
+        """Messages whose handling raised (recorded in the ``poison`` table)."""
+        return self.outcomes["poison"]
 
     # the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -129,26 +105,8 @@ class AggregatorService:
         # for the switch interval (5 ms by default): measured, that alone capped the service
         # near 100 updates/s. A shorter interval hands it back sooner.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        state = State(cfg.state_db, fsync=cfg.fsync_updates)
-        self.state = state
-        password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
-        link = MqttLink(
-            BrokerSettings(
-                cfg.broker_url,
-                f"fedvfer-{cfg.worker_id}",
-                cfg.username,
-                password,
-                cfg.ca_file,
-                cfg.keepalive_s,
-                mqtt_version=cfg.mqtt_version,
-                max_inflight=100,
-                reconnect_max_delay_s=5,
-            ),
-            self._subscriptions,
-            self._on_message,
-            lambda: self.events.put(Connected()),
-        )
-        self.link = link
+        self.state = state = State(cfg.state_db, fsync=cfg.fsync_updates)
+        self.link = self._link()
         self.worker = Worker(
             cfg.worker_id,
             state,
@@ -157,10 +115,10 @@ class AggregatorService:
             cfg.weighting,
             cfg.max_replacements_per_round,
         )
-        self._poisoned = state.poisoned()
         self.leader = (
             Leader(cfg, state, self.topics, self.key, self.control) if self.is_leader else None
         )
+        self.commits = GroupCommit(state, self.worker, self.leader)
         self.intake.start()
         if self.fleet_view is not None:
             self.fleet_view.start()
@@ -169,16 +127,37 @@ class AggregatorService:
                 self._apply(
                     self.leader.start(str(cfg.initial_weights) if cfg.initial_weights else None)
                 )
-            link.start()
+            self.link.start()
             self._loop(state)
         finally:
-            self.intake.stopping.set()
-            link.flush(timeout=5.0)
-            link.stop()
-            self.intake.stop()
-            if self.fleet_view is not None:
-                self.fleet_view.stop()
-            state.close()
+            self._shut_down(state)
+
+    def _link(self) -> MqttLink:
+        cfg = self.cfg
+        password = read_secret(cfg.password_file, "FEDVFER_BROKER_PASSWORD")
+        settings = BrokerSettings(
+            cfg.broker_url,
+            f"fedvfer-{cfg.worker_id}",
+            cfg.username,
+            password,
+            cfg.ca_file,
+            cfg.keepalive_s,
+            mqtt_version=cfg.mqtt_version,
+            max_inflight=100,
+            reconnect_max_delay_s=5,
+        )
+        return MqttLink(
+            settings, self._subscriptions, self._on_message, lambda: self.events.put(Connected())
+        )
+
+    def _shut_down(self, state: State) -> None:
+        self.intake.stopping.set()
+        self.link.flush(timeout=5.0)
+        self.link.stop()
+        self.intake.stop()
+        if self.fleet_view is not None:
+            self.fleet_view.stop()
+        state.close()
 
     def _subscriptions(self, protocol: str) -> list[tuple[str, int]]:
         """What to subscribe to on a connection that speaks ``protocol`` (paho's thread)."""
@@ -221,7 +200,7 @@ class AggregatorService:
                 ev: object | None = self.events.get(timeout=TICK_S)
             except queue.Empty:
                 ev = None
-            if isinstance(ev, _BATCHED):
+            if isinstance(ev, BATCHED):
                 self._group_commit(ev, state)
             elif ev is not None:
                 self._dispatch(ev)
@@ -276,106 +255,37 @@ class AggregatorService:
         return False
 
     def _group_commit(self, first: object, state: State) -> None:
-        """Store a run of queued updates (and count progress) in one transaction, then answer.
-
-        Nodes hear ``stored`` only after the commit and only from the leader, once the update
-        counts in the round; workers' own rejections are answered after the commit too.
-        When handling raises, the batch is rolled back and handled again one message at a
-        time, so the one that raises goes to the ``poison`` table and the others count.
-        """
+        """Store a run of queued updates in one transaction (:mod:`~broker_aggregator.group_commit`),
+        then send the acks and progress it produced."""
         batch, other = [first], None
         while len(batch) < BATCH:
             try:
                 ev = self.events.get_nowait()
             except queue.Empty:
                 break
-            if not isinstance(ev, _BATCHED):
+            if not isinstance(ev, BATCHED):
                 other = ev
                 break
             batch.append(ev)
         try:
-            acks, progress = self._commit(batch, state)
-        except Exception:
-            state.rollback()
-            log.warning("a batch of %d failed; handling its messages one by one", len(batch))
-            acks, progress = [], []
-            for ev in batch:
-                try:
-                    one_acks, one_progress = self._commit([ev], state)
-                except Exception as exc:
-                    state.rollback()
-                    one_acks, one_progress = (
-                        self._poison(ev, f"{type(exc).__name__}: {exc}", state),
-                        [],
-                    )
-                acks += one_acks
-                progress += one_progress
+            done = self.commits.run(batch)
         finally:
             for ev in batch:
                 if isinstance(ev, CheckedUpdate):
                     self.intake.slots.release()
-        for ack in acks:
-            signed = to_json(sign_message(ack, self.key))  # a node drops its update on it
-            self.link.publish(self.topics.node_ack(ack.node_id), signed, 1, False)
-        for p in progress:
-            self._publish_progress(p)
+        self._send(done)
         if self.leader is not None:
             self._apply(self.leader.tick(time.time()))
         if other is not None:
             self._dispatch(other)
 
-    def _commit(self, batch: list[object], state: State) -> tuple[list[AckMsg], list[ProgressMsg]]:
-        acks: list[AckMsg] = []
-        progress: list[ProgressMsg] = []
-        outcomes: list[str] = []
-        state.begin()
-        for ev in batch:
-            out = self._handle(ev, state)
-            if isinstance(out, ProgressMsg) and self.leader is not None:
-                out = self.leader.on_progress(out)
-            if isinstance(out, AckMsg):
-                acks.append(out)
-            elif isinstance(out, ProgressMsg):
-                progress.append(out)
-            outcomes.append(outcome(ev, out))
-        state.commit()
-        self.outcomes.update(outcomes)
-        return acks, progress
-
-    def _handle(self, ev: object, state: State) -> object:
-        header = update_header(ev)
-        if header is not None and (header.node_id, header.update_id) in self._poisoned:
-            log.warning(
-                "poison update %s from %s again: rejected", header.update_id, header.node_id
-            )
-            return rejection(header, "poison")
-        if isinstance(ev, Poison):
-            raise PoisonError(ev.detail)
-        if isinstance(ev, CheckedUpdate):
-            return self.worker.handle_update(ev)
-        if isinstance(ev, Rejected):
-            self.rejected += 1
-            return self.worker.reject(ev.node_id, ev.reason, ev.detail, ev.header)
-        return ev  # progress: from a remote worker, or re-announced after a (re)open
-
-    def _poison(self, ev: object, detail: str, state: State) -> list[AckMsg]:
-        """Record a message whose handling raised; answer ``rejected``/``poison`` when we can."""
-        header = update_header(ev)
-        node = header.node_id if header else getattr(ev, "node_id", None)
-        uid = header.update_id if header else getattr(ev, "update_id", None)
-        topic = ev.topic if isinstance(ev, Poison) else type(ev).__name__
-        log.error("poison message (%s) from %s: %s", topic, node, detail)
-        self.poisoned += 1
-        self.outcomes["poison"] += 1
-        state.begin()
-        state.add_poison(topic, node, uid, "poison", detail)
-        if header is not None:
-            state.count_rejection(self.worker.expect.round_id or 0, "poison")
-        state.commit()
-        if header is None:
-            return []
-        self._poisoned.add((header.node_id, header.update_id))
-        return [rejection(header, "poison")]
+    def _send(self, done: Committed) -> None:
+        self.outcomes.update(done.outcomes)
+        for ack in done.acks:
+            signed = to_json(sign_message(ack, self.key))  # a node drops its update on it
+            self.link.publish(self.topics.node_ack(ack.node_id), signed, 1, False)
+        for p in done.progress:
+            self._publish_progress(p)
 
     def _requeue(self, progress: list[ProgressMsg]) -> None:
         for p in progress:
@@ -404,7 +314,7 @@ class AggregatorService:
         except Exception as exc:
             log.exception("handling %s failed", type(ev).__name__)
             self.state.rollback()
-            self._poison(ev, f"{type(exc).__name__}: {exc}", self.state)
+            self.outcomes.update(self.commits.poison(ev, f"{type(exc).__name__}: {exc}").outcomes)
 
     def _dispatch_one(self, ev: object) -> None:
         """Route a control event. The leader's process ignores the broker's echo of its own

@@ -1,17 +1,9 @@
-"""The aggregator's SQLite state (sqlite-utils, WAL): what survives a kill -9.
+"""The aggregator's SQLite state (sqlite-utils, WAL): typed access to what survives a kill -9.
 
-Schema by numbered migrations, each in its own transaction, with a backup copy before an
-existing database is migrated; a database written by a newer version is refused.
-
-Tables: ``centrals`` (every signed central frame, exactly as published), ``rounds`` (the
-leader's rounds), ``accepted`` (the leader's view: which worker holds which (node, seq), the
-updates that count), ``updates`` (a worker's index of stored bodies: one row per node, seq
-and round; the bodies live in append-only files, :mod:`broker_aggregator.payloads`) and
-``rejections`` (counts per round and reason) and ``poison`` (messages whose handling raised:
-recorded with the reason, answered ``rejected`` and never handled again). Schema 1 kept the
-bodies in a ``submissions`` table; migration 2 moves them into the files; migration 3 adds
-``poison``. ``accepted`` doubles as the answer table: its rows are kept for the last
-:data:`ANSWER_ROUNDS` finished rounds, so a resend of a counted update is answered ``stored``.
+The tables and their migrations are :mod:`broker_aggregator.schema`. One :class:`State` per
+thread that owns the connection (the service loop's). ``accepted`` doubles as the answer
+table: its rows are kept for the last :data:`ANSWER_ROUNDS` finished rounds, so a resend of a
+counted update is answered ``stored``.
 """
 
 from __future__ import annotations
@@ -19,99 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from broker_aggregator.payloads import PayloadFiles
-from vfer.sqlite_schema import SchemaError, migrate, open_wal
+from broker_aggregator.schema import StateError, open_db, payload_dir
+
+__all__ = ["ANSWER_ROUNDS", "RoundRow", "State", "StateError", "payload_dir"]
 
 log = logging.getLogger(__name__)
 
 
-#: A state database this version cannot use (the one schema error of every store).
-StateError = SchemaError
-
-
-_SCHEMA_1 = [
-    "CREATE TABLE centrals (version INTEGER PRIMARY KEY, round_id INTEGER, created_at REAL, "
-    "num_submissions INTEGER, frame BLOB NOT NULL)",
-    "CREATE TABLE rounds (round_id INTEGER PRIMARY KEY, base_version INTEGER, state TEXT, "
-    "opened_at REAL, deadline REAL, closed_at REAL, result_version INTEGER, "
-    "num_submissions INTEGER, extensions INTEGER DEFAULT 0)",
-    "CREATE TABLE accepted (round_id INTEGER, node_id TEXT, worker_id TEXT, seq INTEGER, "
-    "PRIMARY KEY (round_id, node_id))",
-    "CREATE TABLE submissions (round_id INTEGER, node_id TEXT, seq INTEGER, update_id TEXT, "
-    "factor REAL, received_at REAL, dtype TEXT, body BLOB, PRIMARY KEY (round_id, node_id))",
-    "CREATE TABLE rejections (round_id INTEGER, reason TEXT, count INTEGER, "
-    "PRIMARY KEY (round_id, reason))",
-]
-
-
-def _m1(db: sqlite_utils.Database, path: Path) -> None:
-    for sql in _SCHEMA_1:
-        db.conn.execute(sql)
-
-
-def _m2(db: sqlite_utils.Database, path: Path) -> None:
-    """Bodies move from SQLite BLOBs into append-only files; one index row per (node, seq)."""
-    c = db.conn
-    c.execute(
-        "CREATE TABLE updates (round_id INTEGER, node_id TEXT, seq INTEGER, update_id TEXT, "
-        "factor REAL, received_at REAL, dtype TEXT, offset INTEGER, length INTEGER, "
-        "PRIMARY KEY (round_id, node_id, seq))"
-    )
-    c.execute("ALTER TABLE accepted ADD COLUMN update_id TEXT")
-    files = PayloadFiles(payload_dir(path))
-    rows = c.execute(
-        "SELECT round_id, node_id, seq, update_id, factor, received_at, dtype, body "
-        "FROM submissions ORDER BY round_id, node_id"
-    )
-    for r in rows:
-        offset, length = files.append(int(r[0]), bytes(r[7]))
-        c.execute(
-            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [*r[:7], offset, length]
-        )
-    files.sync()
-    files.close()
-    c.execute("DROP TABLE submissions")
-
-
-def _m3(db: sqlite_utils.Database, path: Path) -> None:
-    """The poison table (messages whose handling raised); each counted update's FedAvg factor."""
-    db.conn.execute(
-        "CREATE TABLE poison (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL, "
-        "topic TEXT, node_id TEXT, update_id TEXT, reason TEXT, detail TEXT)"
-    )
-    db.conn.execute("CREATE INDEX poison_update ON poison(node_id, update_id)")
-    db.conn.execute("ALTER TABLE accepted ADD COLUMN factor REAL")
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2, _m3]
-
 #: Rounds whose answers (the ``accepted`` rows) are kept after they finish, so a late resend of
 #: a counted update is still answered ``stored``.
 ANSWER_ROUNDS = 5
-
-
-def payload_dir(db_path: Path) -> Path:
-    return db_path.with_name(f"{db_path.name}.payloads")
-
-
-def open_db(path: str | os.PathLike[str], *, fsync: bool = False) -> sqlite_utils.Database:
-    """Open (create, migrate) the state database in WAL mode.
-
-    ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process (kill -9), a
-    power loss may take the last commits with it; ``fsync=True`` makes it ``FULL``.
-    """
-    p = Path(path)
-    db = open_wal(p, fsync=fsync)
-    migrate(
-        db, p, MIGRATIONS, what="state db", newer_hint="upgrade fedvfer or use another state_db"
-    )
-    return db
 
 
 @dataclass(frozen=True)
@@ -281,14 +195,6 @@ class State:
                 out.append((node, int(row[0]), int(row[1])))
         return out
 
-    def accepted_one(self, round_id: int, node_id: str) -> tuple[str, int] | None:
-        """(worker, seq) of the node's update that counts in ``round_id``, or None."""
-        row = self.db.execute(
-            "SELECT worker_id, seq FROM accepted WHERE round_id=? AND node_id=?",
-            [round_id, node_id],
-        ).fetchone()
-        return (str(row[0]), int(row[1])) if row else None
-
     def counted(self, round_id: int, node_id: str) -> tuple[int, str] | None:
         """(seq, update_id) of the node's update that counts in ``round_id``: the answer table."""
         row = self.db.execute(
@@ -397,10 +303,6 @@ class State:
             "SELECT node_id, update_id FROM poison WHERE update_id IS NOT NULL"
         ).fetchall()
         return {(str(r[0]), str(r[1])) for r in rows}
-
-    def poison_rows(self) -> list[tuple[str, str | None, str]]:
-        rows = self.db.execute("SELECT topic, update_id, reason FROM poison ORDER BY id")
-        return [(str(r[0]), r[1], str(r[2])) for r in rows.fetchall()]
 
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute(

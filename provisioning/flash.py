@@ -124,19 +124,6 @@ def check_target(device: Path, facts: DeviceFacts) -> bool:
     return True
 
 
-def sha256_of(path: Path, size: int | None = None) -> str:
-    h = hashlib.sha256()
-    left = size if size is not None else os.path.getsize(path)
-    with open(path, "rb") as fh:
-        while left > 0:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"),

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_node.config import NodeConfig
 from provisioning import mosquitto as mq
 from provisioning import pki
+from vfer import signing
 from vfer.atomic import atomic_write_text
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.cli import UserError
@@ -38,7 +39,7 @@ from vfer.topics import DEFAULT_PREFIX, Topics, check_node_id
 log = logging.getLogger(__name__)
 
 FLEET_FILE = "fleet.json"
-PUBLIC_KEY = "fleet_public_key.pem"
+PUBLIC_KEY = signing.PUBLIC_KEY_NAME
 NODE_FILES_AT = "/etc/fedvfer"
 
 
@@ -138,15 +139,7 @@ def init_fleet(
     names = list(
         dict.fromkeys([broker_host, *extra_names, *(["127.0.0.1"] if client_certs else [])])
     )
-    ca = pki.make_ca()
-    pki.write_public(fleet / "ca/ca.crt", ca.cert_pem)
-    pki.write_private(fleet / "ca/ca.key", ca.key_pem)
-    server = pki.issue_leaf(ca, broker_host, server_names=names)
-    pki.write_public(fleet / "broker/server.crt", server.cert_pem)
-    pki.write_private(fleet / "broker/server.key", server.key_pem)
-    private, public = pki.make_signing_key()
-    pki.write_private(fleet / "aggregator/signing_key.pem", private)
-    pki.write_public(fleet / PUBLIC_KEY, public)
+    ca = _write_keys(fleet, broker_host, names)
     password = mq.new_password()
     pki.write_private(fleet / "aggregator/password", (password + "\n").encode())
     settings = FleetSettings(
@@ -172,6 +165,20 @@ def init_fleet(
     return settings
 
 
+def _write_keys(fleet: Path, broker_host: str, names: list[str]) -> pki.KeyPair:
+    """A new CA, the broker's server certificate and the fleet's Ed25519 key; returns the CA."""
+    ca = pki.make_ca()
+    pki.write_public(fleet / "ca/ca.crt", ca.cert_pem)
+    pki.write_private(fleet / "ca/ca.key", ca.key_pem)
+    server = pki.issue_leaf(ca, broker_host, server_names=names)
+    pki.write_public(fleet / "broker/server.crt", server.cert_pem)
+    pki.write_private(fleet / "broker/server.key", server.key_pem)
+    private, public = signing.new_signing_key()
+    pki.write_private(fleet / "aggregator" / signing.PRIVATE_KEY_NAME, private)
+    pki.write_public(fleet / PUBLIC_KEY, public)
+    return ca
+
+
 def aggregator_yaml(s: FleetSettings) -> str:
     """The aggregator's config: its own listener, credentials, signing key and the fleet's
     secret share group (never given to nodes)."""
@@ -182,7 +189,7 @@ def aggregator_yaml(s: FleetSettings) -> str:
         "username": mq.AGGREGATOR_USER,
         "password_file": f"{d}/password",
         "ca_file": f"{d}/ca.crt",
-        "signing_key_file": f"{d}/signing_key.pem",
+        "signing_key_file": f"{d}/{signing.PRIVATE_KEY_NAME}",
         "topic_prefix": s.topic_prefix,
         "classes": list(s.classes),
         "mqtt_version": "5",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import math
 import secrets
 from dataclasses import dataclass
@@ -52,16 +51,6 @@ def hash_password(
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    """True when ``password`` matches a ``$7$`` hash (as written by us or ``mosquitto_passwd``)."""
-    parts = hashed.split("$")
-    if len(parts) != 5 or parts[0] != "" or parts[1] != "7":
-        raise ValueError("not a mosquitto $7$ password hash")
-    iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
-    mine = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
-    return hmac.compare_digest(mine, digest)
 
 
 def new_share_group() -> str:
@@ -183,20 +172,6 @@ def mosquitto_conf(
     against the CRL) and the aggregator's listener is bound to 127.0.0.1 (it has a password but
     no certificate, so it must run on the broker host)."""
     limit = max_packet_size or packet_limit()
-
-    def tls(listen_port: int, address: str, passwd: str) -> str:
-        return (
-            f"listener {listen_port}{(' ' + address) if address else ''}\n"
-            "protocol mqtt\n"
-            f"cafile {files.ca}\n"
-            f"certfile {files.cert}\n"
-            f"keyfile {files.key}\n"
-            "tls_version tlsv1.2\n"
-            "allow_anonymous false\n"
-            f"password_file {passwd}\n"
-            f"acl_file {files.acl}\n"
-        )
-
     out = [
         "# fedvfer broker, written by `python -m provisioning`; regenerate rather than edit.\n"
         "# Persistence and logging stay in the main mosquitto.conf.\n"
@@ -208,7 +183,7 @@ def mosquitto_conf(
         "# A kill -9 of the broker loses at most this many seconds (docs/mqtt.md, Durability).\n"
         "autosave_interval 30\n",
         "\n# Nodes over TLS; a node's client id is its user name, so nobody can take over another's.\n",
-        tls(port, bind, files.passwd),
+        _tls_listener(files, port, bind, files.passwd),
         "use_username_as_clientid true\n",
     ]
     if client_certs:
@@ -219,6 +194,23 @@ def mosquitto_conf(
         ]
     out += [
         "\n# The aggregator (leader and workers keep their own client ids), with its password only.\n",
-        tls(aggregator_port, "127.0.0.1" if client_certs else bind, files.aggregator_passwd),
+        _tls_listener(
+            files, aggregator_port, "127.0.0.1" if client_certs else bind, files.aggregator_passwd
+        ),
     ]
     return "".join(out)
+
+
+def _tls_listener(files: BrokerFiles, port: int, address: str, passwd: str) -> str:
+    """One TLS listener with its own password file and the fleet's ACL, no anonymous access."""
+    return (
+        f"listener {port}{(' ' + address) if address else ''}\n"
+        "protocol mqtt\n"
+        f"cafile {files.ca}\n"
+        f"certfile {files.cert}\n"
+        f"keyfile {files.key}\n"
+        "tls_version tlsv1.2\n"
+        "allow_anonymous false\n"
+        f"password_file {passwd}\n"
+        f"acl_file {files.acl}\n"
+    )

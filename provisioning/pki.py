@@ -1,5 +1,6 @@
-"""The fleet's keys and certificates: a private CA, the broker's server certificate, optional
-per-node client certificates with a CRL, and the Ed25519 key that signs central bundles.
+"""The fleet's TLS keys and certificates: a private CA, the broker's server certificate, optional
+per-node client certificates with a CRL. (The Ed25519 fleet key that signs centrals and rounds
+is made by :func:`vfer.signing.new_signing_key`, which the aggregator and nodes share.)
 
 Everything here is built with ``cryptography`` and returns PEM bytes; writing files (with
 private keys at mode 0600) is the caller's business, through :func:`write_private` and
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vfer.atomic import atomic_write_bytes
@@ -160,20 +161,6 @@ def make_crl(ca: KeyPair, revoked_serials: list[int], days: int = CRL_DAYS) -> b
         )
     crl = builder.sign(ca.key, hashes.SHA256())
     return crl.public_bytes(serialization.Encoding.PEM)
-
-
-def make_signing_key() -> tuple[bytes, bytes]:
-    """The Ed25519 bundle-signing key: (unencrypted PKCS8 private PEM, SubjectPublicKeyInfo PEM)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -25,6 +25,7 @@ from tests.support.aggregator import (
     AggregatorProcess,
     fleet_config,
     personalized,
+    poison_rows,
     trainable_weights,
 )
 from tests.support.mosquitto import Broker
@@ -247,7 +248,7 @@ def test_a_message_whose_handling_raises_is_poison_and_stays_poison_after_a_rest
             n.stop()
     state = State(tmp_path / "agg.db")
     try:
-        rows = state.poison_rows()
+        rows = poison_rows(state)
         latest = state.latest_central()
     finally:
         state.close()

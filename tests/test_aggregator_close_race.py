@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from broker_aggregator.config import AggregatorConfig
-from broker_aggregator.leader import Effect, Leader, LocalClose
+from broker_aggregator.effects import Effect, LocalClose
+from broker_aggregator.leader import Leader
 from broker_aggregator.service import control_topics
 from broker_aggregator.store import State
 from broker_aggregator.validate import Expectations, inspect_update

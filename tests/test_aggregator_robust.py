@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from broker_aggregator.robust import capped_factors
 from broker_aggregator.store import State
 from tests.support.aggregator import AggregatorProcess, personalized
 from tests.support.mosquitto import Broker
@@ -20,7 +21,6 @@ from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_su
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
 from vfer import weights as wcodec
 from vfer.messages import CentralHeader, unpack
-from vfer.robust import capped_factors
 
 pytestmark = pytest.mark.slow
 

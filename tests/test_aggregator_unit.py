@@ -11,9 +11,10 @@ import pytest
 
 from broker_aggregator.config import AggregatorConfig, load_aggregator_config
 from broker_aggregator.policy import Admission, Decision, RoundPolicy, admit
-from broker_aggregator.store import _SCHEMA_1, State, StateError
+from broker_aggregator.schema import _SCHEMA_1
+from broker_aggregator.store import State, StateError
 from broker_aggregator.validate import Expectations, check_values, decode_weights
-from tests.support.aggregator import personalized, random_v
+from tests.support.aggregator import personalized, poison_rows, random_v
 from vfer import weights as wcodec
 from vfer.config_io import ConfigError
 from vfer.heads_spec import vfer_spec
@@ -93,7 +94,7 @@ def test_schema_1_bodies_move_into_the_payload_files(tmp_path: Path) -> None:
     try:
         assert (tmp_path / "agg.db.bak-v1").exists()
         assert state.latest_updates(3) == [("pi-1", 7, "u-0000007", 1.0)]
-        assert state.poison_rows() == []  # migration 3 added the poison table
+        assert poison_rows(state) == []  # migration 3 added the poison table
         assert list(state.bodies(3, {"pi-1": 7})) == [("pi-1", 7, 1.0, body)]
         assert list(state.bodies(3, {"pi-1": 6})) == []  # only the seq asked for
     finally:

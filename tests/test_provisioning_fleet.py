@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edge_node.config import load_node_config
-from provisioning import mosquitto as mq
 from provisioning.fleet import add_node, init_fleet, load_fleet, revoke_node
+from tests.support.mosquitto import verify_password
 from vfer.cli import UserError
 
 
@@ -129,7 +129,7 @@ def test_add_node_writes_a_config_the_node_loads(fleet: Path) -> None:
     assert set(lines) == {"kiosk-7"}
     agg_lines = (fleet / "broker/aggregator_passwd").read_text().splitlines()
     assert [line.split(":")[0] for line in agg_lines] == ["aggregator"]
-    assert mq.verify_password(password, lines["kiosk-7"])
+    assert verify_password(password, lines["kiosk-7"])
     local = add_node(fleet, "kiosk-8", files_at=str(fleet / "nodes/kiosk-8"))
     assert (
         load_node_config(local / "node.yaml").federation.password_file == local / "broker_password"

@@ -1,4 +1,4 @@
-"""Robust rules (vfer/robust.py) against oracles: numpy's median, scipy's trim_mean, a brute-force
+"""Robust rules (broker_aggregator/robust.py) against oracles: numpy's median, scipy's trim_mean, a brute-force
 Krum, and the weight cap's defining properties; chunking never changes a result."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from broker_aggregator.robust import aggregate_blocks, capped_factors, krum_f, trim_count
 from vfer.fedavg import AggregationError, EmptyAggregationError
-from vfer.robust import aggregate_blocks, capped_factors, krum_f, trim_count
 
 SHAPES = {"a.kernel": (7, 5), "a.bias": (5,)}
 

@@ -1,115 +1,74 @@
-"""The federation's wire format: typed pydantic envelopes with a schema version and a checksum.
+"""The federation's messages: what travels between nodes and the aggregator, and inside it.
 
-Two shapes travel (docs/mqtt.md has an example of each):
+Each is a typed, bounded pydantic model in the envelope of :mod:`vfer.envelope` (frames for
+weights, JSON for the rest; schema version, checksum, Ed25519 signature). Frames: the update,
+the central v and a worker's partial sums. JSON: round, ack, status and the aggregator-internal
+progress and close. Everything the aggregator publishes that changes what a node runs or keeps,
+or what the next central is made of, is signed with the fleet key: the central v, the round,
+the acks, and progress, close and partial. docs/mqtt.md has an example of each.
 
-* **Frames** carry weights: ``b"FVF1"``, a 4-byte big-endian header length, the header as
-  UTF-8 JSON (a pydantic model with ``schema``, ``kind``, ``body_size``, ``body_sha256``), then
-  the body, a safetensors blob (never pickle). Updates, the central v and partial sums.
-* **JSON** messages carry no weights: round, ack, status and the aggregator-internal
-  progress/close messages.
-
-**Signatures.** Everything the aggregator publishes that changes what a node runs or keeps, or
-what the next central is made of, is signed with the fleet key (Ed25519): the central v, the
-round, the acks, and the aggregator-internal progress, close and partial messages.
-``signature`` is base64 over the canonical JSON (sorted keys, no spaces) of every other field; a
-frame's header covers its body through ``body_sha256``. :func:`sign_message`, :func:`pack_signed` and :func:`verify_message`.
-
-Decoding never trusts the input: every failure raises :class:`MessageError` whose ``reason``
-is a short code (``checksum``, ``schema_version``, ...) that the aggregator logs and counts.
-
-**Bounds.** Every integer has a documented range far inside SQLite's int64: ids, versions and
-sequence numbers at most :data:`MAX_ID` (2**53 - 1, also the largest integer a JSON double
-holds exactly), clip counts at most :data:`MAX_CLIPS` per class (the aggregator's config caps
-them lower, ``max_clips_per_class``), sizes at most :data:`MAX_BODY_BYTES`. Floats must be
-finite. Strings and maps have maximum lengths. Anything outside is ``invalid_header``.
+Import messages and their codec from here; :mod:`vfer.envelope` is where they are defined and
+what a new kind of message builds on.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import struct
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vfer import signing
-from vfer.topics import check_node_id
+from vfer.envelope import (
+    MAGIC,
+    MAX_CLIPS,
+    MAX_ID,
+    MAX_TEXT,
+    Framed,
+    Id,
+    Message,
+    MessageError,
+    NodeMessage,
+    PosId,
+    Signed,
+    Text,
+    canonical_unsigned,
+    from_json,
+    pack,
+    pack_signed,
+    sign_message,
+    to_json,
+    unpack,
+    verify_message,
+)
 
-SCHEMA_VERSION = 1
-MAGIC = b"FVF1"
-MAX_HEADER_BYTES = 64 * 1024
-#: Largest id, version or sequence number (2**53 - 1: exact in a JSON double, far under int64).
-MAX_ID = 2**53 - 1
-#: Largest clip count per class in any envelope (the config's ``max_clips_per_class`` is lower).
-MAX_CLIPS = 10**9
-#: Largest body of any frame (the config's ``max_payload_bytes`` is lower).
-MAX_BODY_BYTES = 1 << 31
-#: Largest number of entries in any map or list of an envelope (classes, metrics, assignments).
-MAX_ENTRIES = 100_000
-#: Longest short string (ids, reasons, names of classes and metrics).
-MAX_TEXT = 64
-
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
-PosId = Annotated[int, Field(ge=1, le=MAX_ID)]
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-_LEN = struct.Struct(">I")
+__all__ = [
+    "MAGIC",
+    "MAX_CLIPS",
+    "MAX_ID",
+    "AckMsg",
+    "CentralHeader",
+    "CloseMsg",
+    "MessageError",
+    "PartialHeader",
+    "Personalization",
+    "ProgressMsg",
+    "RoundMsg",
+    "StatusMsg",
+    "UpdateHeader",
+    "from_json",
+    "open_central",
+    "open_round",
+    "pack",
+    "pack_signed",
+    "sign_central",
+    "sign_message",
+    "sign_round",
+    "to_json",
+    "unpack",
+    "verify_message",
+]
 
 WeightDtype = Literal["float32", "float16"]
-
-
-class MessageError(ValueError):
-    """A payload that is not an acceptable message; ``reason`` is a stable short code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        #: The decoded header when the envelope itself was fine (set by the caller that knows).
-        self.header: BaseModel | None = None
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
-    )
-    schema_: int = Field(SCHEMA_VERSION, alias="schema", description="wire schema version")
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
-
-
-class _NodeMessage(_Message):
-    node_id: str = Field(description="sender or addressee node id (a topic level)")
-
-    @field_validator("node_id")
-    @classmethod
-    def _node(cls, v: str) -> str:
-        return check_node_id(v)
-
-
-class _Framed(_Message):
-    body_size: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="bytes of the body")
-    body_sha256: str = Field("", max_length=64, description="hex sha256 of the body")
-
-
-def _canonical_unsigned(msg: _Message) -> bytes:
-    """What a signature covers: canonical JSON (sorted keys, no spaces) of all but ``signature``."""
-    data = msg.model_dump(mode="json", by_alias=True, exclude={"signature"})
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
-class _Signed(_Message):
-    """A message the fleet key signs (module docstring, "Signatures")."""
-
-    signature: str = Field(
-        "", max_length=128, description="base64 Ed25519 signature of the message without it"
-    )
-
-    def signing_bytes(self) -> bytes:
-        return _canonical_unsigned(self)
 
 
 class Personalization(BaseModel):
@@ -120,7 +79,7 @@ class Personalization(BaseModel):
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
 
 
-class RoundMsg(_Message):
+class RoundMsg(Message):
     """``<prefix>/round`` (retained): the open round."""
 
     kind: Literal["round"] = "round"
@@ -139,10 +98,10 @@ class RoundMsg(_Message):
     )
 
     def signing_bytes(self) -> bytes:
-        return _canonical_unsigned(self)
+        return canonical_unsigned(self)
 
 
-class UpdateHeader(_Framed, _NodeMessage):
+class UpdateHeader(Framed, NodeMessage):
     """``<prefix>/nodes/<id>/update``: a node's personalized v after a round."""
 
     kind: Literal["update"] = "update"
@@ -169,7 +128,7 @@ class UpdateHeader(_Framed, _NodeMessage):
         return sum(self.clips_per_class.values())
 
 
-class CentralHeader(_Framed):
+class CentralHeader(Framed):
     """``<prefix>/central/bundle`` (retained): the signed central v."""
 
     kind: Literal["central"] = "central"
@@ -184,10 +143,10 @@ class CentralHeader(_Framed):
     )
 
     def signing_bytes(self) -> bytes:
-        return _canonical_unsigned(self)
+        return canonical_unsigned(self)
 
 
-class AckMsg(_NodeMessage, _Signed):
+class AckMsg(NodeMessage, Signed):
     """``<prefix>/nodes/<id>/ack``: the update was stored (or will never be); signed, as a
     node drops an update from its outbox on it."""
 
@@ -198,7 +157,7 @@ class AckMsg(_NodeMessage, _Signed):
     reason: str | None = Field(None, max_length=MAX_TEXT)
 
 
-class StatusMsg(_NodeMessage):
+class StatusMsg(NodeMessage):
     """``<prefix>/nodes/<id>/status`` (retained; the last will says offline)."""
 
     kind: Literal["status"] = "status"
@@ -208,7 +167,7 @@ class StatusMsg(_NodeMessage):
     ts: float | None = None
 
 
-class ProgressMsg(_NodeMessage, _Signed):
+class ProgressMsg(NodeMessage, Signed):
     """``<prefix>/aggregator/progress``: a worker stored a node's update (worker to leader).
 
     The leader answers the node (the ``stored`` ack) only once it has counted the update in
@@ -231,7 +190,7 @@ class ProgressMsg(_NodeMessage, _Signed):
     )
 
 
-class CloseMsg(_Signed):
+class CloseMsg(Signed):
     """``<prefix>/aggregator/close``: the leader asks workers for partial sums of these updates."""
 
     kind: Literal["close"] = "close"
@@ -245,7 +204,7 @@ class CloseMsg(_Signed):
     )
 
 
-class PartialHeader(_Framed, _Signed):
+class PartialHeader(Framed, Signed):
     """``<prefix>/aggregator/partial``: a worker's float64 sums over its assigned nodes."""
 
     kind: Literal["partial"] = "partial"
@@ -253,106 +212,6 @@ class PartialHeader(_Framed, _Signed):
     round_id: PosId
     nodes: dict[Text, PosId] = Field(description="node id -> seq actually summed")
     total_weight: float = Field(ge=0)
-
-
-M = TypeVar("M", bound=_Message)
-F = TypeVar("F", bound=_Framed)
-
-
-class SignedMessage(Protocol):
-    """What :func:`sign_message` and :func:`verify_message` need of a message."""
-
-    @property
-    def signature(self) -> str: ...
-
-    def signing_bytes(self) -> bytes: ...
-
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
-
-
-S = TypeVar("S", bound=SignedMessage)
-
-
-def pack(header: _Framed, body: bytes) -> bytes:
-    """A frame: magic, header length, header JSON (with body size and sha256 filled in), body."""
-    return _frame(_with_body(header, body), body)
-
-
-def _with_body(header: F, body: bytes) -> F:
-    filled: F = header.model_copy(
-        update={"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
-    )
-    return filled
-
-
-def _frame(header: _Framed, body: bytes) -> bytes:
-    head = json.dumps(header.to_json_dict(), separators=(",", ":")).encode()
-    return MAGIC + _LEN.pack(len(head)) + head + body
-
-
-def unpack(payload: bytes, model: type[F]) -> tuple[F, bytes]:
-    """Split and check a frame: magic, header, schema, kind, size and checksum."""
-    if len(payload) < len(MAGIC) + _LEN.size or not payload.startswith(MAGIC):
-        raise MessageError("not_a_frame", f"{len(payload)} bytes without the {MAGIC!r} magic")
-    (n,) = _LEN.unpack_from(payload, len(MAGIC))
-    start = len(MAGIC) + _LEN.size
-    if n > MAX_HEADER_BYTES or start + n > len(payload):
-        raise MessageError("truncated", f"header of {n} bytes does not fit the payload")
-    header = _validate(_json(payload[start : start + n]), model)
-    body = payload[start + n :]
-    if len(body) != header.body_size:
-        raise MessageError(
-            "truncated", f"body has {len(body)} bytes, header says {header.body_size}"
-        )
-    if hashlib.sha256(body).hexdigest() != header.body_sha256:
-        raise MessageError("checksum", "body sha256 differs from the header")
-    return header, body
-
-
-def to_json(msg: _Message) -> bytes:
-    return json.dumps(msg.to_json_dict(), separators=(",", ":")).encode()
-
-
-def from_json(payload: bytes, model: type[M]) -> M:
-    if len(payload) > MAX_HEADER_BYTES:
-        raise MessageError("oversized", f"{len(payload)} bytes for a JSON message")
-    return _validate(_json(payload), model)
-
-
-def sign_message(msg: S, key: Ed25519PrivateKey | None) -> S:
-    """``msg`` signed with the fleet key; ``key`` None: unsigned (``insecure_unsigned`` dev mode)."""
-    unsigned: S = msg.model_copy(update={"signature": ""})
-    if key is None:
-        return unsigned
-    sig = base64.b64encode(signing.sign(key, unsigned.signing_bytes())).decode()
-    signed: S = unsigned.model_copy(update={"signature": sig})
-    return signed
-
-
-def verify_message(
-    msg: S, key: Ed25519PublicKey | None, what: str, *, allow_unsigned: bool = False
-) -> S:
-    """``msg`` itself when its signature verifies against the fleet public key.
-
-    Reasons: ``unsigned`` (unless ``allow_unsigned``), ``no_key``, ``bad_signature``."""
-    if not msg.signature:
-        if allow_unsigned:
-            return msg
-        raise MessageError("unsigned", f"{what} carries no signature")
-    if key is None:
-        raise MessageError("no_key", f"no fleet public key to verify the {what} with")
-    try:
-        sig = base64.b64decode(msg.signature, validate=True)
-    except ValueError as exc:
-        raise MessageError("bad_signature", f"signature is not base64: {exc}") from exc
-    if not signing.verify(key, sig, msg.signing_bytes()):
-        raise MessageError("bad_signature", f"{what} fails verification")
-    return msg
-
-
-def pack_signed(header: F, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
-    """A signed frame: the header (body size and sha256 filled in) signed, then framed."""
-    return _frame(sign_message(_with_body(header, body), key), body)  # type: ignore[type-var]
 
 
 def sign_central(header: CentralHeader, body: bytes, key: Ed25519PrivateKey | None) -> bytes:
@@ -382,30 +241,3 @@ def open_round(
     Reasons: those of :func:`from_json`, ``unsigned``, ``no_key``, ``bad_signature``."""
     msg = from_json(payload, RoundMsg)
     return verify_message(msg, key, f"round {msg.round_id}", allow_unsigned=allow_unsigned)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # also int literals too long, deep nesting
-        raise MessageError("bad_header", f"not UTF-8 JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise MessageError("bad_header", f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _validate(data: dict[str, Any], model: type[M]) -> M:
-    schema = data.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise MessageError(
-            "schema_version", f"schema {schema!r}, this side speaks {SCHEMA_VERSION}"
-        )
-    expected = model.model_fields["kind"].default if "kind" in model.model_fields else None
-    if expected is not None and data.get("kind") != expected:
-        raise MessageError("wrong_kind", f"kind {data.get('kind')!r}, expected {expected!r}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise MessageError("invalid_header", f"{where}: {first['msg']}") from None

@@ -3,7 +3,9 @@ files the fleet uses. One fleet key signs both; nodes verify both against the pu
 
 Formats, exactly: the aggregator's private key is an unencrypted PKCS8 PEM
 (``FLEET/aggregator/signing_key.pem``); every node holds the SubjectPublicKeyInfo PEM
-(``FLEET/fleet_public_key.pem``). :func:`generate_keypair` writes both, for tests and demos.
+(``FLEET/fleet_public_key.pem``). :func:`new_signing_key` makes a pair (the one place a fleet
+key is generated: provisioning's ``init-fleet`` and :func:`generate_keypair`, which writes both
+into a folder for the lab's simulations, tests and demos).
 """
 
 from __future__ import annotations
@@ -56,19 +58,25 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
     )
 
 
-def generate_keypair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write a new ``signing_key.pem`` (mode 0600) and ``fleet_public_key.pem`` into ``directory``."""
-    folder = Path(directory)
+def new_signing_key() -> tuple[bytes, bytes]:
+    """A new fleet key: (unencrypted PKCS8 private PEM, SubjectPublicKeyInfo public PEM)."""
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    return private, public_pem(key.public_key())
+
+
+def generate_keypair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write a new ``signing_key.pem`` (mode 0600) and ``fleet_public_key.pem`` into ``directory``."""
+    folder = Path(directory)
+    private, public = new_signing_key()
     priv_path, pub_path = folder / PRIVATE_KEY_NAME, folder / PUBLIC_KEY_NAME
     atomic_write_bytes(priv_path, private)
     os.chmod(priv_path, 0o600)
-    atomic_write_bytes(pub_path, public_pem(key.public_key()))
+    atomic_write_bytes(pub_path, public)
     return priv_path, pub_path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from broker_aggregator.store import State
 from vfer.heads_spec import vfer_spec
 
 
@@ -121,3 +122,9 @@ class AggregatorProcess:
                 return text in self.log()
             time.sleep(0.05)
         return False
+
+
+def poison_rows(state: State) -> list[tuple[str, str | None, str]]:
+    """(topic, update_id, reason) of every row of the aggregator's poison table, oldest first."""
+    rows = state.db.execute("SELECT topic, update_id, reason FROM poison ORDER BY id")
+    return [(str(r[0]), r[1], str(r[2])) for r in rows.fetchall()]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -94,3 +97,14 @@ def start_mosquitto(workdir: Path, conf_body: str = "", port: int | None = None)
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("mosquitto did not open its port within 10 s")
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """True when ``password`` matches a mosquitto ``$7$`` hash (the oracle for
+    :func:`provisioning.mosquitto.hash_password`, as ``mosquitto_passwd`` checks it)."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[0] != "" or parts[1] != "7":
+        raise ValueError("not a mosquitto $7$ password hash")
+    iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
+    mine = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
+    return hmac.compare_digest(mine, digest)

@@ -20,8 +20,8 @@ import numpy as np
 
 from vfer.fedavg import AggregationError, EmptyAggregationError
 
+#: Every aggregation rule (``rule`` in aggregator.yaml); the mean is :mod:`vfer.fedavg`'s.
 Rule = Literal["mean", "median", "trimmed_mean", "krum"]
-RULES: tuple[str, ...] = ("mean", "median", "trimmed_mean", "krum")
 #: Values per update read at once: N x CHUNK_VALUES float64 in memory (N=1000: 128 MB).
 CHUNK_VALUES = 16_384
 

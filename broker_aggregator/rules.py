@@ -1,0 +1,93 @@
+"""The aggregation rule, applied in one place: a closing round's contributions in, the central out.
+
+``rule: mean`` is FedAvg (the paper's plain mean, or weighted by clips with ``weighting:
+samples``, each node's weight capped at ``max_weight_share``): it needs only the workers' float64
+sums. The robust rules (``median``, ``trimmed_mean``, ``krum``; pure math in
+:mod:`broker_aggregator.robust`) need every counted update, read column block by column block.
+:func:`combine` is the one function that applies a rule; adding or swapping one touches this
+module and the math beside it, never the leader's round logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from broker_aggregator.closing import (
+    Columns,
+    Contributions,
+    Gather,
+    LocalColumns,
+    Summed,
+    WorkerSums,
+)
+from broker_aggregator.robust import Rule, aggregate_blocks, capped_factors
+from broker_aggregator.store import State
+from vfer.fedavg import AggregationError, EmptyAggregationError
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The central a rule made (None: nothing usable, the round reopens) and from how many."""
+
+    central: dict[str, np.ndarray] | None
+    count: int
+    info: Mapping[str, object] = field(default_factory=dict)
+
+
+def gather_for(
+    rule: Rule, state: State, worker_id: str, shapes: Mapping[str, tuple[int, ...]]
+) -> Gather:
+    """How the counted updates must reach ``rule`` at a close: the workers' sums for the mean,
+    every counted update (this process's round file, column block by block) for a robust rule."""
+    if rule == "mean":
+        return WorkerSums()
+    return LocalColumns(state, worker_id, shapes)
+
+
+def combine(rule: Rule, contributions: Contributions, *, fraction: float = 0.2) -> Combined:
+    """The central under ``rule`` from what the counted updates contribute.
+
+    ``fraction`` is ``robust_fraction`` (the trimmed share, Krum's f); Krum's pick is reported as
+    the node id in ``info["selected"]``.
+    """
+    if isinstance(contributions, Summed):
+        if rule != "mean":
+            raise AggregationError(f"rule {rule!r} needs every update, not their sum")
+        try:
+            mean = contributions.total.mean()
+        except EmptyAggregationError:
+            return Combined(None, contributions.total.count)
+        return Combined(mean, contributions.total.count)
+    if rule == "mean":
+        raise AggregationError("rule 'mean' takes the workers' sums, not every update")
+    return _combine_columns(rule, contributions, fraction)
+
+
+def _combine_columns(rule: Rule, columns: Columns, fraction: float) -> Combined:
+    n = len(columns.nodes)
+    if n == 0:
+        return Combined(None, 0)
+    with columns.open() as read:
+        central, info = aggregate_blocks(rule, columns.shapes, n, read, fraction=fraction)
+    if "selected" in info:
+        info["selected"] = columns.nodes[int(info["selected"])]  # type: ignore[call-overload]
+    return Combined(central, n, info)
+
+
+def close_factors(
+    weighting: str, max_share: float, counted: Mapping[str, float]
+) -> dict[str, float]:
+    """Factors the close sends instead of the stored ones: sample weights, no node above
+    ``max_share`` of the total (:func:`~broker_aggregator.robust.capped_factors`); ``{}`` when
+    no cap applies (the plain mean, or a share of 1)."""
+    if weighting != "samples" or max_share >= 1 or not counted:
+        return {}
+    return capped_factors(counted, max_share)
+
+
+def central_weighting(rule: Rule, weighting: str) -> str:
+    """What a central's header says it was made with: the weighting of the mean, else the rule."""
+    return weighting if rule == "mean" else rule
