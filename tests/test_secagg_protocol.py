@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.secagg import Harness
 from vfer.messages import MAGIC, MessageError, from_json
@@ -125,6 +127,44 @@ def test_below_threshold_the_group_is_abandoned_and_nothing_revealed(
             from_json(raw, UnmaskShares).seed_shares for raw in _kind(h, "secagg_revealed")
         ]
         assert len(seed_shares) == 4
+
+
+STAGES = ("keys", "shares", "masked", "consistency", "unmask")
+ABANDON = dict(
+    zip(
+        STAGES,
+        (
+            "too_few_keys",
+            "too_few_shares",
+            "too_few_inputs",
+            "too_few_signatures",
+            "too_few_reveals",
+        ),
+        strict=True,
+    )
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(5, 9), st.data())  # one group (min 5)
+def test_any_dropout_pattern_gives_the_exact_sum_or_abandons_by_name(
+    n: int, data: st.DataObject
+) -> None:
+    h = Harness(n, SecAggParams(vector_length=64, min_group_size=5))
+    t = h.params.threshold(n)
+    drop = {s: data.draw(st.sets(st.sampled_from(h.ids), max_size=3), label=s) for s in STAGES}
+    (r,) = h.run(drop=drop).values()
+    alive, first_short = set(h.ids), None
+    for s in STAGES:
+        alive -= drop[s]
+        if first_short is None and len(alive) < t:
+            first_short = s
+    if first_short is not None:
+        assert isinstance(r, GroupAbandoned) and r.reason == ABANDON[first_short]
+        return
+    counted = sorted(set(h.ids) - drop["keys"] - drop["shares"] - drop["masked"])
+    assert isinstance(r, GroupResult) and r.survivors == counted
+    assert np.array_equal(r.total, exact_total(h, counted))
 
 
 def test_state_survives_serialization_mid_protocol_and_finishes_the_same() -> None:

@@ -10,6 +10,7 @@ its serialized group states after every stage.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import zlib
 from collections import defaultdict
@@ -20,7 +21,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from vfer.messages import MessageError, from_json, pack, sign_message, to_json
+from vfer.messages import (
+    MAGIC,
+    MessageError,
+    from_json,
+    pack,
+    sign_message,
+    to_json,
+    verify_message,
+)
 from vfer.secagg import GroupAggregator, NodeSession, SecAggError, SecAggParams, quantize
 from vfer.secagg import groups as grp
 from vfer.secagg import identity as ident
@@ -87,9 +96,10 @@ class Harness:
         finally:
             self.timings[what] += time.process_time() - t0
 
-    def _send(self, nid: str, stage: str, payload: bytes) -> bytes:
+    def _send(self, nid: str, payload: bytes) -> bytes:
+        """Record what node ``nid`` sent (its kind and size) and what the aggregator saw."""
         self.seen.append(payload)
-        self.sizes[nid][f"{stage}_sent"] = len(payload)
+        self.sizes[nid][f"sent {_kind(payload)}"] = len(payload)
         return payload
 
     def start(self) -> GroupsMsg:
@@ -98,15 +108,18 @@ class Harness:
             self.sessions[nid] = self._node(nid, "encode", lambda nid=nid: self._session(nid))
         joined = []
         for nid in self.ids:
-            raw = self._send(nid, "join", to_json(self._node(nid, "join", self.sessions[nid].join)))
-            msg = from_json(raw, Join)
-            ident.verify_voucher(msg.voucher, self.fleet_pub, node_id=nid)
+            raw = self._send(nid, to_json(self._node(nid, "join", self.sessions[nid].join)))
+            self._agg("join", lambda raw=raw, nid=nid: self._check_join(raw, nid))
             joined.append(nid)
-        groups = grp.draw_groups(joined, self.group_seed, self.params.min_group_size)
+        groups = self._agg(
+            "join", lambda: grp.draw_groups(joined, self.group_seed, self.params.min_group_size)
+        )
         self.groups_msg = sign_message(
             GroupsMsg(round_id=self.round_id, seed=self.group_seed.hex(), groups=groups),
             self.fleet_key,
         )
+        for nid in joined:
+            self.sizes[nid]["received secagg_groups"] = len(to_json(self.groups_msg))
         for gid, members in enumerate(groups):
             self.aggs[gid] = GroupAggregator.new(
                 round_id=self.round_id, group_id=gid, members=members, params=self.params,
@@ -115,6 +128,11 @@ class Harness:
             for m in members:
                 self.group_of[m] = gid
         return self.groups_msg
+
+    def _check_join(self, raw: bytes, nid: str) -> None:
+        msg = from_json(raw, Join)
+        identity = ident.verify_voucher(msg.voucher, self.fleet_pub, node_id=nid)
+        verify_message(msg, identity, f"join of {nid}")
 
     def _session(self, nid: str) -> NodeSession:
         return NodeSession(
@@ -149,6 +167,7 @@ class Harness:
         drop: Iterable[str] = (),
         tamper: Tamper | None = None,
         deliver: Tamper | None = None,
+        label: str | None = None,
     ) -> None:
         """Every live node with a message in ``inbox`` answers it (``make``); the aggregator of
         its group receives the answer."""
@@ -156,7 +175,7 @@ class Harness:
         for nid in sorted(self.alive & set(inbox)):
             msg = deliver(name, nid, inbox[nid]) if deliver is not None else inbox[nid]
             try:
-                out = self._node(nid, name, lambda nid=nid, msg=msg: make(nid, msg))
+                out = self._node(nid, label or name, lambda nid=nid, m=msg: make(nid, m))
             except SecAggError:
                 self.alive.discard(nid)
                 continue
@@ -165,7 +184,7 @@ class Harness:
                 if one is None:
                     continue
                 raw = pack(*one) if isinstance(one, tuple) else to_json(one)
-                self._send(nid, name, raw)
+                self._send(nid, raw)
                 agg = self.aggs[self.group_of[nid]]
                 with contextlib.suppress(MessageError):  # refused: counted by the aggregator
                     self._agg(f"receive_{name}", lambda a=agg, r=raw, n=nid: a.receive(r, n))
@@ -194,19 +213,8 @@ class Harness:
         groups = self.start()
         s = self.sessions
         results: dict[int, Any] = {}
-        stages: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
-            ("keys", NodeSession.on_groups, lambda a: _each(a.close_keys(), a.state.u1)),
-            ("shares", NodeSession.on_keys, lambda a: a.close_shares()),
-            ("masked", NodeSession.on_shares, lambda a: _each(a.close_masked(), a.state.u3)),
-            (
-                "consistency",
-                NodeSession.on_survivors,
-                lambda a: _each(a.close_consistency(), a.state.u4),
-            ),
-            ("unmask", NodeSession.on_unmask, lambda a: {}),
-        ]
         inbox: dict[str, Any] = dict.fromkeys(self.ids, groups)
-        for name, answer, close in stages:
+        for name, answer, close in _STAGES:
             self.stage(
                 name,
                 lambda n, m, answer=answer: answer(s[n], m),
@@ -214,6 +222,7 @@ class Harness:
                 drop=drop.get(name, ()),
                 tamper=tamper,
                 deliver=deliver,
+                label=answer.__name__,
             )
             if name == "unmask":
                 break
@@ -246,10 +255,27 @@ class Harness:
             self.states.append(agg.dump())
             for nid, msg in per_node.items():
                 raw = to_json(msg)
-                self.sizes[nid][f"{stage}_received"] = len(raw)
+                self.sizes[nid][f"received {_kind(raw)}"] = len(raw)
                 out[nid] = from_json(raw, type(msg))
         return out
 
 
+#: stage: what nodes answer with, what the aggregator's close sends (node -> message)
+_STAGES: list[tuple[str, Callable[..., Any], Callable[[GroupAggregator], dict[str, Any]]]] = [
+    ("keys", NodeSession.on_groups, lambda a: _each(a.close_keys(), a.state.u1)),
+    ("shares", NodeSession.on_keys, lambda a: a.close_shares()),
+    ("masked", NodeSession.on_shares, lambda a: _each(a.close_masked(), a.state.u3)),
+    ("consistency", NodeSession.on_survivors, lambda a: _each(a.close_consistency(), a.state.u4)),
+    ("unmask", NodeSession.on_unmask, lambda a: {}),
+]
+
+
 def _each(msg: Any, members: list[str]) -> dict[str, Any]:
     return dict.fromkeys(members, msg)
+
+
+def _kind(payload: bytes) -> str:
+    """The ``kind`` of a JSON message or of a frame's header."""
+    if payload.startswith(MAGIC):
+        payload = payload[8 : 8 + int.from_bytes(payload[4:8], "big")]
+    return str(json.loads(payload)["kind"])

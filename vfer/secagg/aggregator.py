@@ -25,9 +25,8 @@ from vfer.secagg import groups as grp
 from vfer.secagg import primitives as p
 from vfer.secagg import quantize, unmask
 from vfer.secagg.params import GroupAbandoned, SecAggError, SecAggParams
-from vfer.secagg.state import GroupState, body_digest, dump, load
+from vfer.secagg.state import GroupState, dump, load
 from vfer.secagg.wire import (
-    SEALED_BYTES,
     AdvertiseKeys,
     ConsistencySig,
     KeysBroadcast,
@@ -39,6 +38,7 @@ from vfer.secagg.wire import (
     UnmaskShares,
     check_advert,
     check_consistency,
+    check_share_keys,
 )
 
 GroupResult = unmask.GroupResult
@@ -181,19 +181,7 @@ class GroupAggregator:
                 raise SecAggError("no_keys", f"{sender} advertised no keys")
             if self._seen(self.state.shares, sender, msg):
                 return
-            if set(msg.shares) != set(self.state.u1) - {sender}:
-                raise SecAggError(
-                    "malformed_shares", f"shares for {sorted(msg.shares)[:5]}, not the group"
-                )
-            for peer, sealed in msg.shares.items():
-                try:
-                    ok = len(p.unb64(sealed.ciphertext)) == SEALED_BYTES
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise SecAggError(
-                        "malformed_shares", f"sealed share for {peer} is not {SEALED_BYTES} bytes"
-                    )
+            check_share_keys(msg, self.state.u1)
             self.state.shares[sender] = msg
 
     def close_shares(self) -> dict[str, SharesForYou]:
@@ -220,6 +208,7 @@ class GroupAggregator:
         self.receive_masked(header, body, sender)
 
     def receive_masked(self, header: MaskedInputHeader, body: bytes, sender: str) -> None:
+        """A masked input as :func:`vfer.messages.unpack` returned it (checksum checked)."""
         with self._refusing():
             self._expect("masked", header.round_id, header.group_id, sender, header.node_id)
             if sender not in self.state.u2:
@@ -233,7 +222,7 @@ class GroupAggregator:
                 raise SecAggError(
                     "wrong_length", f"{header.length} values / {len(body)} bytes, expected {want}"
                 )
-            digest = body_digest(body)
+            digest = header.body_sha256  # checked against the body by unpack
             if sender in self.state.uploaded:
                 if self.state.uploaded[sender] != digest:
                     raise SecAggError(

@@ -13,7 +13,6 @@ node's secrets never reach this state (docs/secure-aggregation.md, "What the agg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from typing import Literal
@@ -95,7 +94,3 @@ def load(raw: bytes) -> tuple[GroupState, np.ndarray | None]:
     if len(body) != 4 * state.params.masked_length:
         raise SecAggError("bad_state", f"sum of {len(body)} bytes")
     return state, np.frombuffer(body, dtype="<u4").astype(np.uint32)
-
-
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()

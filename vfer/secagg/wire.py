@@ -227,6 +227,20 @@ def check_advert(
     return identity
 
 
+def check_share_keys(msg: ShareKeys, u1: list[str]) -> None:
+    """One sealed pair of the right size for every other advertised member, no more:
+    ``malformed_shares`` otherwise."""
+    if set(msg.shares) != set(u1) - {msg.node_id}:
+        raise SecAggError("malformed_shares", f"shares for {sorted(msg.shares)[:5]}, not the group")
+    for peer, sealed in msg.shares.items():
+        try:
+            ok = len(p.unb64(sealed.ciphertext)) == SEALED_BYTES
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SecAggError("malformed_shares", f"share for {peer} is not {SEALED_BYTES} bytes")
+
+
 def check_consistency(
     sig: ConsistencySig,
     identity: Ed25519PublicKey,
