@@ -11,6 +11,7 @@ from tests.support.secagg import Harness
 from tests.test_secagg_protocol import assert_mean_right, harness
 from vfer.messages import from_json, sign_message
 from vfer.secagg import GroupResult, SecAggError
+from vfer.secagg import identity as ident
 from vfer.secagg import primitives as p
 from vfer.secagg.wire import (
     AdvertiseKeys,
@@ -21,6 +22,7 @@ from vfer.secagg.wire import (
     SurvivorsMsg,
     UnmaskRequest,
     UnmaskShares,
+    check_join,
 )
 
 
@@ -302,3 +304,29 @@ def test_messages_out_of_stage_are_refused() -> None:
     agg.receive_keys(advert, h.ids[0])
     assert agg.waiting_for() == h.ids[1:]
     assert agg.refusals == {"wrong_stage": 1} and s.refusals == {"wrong_stage": 1}
+
+
+def test_joins_are_checked_for_round_voucher_and_signature() -> None:
+    h = harness()
+    x, y = h.ids[0], h.ids[1]
+    h.start()
+    good = h.sessions[x].join()
+    kw = {"round_id": 1, "vouching_public": h.fleet_pub}
+    assert check_join(good, x, **kw) is not None
+    cases = {
+        "forged_node_id": (good, y),
+        "wrong_round": (resign(h, x, good, round_id=2), x),
+        "bad_signature": (resign(h, y, good), x),
+        "unsigned": (good.model_copy(update={"signature": ""}), x),
+        "bad_voucher": (
+            resign(h, x, good, voucher=h.vouchers[y].model_copy(update={"node_id": x})),
+            x,
+        ),
+    }
+    for reason, (msg, sender) in cases.items():
+        with pytest.raises(SecAggError) as err:
+            check_join(msg, sender, **kw)
+        assert err.value.reason == reason
+    revoked = frozenset({ident.fingerprint(h.identities[x])})
+    with pytest.raises(SecAggError, match="revoked"):
+        check_join(good, x, revoked=revoked, **kw)

@@ -28,12 +28,11 @@ from vfer.messages import (
     pack,
     sign_message,
     to_json,
-    verify_message,
 )
 from vfer.secagg import GroupAggregator, NodeSession, SecAggError, SecAggParams, quantize
 from vfer.secagg import groups as grp
 from vfer.secagg import identity as ident
-from vfer.secagg.wire import GroupsMsg, Join, SecAggRound
+from vfer.secagg.wire import GroupsMsg, Join, SecAggRound, check_join
 
 #: A hook that may replace (or drop, returning None) a node's answer before it is sent.
 Tamper = Callable[[str, str, Any], Any]
@@ -130,9 +129,9 @@ class Harness:
         return self.groups_msg
 
     def _check_join(self, raw: bytes, nid: str) -> None:
-        msg = from_json(raw, Join)
-        identity = ident.verify_voucher(msg.voucher, self.fleet_pub, node_id=nid)
-        verify_message(msg, identity, f"join of {nid}")
+        check_join(
+            from_json(raw, Join), nid, round_id=self.round_id, vouching_public=self.fleet_pub
+        )
 
     def _session(self, nid: str) -> NodeSession:
         return NodeSession(

@@ -190,6 +190,29 @@ def share_b64_ok(text: str) -> bool:
     return len(text) == _SHARE_B64
 
 
+def check_join(
+    join: Join,
+    sender: str,
+    *,
+    round_id: int,
+    vouching_public: Ed25519PublicKey,
+    revoked: frozenset[str] = frozenset(),
+) -> Ed25519PublicKey:
+    """The joiner's identity key when ``join`` (from the topic of ``sender``) is for this round,
+    vouched for and signed by it. Reasons: ``forged_node_id``, ``wrong_round``,
+    ``bad_voucher``, ``revoked``, ``unsigned``, ``bad_signature``."""
+    if join.node_id != sender:
+        raise SecAggError("forged_node_id", f"join of {join.node_id!r} from {sender!r}")
+    if join.round_id != round_id:
+        raise SecAggError("wrong_round", f"join for round {join.round_id}, open is {round_id}")
+    identity = verify_voucher(join.voucher, vouching_public, revoked, sender)
+    try:
+        verify_message(join, identity, f"join of {sender}")
+    except MessageError as exc:
+        raise SecAggError(exc.reason, exc.detail) from None
+    return identity
+
+
 def check_advert(
     advert: AdvertiseKeys,
     *,
