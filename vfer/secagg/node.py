@@ -153,7 +153,7 @@ class NodeSession:
 
     def _share(self, msg: KeysBroadcast) -> ShareKeys:
         g = self._in_group(msg.round_id, msg.group_id)
-        peers = self._peers
+        peers = _Peers()  # kept only if the list is good enough to deal shares to
         for advert in msg.keys:
             try:
                 if advert.node_id in peers.identity:
@@ -181,6 +181,7 @@ class NodeSession:
             raise SecAggError("missing_own_keys", "my keys are not in the group's list")
         if len(peers.identity) < g.t:
             raise SecAggError("too_few_keys", f"{len(peers.identity)} keys, threshold {g.t}")
+        self._peers = peers
         return self._deal(g)
 
     def _deal(self, g: _Group) -> ShareKeys:
