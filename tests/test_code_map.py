@@ -68,6 +68,9 @@ TEMPORARY_LONG_FUNCTIONS = {
 }
 #: The kiosk's and vfer/ops_http.py's basic auth are two today; rooms-kiosk makes them one.
 TEMPORARY_EXTRA_BASIC_AUTH = 1
+#: Shared packages built and tested this wave whose wiring into the roles lands next (secure
+#: aggregation, differential privacy): the test names any that is wired already.
+TEMPORARY_UNWIRED = ("vfer.secagg",)
 # lead: end of the temporary lists ------------------------------------------------------------
 
 
@@ -217,7 +220,10 @@ def test_long_functions_are_few_and_each_has_a_reason() -> None:
 
 
 def test_every_deployed_module_is_reached_from_a_role() -> None:
-    assert unreachable_modules(REPO) == set(), "only tests use these: delete or move them"
+    unwired = {m for m in unreachable_modules(REPO) if m.startswith(TEMPORARY_UNWIRED)}
+    assert unreachable_modules(REPO) - unwired == set(), "only tests use these: delete or move them"
+    wired = {p for p in TEMPORARY_UNWIRED if not any(m.startswith(p) for m in unwired)}
+    assert not wired, f"reached from a role now: delete {wired} from TEMPORARY_UNWIRED"
 
 
 def test_basic_auth_is_parsed_in_one_module() -> None:

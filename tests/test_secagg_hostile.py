@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.secagg import Harness
 from tests.test_secagg_protocol import assert_mean_right, harness
-from vfer.messages import from_json, sign_message
+from vfer.envelope import from_json, sign_message
 from vfer.secagg import GroupResult, SecAggError
 from vfer.secagg import identity as ident
 from vfer.secagg import primitives as p

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.secagg import Harness
-from vfer.messages import MAGIC, MessageError, from_json
+from vfer.envelope import MAGIC, MessageError, from_json
 from vfer.secagg import (
     GroupAbandoned,
     GroupResult,
@@ -210,7 +210,7 @@ def _kind(h: Harness, kind: str) -> list[bytes]:
 
 
 def _masked_inputs(h: Harness) -> dict[str, np.ndarray]:
-    from vfer.messages import unpack
+    from vfer.envelope import unpack
 
     out = {}
     for raw in _kind(h, "secagg_masked"):

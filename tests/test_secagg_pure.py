@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vfer import signing
+from vfer.envelope import MessageError, to_json
 from vfer.heads_spec import count_params, vfer_spec
-from vfer.messages import MessageError, to_json
 from vfer.secagg import SecAggError, SecAggParams, groups, masks, quantize, shamir, state
 from vfer.secagg import identity as ident
 from vfer.secagg import primitives as p

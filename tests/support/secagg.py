@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from vfer.messages import (
+from vfer.envelope import (
     MAGIC,
     MessageError,
     from_json,

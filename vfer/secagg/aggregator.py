@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vfer.messages import MAGIC, MAX_HEADER_BYTES, MessageError, _Message, from_json, unpack
+from vfer.envelope import MAGIC, MAX_HEADER_BYTES, Message, MessageError, from_json, unpack
 from vfer.secagg import groups as grp
 from vfer.secagg import primitives as p
 from vfer.secagg import quantize, unmask
@@ -44,7 +44,7 @@ from vfer.secagg.wire import (
 GroupResult = unmask.GroupResult
 
 #: kind -> (model, handler) of what nodes send (the masked input is a frame).
-_INBOUND: dict[str, tuple[type[_Message], str]] = {
+_INBOUND: dict[str, tuple[type[Message], str]] = {
     "secagg_keys": (AdvertiseKeys, "receive_keys"),
     "secagg_shares": (ShareKeys, "receive_shares"),
     "secagg_consistency": (ConsistencySig, "receive_consistency"),

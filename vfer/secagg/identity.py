@@ -22,7 +22,7 @@ from pydantic import AfterValidator, Field
 
 from vfer import signing
 from vfer.atomic import atomic_write_bytes, atomic_write_text
-from vfer.messages import MAX_ID, MessageError, _Signed, from_json, sign_message, verify_message
+from vfer.envelope import MAX_ID, MessageError, Signed, from_json, sign_message, verify_message
 from vfer.secagg import primitives as p
 from vfer.secagg.params import SecAggError
 from vfer.topics import check_node_id
@@ -35,7 +35,7 @@ Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 NodeId = Annotated[str, AfterValidator(check_node_id)]
 
 
-class Voucher(_Signed):
+class Voucher(Signed):
     """The fleet's signed statement: ``node_id`` holds the identity key ``identity_key``."""
 
     kind: Literal["voucher"] = "voucher"
@@ -43,7 +43,7 @@ class Voucher(_Signed):
     identity_key: B64Key = Field(description="base64 raw Ed25519 public key of the node")
 
 
-class Revocations(_Signed):
+class Revocations(Signed):
     """The identities revoked so far (fingerprints), signed; a higher ``serial`` replaces."""
 
     kind: Literal["revocations"] = "revocations"

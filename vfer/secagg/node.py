@@ -23,7 +23,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
-from vfer.messages import MessageError, sign_message
+from vfer.envelope import MessageError, sign_message
 from vfer.secagg import groups as grp
 from vfer.secagg import masks, quantize, shamir
 from vfer.secagg import primitives as p

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vfer.messages import MessageError
+from vfer.envelope import MessageError
 
 #: Largest vector a round may carry (2^27 values: 512 MB of uint32); v is 208,582.
 MAX_VECTOR = 1 << 27

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
-from vfer.messages import MAX_ID, MessageError, _Framed, _Message, _Signed, verify_message
+from vfer.envelope import MAX_ID, Framed, Message, MessageError, Signed, verify_message
 from vfer.secagg import primitives as p
 from vfer.secagg.identity import B64Key, Hex64, NodeId, Voucher, verify_voucher
 from vfer.secagg.params import MAX_GROUP, MAX_VECTOR, SecAggError, SecAggParams
@@ -50,7 +50,7 @@ class SecAggRound(BaseModel):
     group_seed_commitment: Hex64 = Field(description="commit_seed(round_id, seed)")
 
 
-class Join(_Signed):
+class Join(Signed):
     """Stage 0, node -> aggregator: the node takes part in this round (identity-signed)."""
 
     kind: Literal["secagg_join"] = "secagg_join"
@@ -59,7 +59,7 @@ class Join(_Signed):
     voucher: Voucher
 
 
-class GroupsMsg(_Signed):
+class GroupsMsg(Signed):
     """Stage 0, aggregator -> all: the revealed seed and the groups drawn with it."""
 
     kind: Literal["secagg_groups"] = "secagg_groups"
@@ -68,7 +68,7 @@ class GroupsMsg(_Signed):
     groups: list[Members] = Field(max_length=MAX_ID)
 
 
-class AdvertiseKeys(_Signed):
+class AdvertiseKeys(Signed):
     """Stage 1, node -> aggregator: two X25519 public keys for this round and group, and a
     commitment to the self-mask seed, signed by the identity key."""
 
@@ -83,7 +83,7 @@ class AdvertiseKeys(_Signed):
     seed_commitment: Hex64 = Field(description="digest of the self-mask seed")
 
 
-class KeysBroadcast(_Signed):
+class KeysBroadcast(Signed):
     """Stage 1, aggregator -> group: every accepted advertisement."""
 
     kind: Literal["secagg_key_list"] = "secagg_key_list"
@@ -102,7 +102,7 @@ class EncryptedShare(BaseModel):
     key_share_commitment: Hex64
 
 
-class ShareKeys(_Message):
+class ShareKeys(Message):
     """Stage 2, node -> aggregator: one sealed share pair for every other advertised member."""
 
     kind: Literal["secagg_shares"] = "secagg_shares"
@@ -114,7 +114,7 @@ class ShareKeys(_Message):
     own_key_share_commitment: Hex64
 
 
-class SharesForYou(_Signed):
+class SharesForYou(Signed):
     """Stage 2, aggregator -> one member: the sealed shares every sender made for it."""
 
     kind: Literal["secagg_your_shares"] = "secagg_your_shares"
@@ -126,7 +126,7 @@ class SharesForYou(_Signed):
     )
 
 
-class MaskedInputHeader(_Framed):
+class MaskedInputHeader(Framed):
     """Stage 3, node -> aggregator (a frame): the body is ``length`` little-endian uint32."""
 
     kind: Literal["secagg_masked"] = "secagg_masked"
@@ -137,7 +137,7 @@ class MaskedInputHeader(_Framed):
     modulus_bits: int = Field(ge=1, le=64)
 
 
-class SurvivorsMsg(_Signed):
+class SurvivorsMsg(Signed):
     """Stage 3, aggregator -> group: who uploaded a masked input (U3)."""
 
     kind: Literal["secagg_survivors"] = "secagg_survivors"
@@ -146,7 +146,7 @@ class SurvivorsMsg(_Signed):
     survivors: Members = Field(max_length=MAX_GROUP)
 
 
-class ConsistencySig(_Signed):
+class ConsistencySig(Signed):
     """Stage 4, node -> aggregator: the node's identity signature over the survivor list."""
 
     kind: Literal["secagg_consistency"] = "secagg_consistency"
@@ -157,7 +157,7 @@ class ConsistencySig(_Signed):
     survivors: Members = Field(max_length=MAX_GROUP)
 
 
-class UnmaskRequest(_Signed):
+class UnmaskRequest(Signed):
     """Stage 4, aggregator -> signers: the signed list, and which shares to reveal."""
 
     kind: Literal["secagg_unmask"] = "secagg_unmask"
@@ -169,7 +169,7 @@ class UnmaskRequest(_Signed):
     reveal_key_of: Members = Field(max_length=MAX_GROUP, description="lost after sharing")
 
 
-class UnmaskShares(_Message):
+class UnmaskShares(Message):
     """Stage 5, node -> aggregator: seed shares of survivors, key shares of the lost."""
 
     kind: Literal["secagg_revealed"] = "secagg_revealed"
