@@ -76,6 +76,58 @@ def _check(
             raise PrivacyError(f"visit {i}: labels must be in 0..{k - 1}")
 
 
+class _VisitModel:
+    """v in Keras with the two traced functions DP-SGD needs: one visit's mean cross-entropy and
+    its gradient (one trace each for any visit size and clip length)."""
+
+    def __init__(self, start: Mapping[str, np.ndarray], k: int, lr: float) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.model = build_vfer(k)
+        set_weights(self.model, start)
+        self.variables = self.model.trainable_variables
+        self.names = [v.path for v in self.variables]
+        self.optimizer = keras.optimizers.Adam(learning_rate=lr)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        model, variables = self.model, self.variables
+        signature = [
+            tf.TensorSpec([None, None, EMBEDDING_DIM], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+        ]
+
+        @tf.function(input_signature=signature)
+        def visit_loss(xb: Any, yb: Any) -> Any:
+            return loss_fn(yb, model(xb, training=False))
+
+        @tf.function(input_signature=signature)
+        def visit_grad(xb: Any, yb: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=False))
+            return tape.gradient(loss, variables)
+
+        self._loss, self._grad = visit_loss, visit_grad
+
+    def template(self) -> dict[str, np.ndarray]:
+        return {
+            n: np.zeros(v.shape, np.float32)
+            for n, v in zip(self.names, self.variables, strict=True)
+        }
+
+    def mean_loss(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> float:
+        total = sum(float(self._loss(x, y)) * len(y) for x, y in zip(xs, ys, strict=True))
+        return total / sum(len(y) for y in ys)
+
+    def gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        return {n: g.numpy() for n, g in zip(self.names, self._grad(x, y), strict=True)}
+
+    def apply(self, step: Mapping[str, np.ndarray]) -> None:
+        import tensorflow as tf
+
+        pairs = zip(self.names, self.variables, strict=True)
+        self.optimizer.apply_gradients([(tf.constant(step[n]), v) for n, v in pairs])
+
+
 def finetune_v_dp(
     start: Mapping[str, np.ndarray],
     visits: Sequence[Sequence[np.ndarray]],
@@ -89,63 +141,30 @@ def finetune_v_dp(
     """Fine-tune v from ``start`` with DP-SGD on ``visits`` (each a list of (frames, 1280) clips)
     and their pseudo ``labels`` (one list per visit), with the sampling rate, steps and noise of
     ``plan`` (:func:`vfer.privacy.accountant.plan_night` for ``len(visits)`` visits)."""
-    import keras
-    import tensorflow as tf
-
     k = num_classes_of(start, "v")
     _check(visits, labels, k)
     if plan.visits != len(visits):
         raise PrivacyError(f"the plan is for {plan.visits} visits, got {len(visits)}")
     xs = [pad_clips(v) for v in visits]
     ys = [np.asarray(y, np.int64) for y in labels]
-    model = build_vfer(k)
-    set_weights(model, start)
-    variables = model.trainable_variables
-    names = [v.path for v in variables]
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    signature = [
-        tf.TensorSpec([None, None, EMBEDDING_DIM], tf.float32),
-        tf.TensorSpec([None], tf.int64),
-    ]
-
-    @tf.function(input_signature=signature)
-    def visit_loss(xb: Any, yb: Any) -> Any:
-        return loss_fn(yb, model(xb, training=False))
-
-    @tf.function(input_signature=signature)
-    def visit_grad(xb: Any, yb: Any) -> Any:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=False))
-        return tape.gradient(loss, variables)
-
-    def mean_loss() -> float:
-        total = sum(float(visit_loss(x, y)) * len(y) for x, y in zip(xs, ys, strict=True))
-        return total / sum(len(y) for y in ys)
-
-    before = mean_loss()
+    v = _VisitModel(start, k, lr)
+    before = v.mean_loss(xs, ys)
     sampler = np.random.default_rng(None if seed is None else [seed, 0])
     noise_rng = np.random.default_rng(None if seed is None else [seed, 1])
-    template = {n: np.zeros(v.shape, np.float32) for n, v in zip(names, variables, strict=True)}
+    template = v.template()
     records = []
     t0 = time.perf_counter()
     for step in range(plan.steps):
         batch = np.flatnonzero(sampler.random(len(xs)) < plan.sampling_rate)
-        grads = [
-            {n: g.numpy() for n, g in zip(names, visit_grad(xs[i], ys[i]), strict=True)}
-            for i in batch
-        ]
         released = noisy_mean(
-            grads,
+            [v.gradient(xs[i], ys[i]) for i in batch],
             clip=plan.clip,
             noise_multiplier=plan.noise_multiplier,
             denominator=plan.batch_size,
             rng=noise_rng,
             template=template,
         )
-        optimizer.apply_gradients(
-            [(tf.constant(released.mean[n]), v) for n, v in zip(names, variables, strict=True)]
-        )
+        v.apply(released.mean)
         rec = StepRecord(
             step,
             len(batch),
@@ -158,5 +177,5 @@ def finetune_v_dp(
         if on_step is not None:
             on_step(rec)
     train_s = time.perf_counter() - t0
-    tuned = FineTuneResult(get_weights(model), before, mean_loss(), plan.steps, train_s)
+    tuned = FineTuneResult(get_weights(v.model), before, v.mean_loss(xs, ys), plan.steps, train_s)
     return DPFineTuneResult(tuned, plan, tuple(records))
