@@ -44,10 +44,14 @@ class PrivacyOptions(BaseModel):
         1.0, gt=0, le=1e3, description="L2 bound on one visit's gradient (DP-SGD's clip norm)"
     )
     window_nights: int = Field(
-        7, ge=1, le=366, description="the nights over which epsilon_window is composed"
+        30,
+        ge=1,
+        le=366,
+        description="the nights over which epsilon_window is composed; at least "
+        "retention.max_age_days, so that every night that can read a visit is counted",
     )
     epsilon_window: float = Field(
-        12.0,
+        15.0,
         gt=0,
         le=EPSILON_WINDOW_MAX,
         description="the most one visit may lose over window_nights nights together; when the "
