@@ -249,6 +249,7 @@ def gain_vs_epsilon(plt: Any, variants: dict[str, dict[str, Any]], key: str) -> 
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel(f"epsilon per night (delta {DELTA:g})")
     ax.set_ylabel("mean micro-F1 change (points, 95% CI)")
     ax.set_title(f"{key}: personalization gain against privacy")
