@@ -202,6 +202,12 @@ def train_cmd(
     help="personalization rules to compare on the same seeds, comma list of "
     "paper, balanced, l2sp (the first is the reference)",
 )
+@click.option(
+    "--privacy",
+    default=None,
+    help="also run each rule with DP-SGD at these epsilons per night, a comma list such as "
+    "1,3,8,off (off: the rule without DP); docs/privacy.md",
+)
 @_ifer_options
 @_models_options
 def experiment_cmd(
@@ -218,6 +224,7 @@ def experiment_cmd(
     rounds: int | None,
     seeds: int,
     variants: str,
+    privacy: str | None,
     ifer_corpus: str | None,
     ifer_root: Path | None,
     backbone: Path | None,
@@ -233,6 +240,13 @@ def experiment_cmd(
             f"{variants!r}: a comma list of distinct rules from {', '.join(VARIANTS)}",
             param_hint="--variants",
         )
+    if privacy is not None:
+        from training.experiments.privacy import parse_levels, variant_names
+
+        try:
+            rules = variant_names(rules, parse_levels(privacy))
+        except UserError as exc:
+            raise click.BadParameter(str(exc), param_hint="--privacy") from None
 
     setup_logging("INFO")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # finetune_v's retracing notices

@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from training.experiments import cross, fedavg, report, seeds, sweep, table1, within
+from training.experiments.privacy import split_variant
 from training.experiments.protocol import SubjectSplit, subject_splits
 from training.experiments.setup import VARIANTS, Context, ExperimentOptions, ExperimentProfile
 
@@ -68,7 +69,7 @@ def run_experiment(name: str, options: ExperimentOptions) -> dict[str, Any]:
     """Run one experiment (or ``all``), write the report under ``options.out`` and return it."""
     if name not in NAMES:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(NAMES)}")
-    unknown = [v for v in options.variants if v not in VARIANTS]
+    unknown = [v for v in options.variants if split_variant(v)[0] not in VARIANTS]
     if unknown or not options.variants:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     if not 1 <= options.seeds <= 100:

@@ -112,6 +112,7 @@ class Personalized:
     loss_before: float | None = None
     loss_after: float | None = None
     gate: GateVerdict | None = None  # the node's safety gate on the clips the fine-tune left out
+    privacy: dict[str, Any] | None = None  # DP-SGD's visits, z, epsilon (``--privacy`` runs)
 
 
 def personalize(
@@ -123,6 +124,24 @@ def personalize(
     k = data.adapt_probs.shape[1]
     if not data.adapt_clips:
         return Personalized(None, 0, [0] * k, None)
+    if profile.privacy_epsilon:
+        from training.experiments.privacy import personalize_private
+
+        dp = personalize_private(data.adapt_clips, data.adapt_probs, start, profile, seed)
+        if dp is None:
+            return Personalized(None, 0, [0] * k, None)
+        acc = float(np.mean(dp.labels == data.adapt_true[dp.indices]))
+        per_class = dp.per_class(k)
+        return Personalized(
+            dp.weights,
+            len(dp.indices),
+            per_class,
+            acc,
+            dp.loss_before,
+            dp.loss_after,
+            None,
+            dp.report,
+        )
     sel = select_clips(data.adapt_probs, profile.p, profile.p_threshold, profile.balance or None)
     per_class = [int(n) for n in sel.per_class]
     if sel.count == 0:
@@ -243,6 +262,7 @@ def run_personalization(
                 "macro_f1_change": sa["macro"]["f1"] - sb["macro"]["f1"],
                 "gate_passed": None if p.gate is None else p.gate.passed,
                 "gate_reasons": [] if p.gate is None else list(p.gate.reasons),
+                "privacy": p.privacy,
             }
         )
     y = np.concatenate(y_all) if y_all else np.zeros(0, np.int64)

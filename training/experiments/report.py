@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from training.experiments import privacy
 from vfer.atomic import atomic_write_text
 
 METRICS = ("precision", "recall", "f1")
@@ -75,6 +76,10 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
         fig = gain_vs_teacher(plt, rows, key)
         if fig is not None:
             save(fig, f"gain_vs_teacher_{key}.png")
+    for key in ("within", "cross", "fedavg"):
+        sec = report.get(key) or {}
+        if privacy.has_privacy(sec.get("variants")):
+            save(privacy.gain_vs_epsilon(plt, sec["variants"], key), f"gain_vs_epsilon_{key}.png")
     sweep = report.get("teacher-sweep")
     if sweep and sweep.get("points"):
         save(sweep_figure(plt, sweep["points"]), "teacher_sweep.png")
@@ -321,7 +326,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if "seeds" in meta:
-        return "\n".join(lines + _pooled(report)) + "\n"
+        return "\n".join(lines + _pooled(report) + privacy.markdown_lines(report)) + "\n"
     if "table1" in report:
         t = report["table1"]
         lines += [f"## Table 1: IFER (g), frame level, test split of `{t['corpus']}`", ""]
@@ -387,7 +392,7 @@ def markdown(report: dict[str, Any]) -> str:
                 "",
                 *_sweep(sw["points"]),
             ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + privacy.markdown_lines(report)) + "\n"
 
 
 def write(report: dict[str, Any], out: Path) -> None:

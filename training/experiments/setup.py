@@ -68,6 +68,8 @@ class ExperimentProfile:
     #: the options beside the paper's rule (:data:`VARIANTS`); 0 and 0.0 are the paper's
     balance: float = 0.0
     l2sp: float = 0.0
+    #: DP-SGD at this epsilon per night (``--privacy``, :mod:`.privacy`); 0.0: off, the paper's
+    privacy_epsilon: float = 0.0
 
 
 #: The personalization rules the experiments compare on the same seeds, splits and central model.
@@ -83,9 +85,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def variant_profile(profile: ExperimentProfile, name: str) -> ExperimentProfile:
-    if name not in VARIANTS:
+    """The profile of a rule, or of ``RULE+dpEPS``: that rule with DP-SGD at EPS per night."""
+    from training.experiments.privacy import split_variant
+
+    rule, epsilon = split_variant(name)
+    if rule not in VARIANTS:
         raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-    return replace(profile, **VARIANTS[name])
+    return replace(profile, **VARIANTS[rule], privacy_epsilon=epsilon)
 
 
 PROFILES = {
