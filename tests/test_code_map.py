@@ -70,7 +70,7 @@ TEMPORARY_LONG_FUNCTIONS = {
 TEMPORARY_EXTRA_BASIC_AUTH = 1
 #: Shared packages built and tested this wave whose wiring into the roles lands next (secure
 #: aggregation, differential privacy): the test names any that is wired already.
-TEMPORARY_UNWIRED = ("vfer.secagg",)
+TEMPORARY_UNWIRED = ("vfer.secagg", "vfer.privacy")
 # lead: end of the temporary lists ------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from vfer.heads import build_vfer, get_weights, num_classes_of, set_weights
 from vfer.heads_spec import EMBEDDING_DIM
 from vfer.personalize import FineTuneResult, pad_clips
 from vfer.privacy.accountant import NightPlan
-from vfer.privacy.mechanism import noisy_mean
+from vfer.privacy.mechanism import NoisyMean, noisy_mean
 from vfer.privacy.options import PrivacyError
 
 
@@ -43,6 +43,17 @@ class StepRecord:
     norms_after: np.ndarray  # and after
     noise_std: float  # z * clip, on each coordinate of the gradient sum
     noise_sample_std: float  # the std of the noise actually drawn this step
+
+    @classmethod
+    def of(cls, step: int, visits: int, released: NoisyMean) -> StepRecord:
+        return cls(
+            step,
+            visits,
+            released.norms_before,
+            released.norms_after,
+            released.noise_std,
+            released.noise_sample_std,
+        )
 
 
 @dataclass(frozen=True)
@@ -165,14 +176,7 @@ def finetune_v_dp(
             template=template,
         )
         v.apply(released.mean)
-        rec = StepRecord(
-            step,
-            len(batch),
-            released.norms_before,
-            released.norms_after,
-            released.noise_std,
-            released.noise_sample_std,
-        )
+        rec = StepRecord.of(step, len(batch), released)
         records.append(rec)
         if on_step is not None:
             on_step(rec)
