@@ -109,7 +109,8 @@ def preprocess_cmd(
 @click.option(
     "--teacher",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="external FER model to carry in the bundle as the teacher (README: 'The teacher')",
+    help="real-face expression model to carry in the bundle as the teacher, recognised by "
+    "its shapes (README: 'The teacher')",
 )
 @_ifer_options
 @_models_options
@@ -138,8 +139,6 @@ def train_cmd(
     setup_logging("INFO")
     names = _classes(corpus, classes)
     if teacher is not None:
-        if not teacher.is_file():
-            raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
         try:
             check_teacher(teacher, names)
         except BundleError as exc:
@@ -344,7 +343,7 @@ def london_manifest_cmd(faces: Path, out: Path) -> None:
     "--teacher",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="external FER model (README: 'The teacher')",
+    help="real-face expression model, recognised by its shapes (README: 'The teacher')",
 )
 @click.option("--videos", type=_path, required=True, help="folder of unlabelled videos/photos")
 @click.option("--cache", type=_path, required=True, help="embedding cache folder")
@@ -382,8 +381,6 @@ def distill_cmd(
 
     setup_logging("INFO")
     names = _classes("manifest", classes)
-    if not teacher.is_file():
-        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
     try:
         check_teacher(teacher, names)
     except BundleError as exc:
