@@ -12,6 +12,7 @@ import click
 
 from vfer.classes import parse_classes
 from vfer.cli import UserError, setup_logging
+from vfer.metrics import macro_f1_text
 
 CORPUS_CHOICES = ("synthetic", "crema-d", "msp-improv", "affectnet", "manifest")
 #: g's own corpus (the paper: AffectNet); "same": v's corpus
@@ -300,7 +301,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             continue
         if key == "table1":
             lines.append(
-                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f}), "
+                f"table1: IFER {macro_f1_text(sec)} (chance {sec['chance_macro_f1']:.3f}), "
                 f"linear probe {sec['probe']['macro']['f1']:.3f}; accuracy g "
                 f"{sec['accuracy']:.3f}, probe {sec['probe']['accuracy']:.3f}"
             )
@@ -313,7 +314,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             if t.get("accuracy") is not None:
                 lines.append(
                     f"{key}: teacher g on the personalized people: accuracy {t['accuracy']:.3f}, "
-                    f"macro-F1 {t['macro_f1']:.3f} ({t['clips']} clips)"
+                    f"{macro_f1_text(t)} ({t['clips']} clips)"
                 )
     return lines
 
