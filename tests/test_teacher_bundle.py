@@ -167,3 +167,23 @@ def test_export_bundle_recognises_the_kind_and_refuses_anything_else(
     assert absent.returncode != 0 and "no such file" in absent.stderr
     assert "f0d7093aff10e2638c734c5f18a6a7eabd2b9239b20bdb9b8090865a6f69a1ed" in absent.stderr
     assert not (tmp_path / "bad").exists() and not (tmp_path / "none").exists()
+
+
+def test_edge_evaluate_scores_the_aligned_teacher_on_the_london_set(
+    taught: Bundle, tmp_path: Path
+) -> None:
+    """Issue 22's bar for the display: neutral recall >= .92, happiness >= .85 (measured .97, .86)."""
+    from edge_node.evaluate import evaluate
+    from training.corpora.london import write_london_manifest
+
+    manifest = tmp_path / "london.csv"
+    assert write_london_manifest(require(paths.LONDON / "faces.csv"), manifest) == 204
+    report = evaluate(taught.path, manifest, require(paths.FACE_MODEL))
+    assert report["meta"]["rows"]["used"] == 204
+    shown = report["display"]
+    assert shown["choice"] == "teacher"
+    recall = {c: shown["per_class"][c]["recall"] for c in ("neutral", "happiness")}
+    print(f"display recall on London: {recall}")
+    assert recall["neutral"] >= 0.92 and recall["happiness"] >= 0.85
+    assert shown["macro_present"]["classes"] == 2  # nobody is sad or angry in the London set
+    assert shown["macro_present"]["f1"] == pytest.approx(2 * shown["macro"]["f1"])  # 2 of 4 count

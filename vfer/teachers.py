@@ -194,8 +194,12 @@ def mobilefacenet_input(frame: np.ndarray, keypoints: Sequence[tuple[float, floa
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"need an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
-    face = align(frame, blazeface_landmarks(keypoints), BLAZEFACE_TEMPLATE)
-    x = face.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+    return mobilefacenet_blob(align(frame, blazeface_landmarks(keypoints), BLAZEFACE_TEMPLATE))
+
+
+def mobilefacenet_blob(aligned: np.ndarray) -> np.ndarray:
+    """An aligned 112x112 RGB uint8 face as the model's [1, 3, 112, 112] float32 input."""
+    x = aligned.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
 
 
