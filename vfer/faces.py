@@ -8,7 +8,8 @@ Two runtimes run the same model file with the same result (``tests/test_blazefac
 faces on every frame of the real videos, boxes within a pixel): ``litert`` (the default,
 :mod:`vfer.blazeface`), on the LiteRT interpreter the node already holds for f, and
 ``mediapipe``, the Tasks ``FaceDetector``, which maps ``libmediapipe.so`` (38-73 MB resident) into
-the process for it.
+the process for it. Both give each face's 6 keypoints (:data:`vfer.blazeface.KEYPOINTS`) in frame
+pixels (:class:`Face`, ``FaceCrop.keypoints``), what the aligned teacher is aligned by.
 """
 
 from __future__ import annotations
