@@ -10,6 +10,7 @@ import click
 
 from edge_node.display import DEFAULT_DISPLAY, DISPLAYS, Display
 from vfer.cli import UserError
+from vfer.metrics import macro_f1_text
 
 _PATH = click.Path(path_type=Path)
 MODELS = ("g", "v", "teacher", "ensemble", "display")
@@ -68,6 +69,5 @@ def _print(report: dict[str, Any]) -> None:
             recall = ", ".join(f"{c} {r['recall']:.2f}" for c, r in s["per_class"].items())
             extra = f" ({s['choice']})" if key == "display" else ""
             click.echo(
-                f"{key}{extra}: accuracy {s['accuracy']:.3f}, macro-F1 {s['macro']['f1']:.3f}; "
-                f"recall {recall}"
+                f"{key}{extra}: accuracy {s['accuracy']:.3f}, {macro_f1_text(s)}; recall {recall}"
             )

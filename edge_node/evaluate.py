@@ -110,7 +110,7 @@ class NodeModels:
             g_rows.append(self.g.predict_frame(e))
             v_probs = self.v.step(e)
             if self.teacher is not None:
-                t_rows.append(self.teacher.predict_crop(face.image))
+                t_rows.append(self.teacher.predict_face(rgb, face))
         if not g_rows:
             return None
         out = {"g": np.mean(g_rows, axis=0), "v": cast(np.ndarray, v_probs).copy()}

@@ -1,4 +1,4 @@
-"""Issue 15, item 2: detect every N frames and follow the box in between.
+"""Issue 15, item 2: detect every N frames and follow the box in between (keypoints with it).
 
 The follower against a known shift (the oracle), then the real detector on the real videos: the
 followed boxes against detection on every frame (IoU), g's per-frame predictions (agreement), and
@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import require
 from tests.support import paths
@@ -20,7 +22,7 @@ from tests.support.tracking import frames, iou
 from vfer.backbone import Backbone
 from vfer.faces import FaceCropper
 from vfer.runtime import IferHead
-from vfer.tracking import BoxFollower
+from vfer.tracking import BoxFollower, move_keypoints
 
 
 def textured(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
@@ -124,3 +126,59 @@ def test_clip_boundaries_are_those_of_detection_on_every_frame(
     assert got[0] == got[1]
     if video == "face_noface.mov":
         assert got[0][1][0][:2] == (72, 1.0)
+
+
+@given(
+    st.tuples(
+        st.integers(-50, 600), st.integers(-50, 400), st.integers(8, 300), st.integers(8, 300)
+    ),
+    st.tuples(
+        st.integers(-50, 600), st.integers(-50, 400), st.integers(8, 300), st.integers(8, 300)
+    ),
+    st.lists(st.tuples(st.floats(-100, 900), st.floats(-100, 700)), min_size=1, max_size=6),
+)
+def test_keypoints_keep_their_place_in_the_box(
+    before: tuple[int, int, int, int],
+    after: tuple[int, int, int, int],
+    points: list[tuple[float, float]],
+) -> None:
+    moved = move_keypoints(points, before, after)
+    np.testing.assert_allclose(move_keypoints(points, before, before), points, atol=1e-9)
+    back = move_keypoints(moved, after, before)
+    np.testing.assert_allclose(back, points, atol=1e-6)
+    bx, by, bw, bh = before
+    ax, ay, aw, ah = after
+    for (x, y), (mx, my) in zip(points, moved, strict=True):  # same relative place
+        assert (mx - ax) / aw == pytest.approx((x - bx) / bw, abs=1e-9)
+        assert (my - ay) / ah == pytest.approx((y - by) / bh, abs=1e-9)
+    with pytest.raises(ValueError):
+        move_keypoints(points, (0, 0, 0, 10), after)
+
+
+@pytest.mark.slow
+def test_followed_faces_carry_their_keypoints_with_the_box() -> None:
+    """Between detections the keypoints move with the followed box, and stay near the detector's."""
+    model = require(paths.FACE_MODEL)
+    followed = 0
+    errors = []
+    with (
+        FaceCropper.from_path(model) as every,
+        FaceCropper.from_path(model, detect_every=4) as tracked,
+    ):
+        for rgb in frames(require(paths.VIDEO / "WolfgangLanger_Pexels.mp4")):
+            a, b = every.crop(rgb), tracked.crop(rgb)
+            if a is None or b is None:
+                continue
+            assert len(b.keypoints) == 6
+            if not b.followed:
+                anchor = b
+                assert b.keypoints == a.keypoints  # detected: the detector's own
+                continue
+            followed += 1
+            dx, dy = b.box.x - anchor.box.x, b.box.y - anchor.box.y
+            shifted = np.add(anchor.keypoints, (dx, dy))
+            np.testing.assert_allclose(b.keypoints, shifted, atol=1e-6)
+            errors.append(np.abs(np.subtract(b.keypoints, a.keypoints)).max() / a.box.width)
+    assert followed > 200
+    print(f"followed keypoints vs detected: median {np.median(errors):.3f} of the box width")
+    assert np.median(errors) < 0.1  # a followed eye stays on the eye

@@ -124,7 +124,8 @@ _file = click.Path(path_type=Path, dir_okay=False)
 @click.option(
     "--teacher",
     type=_file,
-    help="external FER model to carry as the teacher (fer's emotion_model_quantized.tflite)",
+    help="real-face expression model to carry as the teacher, recognised by its shapes "
+    "(README: 'The teacher')",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True, help="initializer seed")
@@ -141,8 +142,6 @@ def export_bundle_cmd(
     """Build a bundle: untrained heads, or a trained bundle's heads (--from-bundle), plus a teacher."""
     from vfer.bundle import Bundle, BundleError, write_bundle
 
-    if teacher is not None and not teacher.is_file():
-        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
     if source is not None:
         if classes or backbone_path:
             raise UserError("--from-bundle takes classes and backbone from that bundle")
@@ -166,9 +165,8 @@ def export_bundle_cmd(
             raise UserError(str(exc)) from None
     else:
         bundle = _untrained(classes, backbone_path, teacher, out, seed, force)
-    extra = (
-        f"; teacher {bundle.manifest.files['teacher.tflite'][:12]}" if bundle.has_teacher else ""
-    )
+    info = bundle.manifest.teacher
+    extra = f"; teacher {info.kind} {bundle.manifest.files[info.file][:12]}" if info else ""
     click.echo(
         f"wrote {bundle.path} (K={bundle.num_classes}: {', '.join(bundle.classes)}; "
         f"id {bundle.bundle_id[:12]}{extra})"

@@ -12,6 +12,7 @@ import click
 
 from vfer.classes import parse_classes
 from vfer.cli import UserError, setup_logging
+from vfer.metrics import macro_f1_text
 
 CORPUS_CHOICES = ("synthetic", "crema-d", "msp-improv", "affectnet", "manifest")
 #: g's own corpus (the paper: AffectNet); "same": v's corpus
@@ -109,7 +110,8 @@ def preprocess_cmd(
 @click.option(
     "--teacher",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="external FER model to carry in the bundle as the teacher (README: 'The teacher')",
+    help="real-face expression model to carry in the bundle as the teacher, recognised by "
+    "its shapes (README: 'The teacher')",
 )
 @_ifer_options
 @_models_options
@@ -138,8 +140,6 @@ def train_cmd(
     setup_logging("INFO")
     names = _classes(corpus, classes)
     if teacher is not None:
-        if not teacher.is_file():
-            raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
         try:
             check_teacher(teacher, names)
         except BundleError as exc:
@@ -315,7 +315,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             continue
         if key == "table1":
             lines.append(
-                f"table1: IFER macro-F1 {sec['macro']['f1']:.3f} (chance {sec['chance_macro_f1']:.3f}), "
+                f"table1: IFER {macro_f1_text(sec)} (chance {sec['chance_macro_f1']:.3f}), "
                 f"linear probe {sec['probe']['macro']['f1']:.3f}; accuracy g "
                 f"{sec['accuracy']:.3f}, probe {sec['probe']['accuracy']:.3f}"
             )
@@ -328,7 +328,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             if t.get("accuracy") is not None:
                 lines.append(
                     f"{key}: teacher g on the personalized people: accuracy {t['accuracy']:.3f}, "
-                    f"macro-F1 {t['macro_f1']:.3f} ({t['clips']} clips)"
+                    f"{macro_f1_text(t)} ({t['clips']} clips)"
                 )
     return lines
 
@@ -358,7 +358,7 @@ def london_manifest_cmd(faces: Path, out: Path) -> None:
     "--teacher",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="external FER model (README: 'The teacher')",
+    help="real-face expression model, recognised by its shapes (README: 'The teacher')",
 )
 @click.option("--videos", type=_path, required=True, help="folder of unlabelled videos/photos")
 @click.option("--cache", type=_path, required=True, help="embedding cache folder")
@@ -396,8 +396,6 @@ def distill_cmd(
 
     setup_logging("INFO")
     names = _classes("manifest", classes)
-    if not teacher.is_file():
-        raise UserError(f"{teacher}: no such teacher file (README: 'The teacher')")
     try:
         check_teacher(teacher, names)
     except BundleError as exc:

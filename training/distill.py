@@ -1,7 +1,8 @@
 """``python -m training distill``: g and v from *unlabelled* face videos or photos, taught by a teacher.
 
 Every source under ``--videos`` (video files, still images, or folders of frames) runs through the
-node's face cropper and the external teacher (:mod:`vfer.teacher`) frame by frame; the clip's
+node's face cropper and the external teacher (:mod:`vfer.teachers`: either kind, through its own
+preprocessing, ``predict_face``) frame by frame; the clip's
 label is Eq. 1: the argmax of the mean of the teacher's frame probabilities, kept when that mean
 reaches ``p_threshold`` (the paper's 0.5). g and v are then trained on the kept sources exactly as
 ``train`` does (:func:`training.train.train_central`), and the bundle carries the teacher.
@@ -12,6 +13,7 @@ subject in five is held out as dev. Sources without a face or below the threshol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,12 +70,15 @@ def label_sources(
 ) -> Labelled:
     """The teacher's Eq. 1 label for every source under ``root``, as a corpus (split train)."""
     from vfer.faces import FaceCropper
-    from vfer.teacher import Teacher
+    from vfer.teachers import open_teacher
 
     counts: Counter[str] = Counter()
     records: list[Record] = []
     probs: dict[str, list[float]] = {}
-    with FaceCropper.from_path(face_model) as cropper, Teacher.from_path(teacher, classes) as t:
+    with (
+        FaceCropper.from_path(face_model) as cropper,
+        contextlib.closing(open_teacher(teacher, classes)) as t,
+    ):
         for src in sources(root):
             cropper.reset()
             rows = []
@@ -83,7 +88,7 @@ def label_sources(
                         break
                     face = cropper.crop(rgb)
                     if face is not None:
-                        rows.append(t.predict_crop(face.image))
+                        rows.append(t.predict_face(rgb, face))
             except (OSError, VideoError) as exc:
                 log.warning("%s: cannot be read, left out: %s", src, exc)
                 counts["unreadable"] += 1

@@ -16,16 +16,17 @@ configures it (mediapipe/tasks/cc/vision/face_detector/face_detector_graph.cc):
 3. **Decoding.** Each of the 896 rows is (x, y, w, h, 6 keypoints) relative to its anchor in
    units of 1/128; the score is the sigmoid of the logit clipped to +-100, and rows under
    ``min_confidence`` are dropped.
-4. **Weighted non-maximum suppression** (IoU over 0.3): highest score first, each kept box is
-   the score-weighted mean of the boxes that overlap it, its score the highest one's.
+4. **Weighted non-maximum suppression** (IoU over 0.3): highest score first, each kept box (and
+   its keypoints) is the score-weighted mean of the boxes that overlap it, its score the highest
+   one's.
 5. **Projection** from the padded square back to frame pixels. Every face is returned, best
-   first, as MediaPipe's Python API does.
+   first, as MediaPipe's Python API does, with its 6 keypoints (:data:`KEYPOINTS`).
 
 ``tests/test_blazeface.py`` holds this to MediaPipe's own output on all 1,187 frames of the real
 videos and CREMA-D clips: the same faces on the same frames, 92% of boxes identical and the rest a
-pixel off, scores within 0.011 (1e-4 on average). On 128x128 frames, where no resampling happens,
-the scores agree to 1e-7: the model runs the same, only the two OpenCV builds' bilinear rounding
-differs.
+pixel off, scores within 0.011 (1e-4 on average), keypoints within 2.3 px (median 1e-4 px). On
+128x128 frames, where no resampling happens, the scores agree to 1e-7 and the keypoints to 1e-4 px:
+the model runs the same, only the two OpenCV builds' bilinear rounding differs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from vfer.litert import load_interpreter
 INPUT_PX = 128
 NUM_ANCHORS = 896
 NUM_COORDS = 16  # box (4) + 6 keypoints (x, y)
+#: the keypoints in the model's order, as MediaPipe's ``FaceKeypoint`` names them; "right" is the
+#: person's right, on the image's left for a face looking at the camera
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+#: (x, y) in frame pixels, one per :data:`KEYPOINTS` entry
+Keypoints = tuple[tuple[float, float], ...]
 SCORE_CLIP = 100.0
 SUPPRESSION_IOU = 0.3  # the Tasks API's default min_suppression_threshold
 
@@ -62,13 +68,17 @@ def anchors() -> np.ndarray:
 
 @dataclass(frozen=True)
 class Detection:
-    """One face: box (x, y, width, height) in frame pixels, as MediaPipe rounds them, and score."""
+    """One face: box (x, y, width, height) in frame pixels, as MediaPipe rounds them, and score.
+
+    ``keypoints``: the 6 points of :data:`KEYPOINTS` in frame pixels (not rounded).
+    """
 
     x: int
     y: int
     width: int
     height: int
     score: float
+    keypoints: Keypoints = ()
 
 
 def letterbox_matrix(width: int, height: int) -> np.ndarray:
@@ -103,18 +113,31 @@ def decode(
     regressors: np.ndarray, logits: np.ndarray, min_confidence: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (n, 4: xmin, ymin, xmax, ymax in [0, 1] of the input) and scores over the threshold."""
+    rows, scores = decode_rows(regressors, logits, min_confidence)
+    return rows[:, :4], scores
+
+
+def decode_rows(
+    regressors: np.ndarray, logits: np.ndarray, min_confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows over the threshold and their scores.
+
+    Each row (n, 16) is the box (xmin, ymin, xmax, ymax) then the 6 keypoints (x, y), all in
+    [0, 1] of the input.
+    """
     raw = np.asarray(regressors, np.float32).reshape(NUM_ANCHORS, NUM_COORDS)
     logit = np.clip(np.asarray(logits, np.float64).reshape(NUM_ANCHORS), -SCORE_CLIP, SCORE_CLIP)
     score = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
     keep = score >= min_confidence
     if not keep.any():
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, NUM_COORDS), np.float32), np.zeros(0, np.float32)
     raw, score, centre = raw[keep], score[keep], anchors()[keep]
     xc = raw[:, 0] / INPUT_PX + centre[:, 0]
     yc = raw[:, 1] / INPUT_PX + centre[:, 1]
     w, h = raw[:, 2] / INPUT_PX, raw[:, 3] / INPUT_PX
+    points = raw[:, 4:].reshape(-1, 6, 2) / INPUT_PX + centre[:, np.newaxis, :]
     boxes = np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
-    return boxes, score
+    return np.concatenate([boxes, points.reshape(-1, 12)], axis=1), score
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -131,7 +154,11 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 def weighted_nms(
     boxes: np.ndarray, scores: np.ndarray, iou: float = SUPPRESSION_IOU
 ) -> list[tuple[np.ndarray, float]]:
-    """Highest score first; each output box is the score-weighted mean of those overlapping it."""
+    """Highest score first; each output row is the score-weighted mean of those overlapping it.
+
+    Overlap is the IoU of the rows' first 4 columns (the box); the mean is over every column, so
+    keypoints after the box are merged as MediaPipe merges them.
+    """
     order = np.argsort(-scores, kind="stable")
     boxes, scores = boxes[order], scores[order]
     out: list[tuple[np.ndarray, float]] = []
@@ -178,17 +205,18 @@ class BlazeFace:
         h, w = rgb.shape[:2]
         self._interp.set_tensor(self._input, to_tensor(rgb))
         self._interp.invoke()
-        boxes, scores = decode(
+        rows, scores = decode_rows(
             self._interp.get_tensor(self._regressors),
             self._interp.get_tensor(self._logits),
             self.min_confidence,
         )
         faces = []
         inverse = cv2.invertAffineTransform(letterbox_matrix(w, h))
-        for box, score in weighted_nms(boxes, scores):
-            corners = np.array([[box[0], box[1]], [box[2], box[3]]], np.float64) * INPUT_PX
-            (x0, y0), (x1, y1) = corners @ inverse[:, :2].T + inverse[:, 2]
-            faces.append(Detection(*_pixels(x0, y0, x1, y1), score))
+        for row, score in weighted_nms(rows, scores):
+            points = np.asarray(row, np.float64).reshape(-1, 2) * INPUT_PX  # 2 corners, 6 keypoints
+            (x0, y0), (x1, y1), *kps = points @ inverse[:, :2].T + inverse[:, 2]
+            keypoints = tuple((float(x), float(y)) for x, y in kps)
+            faces.append(Detection(*_pixels(x0, y0, x1, y1), score, keypoints))
         return faces
 
 

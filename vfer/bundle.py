@@ -10,9 +10,11 @@
       vfer_step.tflite       v's streaming step (embedding, h, c -> probs, h_out, c_out)
       vfer_head.safetensors  v's weights, all of them, for on-device fine-tuning
       ifer_head.safetensors  g's weights
-      teacher.tflite         optional: an external real-face FER model (vfer.teacher), mapped
-                             onto the bundle's classes; its sha256 is in ``files`` like the rest
-                             and ``teacher`` says which class each of its outputs is
+      teacher.tflite         optional: an external real-face FER model, mapped onto the
+      (or teacher.onnx)      bundle's classes; its sha256 is in ``files`` like the rest and
+                             ``teacher`` says which kind it is (vfer.teachers: recognised by its
+                             shapes when the bundle was written, checked again on every load)
+                             and which class each of its outputs is
 
 Loading verifies every hash and that K agrees across the manifest, the class list, both heads and
 v's weights; any mismatch is a :class:`BundleError` that says which file and what differs.
@@ -29,7 +31,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,9 +50,11 @@ VFER_STEP = "vfer_step.tflite"
 VFER_WEIGHTS = "vfer_head.safetensors"
 IFER_WEIGHTS = "ifer_head.safetensors"
 TEACHER = "teacher.tflite"
+TEACHER_ONNX = "teacher.onnx"
+TEACHER_FILES = (TEACHER, TEACHER_ONNX)  # vfer.teachers.KINDS' file names
 REQUIRED = (BACKBONE, IFER_TFLITE, VFER_STEP, VFER_WEIGHTS, IFER_WEIGHTS)
 #: the files a derived bundle (a new v) takes over unchanged from its parent
-CARRIED = (BACKBONE, IFER_TFLITE, IFER_WEIGHTS, TEACHER)
+CARRIED = (BACKBONE, IFER_TFLITE, IFER_WEIGHTS, *TEACHER_FILES)
 
 
 class BundleError(ValueError):
@@ -62,7 +66,14 @@ class TeacherInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: str = Field(TEACHER, description="file name in the bundle")
+    file: Literal["teacher.tflite", "teacher.onnx"] = Field(
+        "teacher.tflite", description="file name in the bundle"
+    )
+    kind: Literal["fer2013", "mobilefacenet"] | None = Field(
+        None,
+        description="which model it is (vfer.teachers.KINDS), recognised by its input and "
+        "output shapes; absent in bundles written before kinds (then read as today's TFLite)",
+    )
     source_classes: list[str] = Field(
         min_length=2, max_length=64, description="the model's outputs, in its order"
     )
@@ -121,15 +132,17 @@ class Bundle:
         return self.manifest.teacher is not None
 
     def teacher(self, num_threads: int = 1) -> Any:
-        """The external teacher as a :class:`vfer.teacher.Teacher` over this bundle's classes."""
-        from vfer.teacher import Teacher
+        """The external teacher over this bundle's classes (a :class:`vfer.teachers.TeacherModel`:
+        ``predict_face(frame, face)``; the FER2013 one is a :class:`vfer.teacher.Teacher`)."""
+        from vfer.teachers import open_teacher
 
         info = self.manifest.teacher
         if info is None:
             raise BundleError(f"{self.path}: this bundle has no teacher")
-        return Teacher.from_path(
+        return open_teacher(
             self.file(info.file),
             self.classes,
+            kind=info.kind,
             source_classes=info.source_classes,
             center_fraction=info.center_fraction,
             num_threads=num_threads,
@@ -269,7 +282,7 @@ def write_bundle(
     }
     if teacher is not None:
         teacher_info = check_teacher(teacher, classes, teacher_info)
-        files[TEACHER] = Path(teacher)
+        files[teacher_info.file] = Path(teacher)
     return write_files(
         out,
         files,
@@ -287,13 +300,28 @@ def write_bundle(
 def check_teacher(
     path: str | os.PathLike[str], classes: tuple[str, ...], info: TeacherInfo | None = None
 ) -> TeacherInfo:
-    """Load the teacher once against ``classes``; a misfit is a BundleError saying why."""
-    from vfer.teacher import FER2013_CLASSES, Teacher
+    """Recognise the teacher's kind by its shapes and load it once against ``classes``.
 
-    info = info or TeacherInfo(source_classes=list(FER2013_CLASSES), origin=Path(path).name)
+    Returns what the manifest records (kind, file name, output classes); a missing file, a model
+    of no known kind or one that cannot label ``classes`` is a BundleError saying what was
+    expected.
+    """
+    from vfer.teachers import TeacherFileError, identify, open_teacher
+
     try:
-        Teacher.from_path(
-            path, classes, source_classes=info.source_classes, center_fraction=info.center_fraction
+        kind = identify(path)
+    except TeacherFileError as exc:
+        raise BundleError(f"teacher {exc}") from None
+    if info is None:
+        info = TeacherInfo(source_classes=list(kind.source_classes), origin=Path(path).name)
+    info = info.model_copy(update={"kind": kind.name, "file": kind.file})
+    try:
+        open_teacher(
+            path,
+            classes,
+            kind=info.kind,
+            source_classes=info.source_classes,
+            center_fraction=info.center_fraction,
         ).close()
     except (ValueError, OSError) as exc:
         raise BundleError(f"teacher {path}: {exc}") from None
@@ -315,10 +343,14 @@ def write_files(
 ) -> Bundle:
     """Write ``files`` (bytes, or paths to copy) plus a manifest into a new folder, atomically.
 
-    ``teacher`` describes ``files[TEACHER]``; a teacher file without it is refused.
+    ``teacher`` describes ``files[teacher.file]``; a teacher file without it is refused.
     """
-    if (TEACHER in files) != (teacher is not None):
-        raise BundleError(f"{TEACHER} and its teacher description go together")
+    present = [name for name in TEACHER_FILES if name in files]
+    if present != ([teacher.file] if teacher is not None else []):
+        raise BundleError(
+            f"a teacher file ({', '.join(present) or 'none'}) and its teacher description "
+            f"({teacher.file if teacher is not None else 'none'}) go together"
+        )
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise BundleError(f"{target} exists and is not empty (choose another --out or remove it)")

@@ -8,7 +8,8 @@ Two runtimes run the same model file with the same result (``tests/test_blazefac
 faces on every frame of the real videos, boxes within a pixel): ``litert`` (the default,
 :mod:`vfer.blazeface`), on the LiteRT interpreter the node already holds for f, and
 ``mediapipe``, the Tasks ``FaceDetector``, which maps ``libmediapipe.so`` (38-73 MB resident) into
-the process for it.
+the process for it. Both give each face's 6 keypoints (:data:`vfer.blazeface.KEYPOINTS`) in frame
+pixels (:class:`Face`, ``FaceCrop.keypoints``), what the aligned teacher is aligned by.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from vfer.blazeface import BlazeFace
-from vfer.tracking import BoxFollower
+from vfer.blazeface import BlazeFace, Keypoints
+from vfer.tracking import BoxFollower, move_keypoints
 
 CROP_SIZE = 224
 #: Where MediaPipe publishes the model (README: how a user gets it).
@@ -98,11 +99,23 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Face:
+    """One detected face: box, score and the 6 keypoints (vfer.blazeface.KEYPOINTS, frame px)."""
+
+    box: Box
+    score: float
+    keypoints: Keypoints
+
+
+@dataclass(frozen=True)
 class FaceCrop:
     image: np.ndarray  # (224, 224, 3) uint8 RGB
     box: Box  # the face box (detected, or followed from the last detection)
     score: float  # the detector's score (of the last detection when followed)
     followed: bool = False  # True: found by following the box, not by the detector
+    #: the 6 keypoints (vfer.blazeface.KEYPOINTS) in pixels of the frame, moved with the box
+    #: when followed; what the aligned teacher (vfer.align) is aligned by
+    keypoints: Keypoints = ()
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,7 @@ class FaceCropper:
         self._last_center: tuple[float, float] | None = None
         self._follower = BoxFollower(min_score=options.follow_min_score)
         self._followed = 0  # frames followed since the last detection
-        self._anchor: tuple[Box, float, int, int] | None = None  # box, score, offset x, y
+        self._anchor: tuple[Face, int, int] | None = None  # detected face, offset x, y
         self.detections = 0  # detector runs (the benchmark counts them)
 
     @classmethod
@@ -199,6 +212,10 @@ class FaceCropper:
 
     def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         """Every face in an RGB uint8 frame, as (box, score)."""
+        return [(f.box, f.score) for f in self.detect_faces(rgb)]
+
+    def detect_faces(self, rgb: np.ndarray) -> list[Face]:
+        """Every face in an RGB uint8 frame, best first, with its keypoints in frame pixels."""
         if self._detector is None and self._blazeface is None:
             raise ValueError("this FaceCropper is closed")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -208,16 +225,20 @@ class FaceCropper:
         self.detections += 1
         if self._blazeface is not None:
             return [
-                (Box(d.x, d.y, d.width, d.height), d.score) for d in self._blazeface.detect(rgb)
+                Face(Box(d.x, d.y, d.width, d.height), d.score, d.keypoints)
+                for d in self._blazeface.detect(rgb)
             ]
         mp = sys.modules["mediapipe"]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._detector.detect(image)
+        h, w = rgb.shape[:2]
         faces = []
         for det in result.detections:
             bb = det.bounding_box
             score = float(det.categories[0].score) if det.categories else 0.0
-            faces.append((Box(bb.origin_x, bb.origin_y, bb.width, bb.height), score))
+            # MediaPipe gives keypoints normalized to the frame: to pixels, as the LiteRT path
+            kps = tuple((float(k.x) * w, float(k.y) * h) for k in det.keypoints or ())
+            faces.append(Face(Box(bb.origin_x, bb.origin_y, bb.width, bb.height), score, kps))
         return faces
 
     def crop(self, rgb: np.ndarray) -> FaceCrop | None:
@@ -230,21 +251,22 @@ class FaceCropper:
         followed = self._follow(rgb)
         if followed is not None:
             return followed
-        faces = self.detect(rgb)
+        faces = self.detect_faces(rgb)
         self._followed = 0
         if not faces:
             self._last_center = None
             self._anchor = None
             self._follower.reset()
             return None
-        box, score = self._choose(faces)
+        face = self._choose(faces)
+        box = face.box
         self._last_center = box.center
         if self.options.detect_every > 1:
             self._follower.anchor(rgb, (box.x, box.y, box.width, box.height))
             if self._follower.anchored:
                 ox, oy = self._follower.origin
-                self._anchor = (box, score, ox - box.x, oy - box.y)
-        return self._cut(rgb, box, score, followed=False)
+                self._anchor = (face, ox - box.x, oy - box.y)
+        return self._cut(rgb, face, followed=False)
 
     def _follow(self, rgb: np.ndarray) -> FaceCrop | None:
         if self._anchor is None or self._followed >= self.options.detect_every - 1:
@@ -252,21 +274,27 @@ class FaceCropper:
         found = self._follower.follow(rgb)
         if found is None:
             return None
-        anchor, score, ox, oy = self._anchor
-        box = Box(found.x - ox, found.y - oy, anchor.width, anchor.height)
+        anchor, ox, oy = self._anchor
+        a = anchor.box
+        box = Box(found.x - ox, found.y - oy, a.width, a.height)
         self._followed += 1
         self._last_center = box.center
-        return self._cut(rgb, box, score, followed=True)
+        kps = move_keypoints(anchor.keypoints, (a.x, a.y, a.width, a.height), _xywh(box))
+        return self._cut(rgb, Face(box, anchor.score, kps), followed=True)
 
-    def _cut(self, rgb: np.ndarray, box: Box, score: float, *, followed: bool) -> FaceCrop:
+    def _cut(self, rgb: np.ndarray, face: Face, *, followed: bool) -> FaceCrop:
+        box = face.box
         x0, y0, side = square_box(box, self.options.margin, rgb.shape[1], rgb.shape[0])
-        return FaceCrop(crop_square(rgb, x0, y0, side), box, score, followed)
+        image = crop_square(rgb, x0, y0, side)
+        return FaceCrop(image, box, face.score, followed, face.keypoints)
 
-    def _choose(self, faces: list[tuple[Box, float]]) -> tuple[Box, float]:
+    def _choose(self, faces: list[Face]) -> Face:
         if self.options.select == "tracked" and self._last_center is not None:
             lx, ly = self._last_center
-            return min(faces, key=lambda f: (f[0].center[0] - lx) ** 2 + (f[0].center[1] - ly) ** 2)
-        return max(faces, key=lambda f: f[0].area)
+            return min(
+                faces, key=lambda f: (f.box.center[0] - lx) ** 2 + (f.box.center[1] - ly) ** 2
+            )
+        return max(faces, key=lambda f: f.box.area)
 
     def reset(self) -> None:
         """Forget the tracked face (a new clip starts): the next frame is detected."""
@@ -286,6 +314,10 @@ class FaceCropper:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _xywh(box: Box) -> tuple[int, int, int, int]:
+    return box.x, box.y, box.width, box.height
 
 
 def _mediapipe_detector(options: FaceCropperOptions) -> Any:

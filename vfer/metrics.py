@@ -1,8 +1,12 @@
 """Precision, recall and F1 per class, micro and macro, exactly as scikit-learn computes them.
 
-Always over the full label set 0..K-1 (sklearn's ``labels=range(K)``) with ``zero_division=0``:
-a class with no prediction has precision 0, a class with no sample has recall 0, and both still
-count in the macro average. Pure numpy; tests compare against sklearn.
+Per class and ``macro`` are over the full label set 0..K-1 (sklearn's ``labels=range(K)``) with
+``zero_division=0``: a class with no prediction has precision 0, a class with no sample has
+recall 0, and both still count in the macro average. A scored set that lacks a class (one
+person's clips, the London set's two expressions) is thereby pulled down by a class it could
+never show, so every report also gives ``macro_present``: the macro average over the classes
+*present* in the scored set (support > 0; sklearn's ``labels=np.unique(y_true)``), and names
+which one it prints (:func:`macro_f1_text`). Pure numpy; tests compare against sklearn.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> di
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _f1(precision, recall)
+    present = support > 0
     micro_p = float(_safe_div(tp.sum(keepdims=True), predicted.sum(keepdims=True))[0])
     micro_r = float(_safe_div(tp.sum(keepdims=True), support.sum(keepdims=True))[0])
     micro_f1 = float(_f1(np.array([micro_p]), np.array([micro_r]))[0])
@@ -62,8 +67,32 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> di
             "recall": float(recall.mean()),
             "f1": float(f1.mean()),
         },
+        "macro_present": {
+            "precision": _mean(precision[present]),
+            "recall": _mean(recall[present]),
+            "f1": _mean(f1[present]),
+            "classes": int(present.sum()),
+        },
         "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
         "accuracy": float(tp.sum() / cm.sum()) if cm.sum() else 0.0,
         "n": int(cm.sum()),
         "confusion": cm.astype(int).tolist(),
     }
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else 0.0
+
+
+def macro_f1_text(s: dict[str, Any]) -> str:
+    """Both conventions, named: ``macro-F1 0.553 over all 4 classes, 0.737 over the 3 present``."""
+    k = len(s["per_class"])
+    present = s.get("macro_present")
+    if present is None:
+        return f"macro-F1 {s['macro']['f1']:.3f} over all {k} classes"
+    if present["classes"] == k:
+        return f"macro-F1 {s['macro']['f1']:.3f} (all {k} classes present)"
+    return (
+        f"macro-F1 {s['macro']['f1']:.3f} over all {k} classes, "
+        f"{present['f1']:.3f} over the {present['classes']} present"
+    )

@@ -10,7 +10,9 @@ have (surprise, for the paper's 4 and 6 classes) is dropped and the rest renorma
 bundle's order. A model whose input is not one grayscale image, whose output count differs from
 its class list, or that lacks one of the bundle's classes is refused with a ValueError saying so.
 
-Wrapped like MediaPipe Tasks: options, ``from_path``, ``predict_crop``, ``close()``.
+Wrapped like MediaPipe Tasks: options, ``from_path``, ``predict_crop``, ``close()``; and
+``predict_face(frame, face)``, the call every teacher kind answers (:mod:`vfer.teachers`, where
+the kinds and the other runner live).
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from vfer.litert import dequantize, load_interpreter
+
+if TYPE_CHECKING:
+    from vfer.faces import FaceCrop
+    from vfer.teachers import TeacherKind
 
 #: ``fer``'s output order, as bundle class names.
 FER2013_CLASSES: tuple[str, ...] = (
@@ -125,6 +131,8 @@ class Teacher:
             )
         self.size = (shape[1], shape[2])
         self.path = path
+        #: the kind vfer.teachers.identify recognised (set by open_teacher; None when built here)
+        self.kind: TeacherKind | None = None
 
     @classmethod
     def from_path(
@@ -148,9 +156,12 @@ class Teacher:
 
     def raw(self, crop: np.ndarray) -> np.ndarray:
         """The model's own scores for one RGB crop, in its class order."""
+        return self.raw_input(to_input(crop, self.size, self.options.center_fraction))
+
+    def raw_input(self, x: np.ndarray) -> np.ndarray:
+        """The model's own scores for one prepared input (:func:`to_input`), in its class order."""
         if self._interp is None:
             raise ValueError("this Teacher is closed")
-        x = to_input(crop, self.size, self.options.center_fraction)
         self._interp.set_tensor(self._in["index"], x)
         self._interp.invoke()
         out = dequantize(self._interp.get_tensor(self._out["index"]), self._out)
@@ -159,6 +170,19 @@ class Teacher:
     def predict_crop(self, crop: np.ndarray) -> np.ndarray:
         """Probabilities over the bundle's classes for one RGB uint8 face crop."""
         return map_probs(self.raw(crop), self._index)
+
+    def prepare(self, frame: np.ndarray, face: FaceCrop) -> np.ndarray:
+        """The model's input for one face: its 224x224 crop (the frame is not needed)."""
+        return to_input(face.image, self.size, self.options.center_fraction)
+
+    def predict_input(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities over the bundle's classes for one prepared input."""
+        return map_probs(self.raw_input(x), self._index)
+
+    def predict_face(self, frame: np.ndarray, face: FaceCrop) -> np.ndarray:
+        """Probabilities over the bundle's classes for one detected face: the same as
+        ``predict_crop(face.image)``."""
+        return self.predict_input(self.prepare(frame, face))
 
     def close(self) -> None:
         self._interp = None

@@ -189,7 +189,13 @@ def teacher_scores(subjects: list[SubjectData], classes: Sequence[str]) -> dict[
     y = np.concatenate([d.adapt_true for d in with_clips])
     pred = np.concatenate([np.argmax(d.adapt_probs, axis=1) for d in with_clips])
     s = scores(y, pred, classes)
-    return {"clips": len(y), "accuracy": s["accuracy"], "macro_f1": s["macro"]["f1"], **s}
+    return {
+        "clips": len(y),
+        "accuracy": s["accuracy"],
+        "macro_f1": s["macro"]["f1"],
+        "macro_f1_present": s["macro_present"]["f1"],
+        **s,
+    }
 
 
 def teacher_accuracy(d: SubjectData) -> float | None:
@@ -260,6 +266,10 @@ def run_personalization(
                 "macro_f1_before": sb["macro"]["f1"],
                 "macro_f1_after": sa["macro"]["f1"],
                 "macro_f1_change": sa["macro"]["f1"] - sb["macro"]["f1"],
+                # over the classes this person's clips show (vfer.metrics: both conventions)
+                "macro_f1_present_before": sb["macro_present"]["f1"],
+                "macro_f1_present_after": sa["macro_present"]["f1"],
+                "macro_f1_present_change": sa["macro_present"]["f1"] - sb["macro_present"]["f1"],
                 "gate_passed": None if p.gate is None else p.gate.passed,
                 "gate_reasons": [] if p.gate is None else list(p.gate.reasons),
                 "privacy": p.privacy,
@@ -283,6 +293,11 @@ def run_personalization(
         "micro_f1_change_ci": summarize_gains(np.array(changes)).as_dict() if changes else None,
         "macro_f1_change_ci": (
             summarize_gains(np.array([r["macro_f1_change"] for r in rows])).as_dict()
+            if rows
+            else None
+        ),
+        "macro_f1_present_change_ci": (
+            summarize_gains(np.array([r["macro_f1_present_change"] for r in rows])).as_dict()
             if rows
             else None
         ),

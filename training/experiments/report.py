@@ -12,6 +12,8 @@ from training.experiments import privacy
 from vfer.atomic import atomic_write_text
 
 METRICS = ("precision", "recall", "f1")
+#: the averaged rows of a table, named (vfer.metrics: macro over all K, and over the present)
+AVERAGES = (("macro", "macro"), ("macro_present", "macro, present classes"), ("micro", "micro"))
 
 
 def _plt() -> Any:
@@ -214,11 +216,12 @@ def _table(s: dict[str, Any], title: str) -> list[str]:
         lines.append(
             f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | {row['support']} |"
         )
-    for avg in ("macro", "micro"):
-        m = s[avg]
-        lines.append(
-            f"| *{avg}* | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {s['n']} |"
-        )
+    for avg, title in AVERAGES:
+        if avg in s:
+            m = s[avg]
+            lines.append(
+                f"| *{title}* | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {s['n']} |"
+            )
     return [*lines, ""]
 
 
@@ -229,7 +232,7 @@ def _before_after(sec: dict[str, Any]) -> list[str]:
     ]
     b, a = sec["before"], sec["after"]
     keys = [(c, b["per_class"][c], a["per_class"][c]) for c in sec["classes"]]
-    keys += [(f"*{m}*", b[m], a[m]) for m in ("macro", "micro")]
+    keys += [(f"*{title}*", b[m], a[m]) for m, title in AVERAGES if m in b and m in a]
     for name, x, y in keys:
         cells = " | ".join(f"{_fmt(x[m])} | {_fmt(y[m])}" for m in METRICS)
         lines.append(f"| {name} | {cells} |")
@@ -252,7 +255,9 @@ def _before_after(sec: dict[str, Any]) -> list[str]:
     if ci:
         lines += [
             f"95% bootstrap interval over the {ci['n']} subjects: micro-F1 {_ci(ci)}, macro-F1 "
-            f"{_ci(sec.get('macro_f1_change_ci'))}; gate: {_gate(sec.get('gate'))}.",
+            f"{_ci(sec.get('macro_f1_change_ci'))} (over all classes; over the classes each "
+            f"subject shows {_ci(sec.get('macro_f1_present_change_ci'))}); "
+            f"gate: {_gate(sec.get('gate'))}.",
             "",
         ]
     if len(sec.get("variants") or {}) > 1:

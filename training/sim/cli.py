@@ -15,6 +15,14 @@ from vfer.cli import setup_logging
 _DIR = click.Path(path_type=Path, file_okay=False)
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _arrow(before: float | None, after: float | None) -> str:
+    return f"{_num(before)} → {_num(after)}"
+
+
 def print_report(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -29,7 +37,8 @@ def print_report(report: dict[str, Any], out: Path) -> None:
     t.add_column("node", no_wrap=True)
     t.add_column("clips", no_wrap=True, justify="right")
     t.add_column("micro-F1", no_wrap=True)
-    t.add_column("macro-F1", no_wrap=True)
+    t.add_column("macro-F1 (all classes)", no_wrap=True)
+    t.add_column("macro-F1 (present)", no_wrap=True)
     t.add_column("safety gate (the node's verdict)", min_width=22)
     for n in report["nodes"]:
         t.add_row(
@@ -37,6 +46,7 @@ def print_report(report: dict[str, Any], out: Path) -> None:
             f"{n['recorded_clips']}/{n['selected_clips']}/{n['eval_clips']}",
             f"{n['micro_f1_before']:.3f} → {n['micro_f1_after']:.3f}",
             f"{n['macro_f1_before']:.3f} → {n['macro_f1_after']:.3f}",
+            _arrow(n.get("macro_f1_present_before"), n.get("macro_f1_present_after")),
             gate_text(n.get("gate")),
         )
     console.print(t)
@@ -57,7 +67,8 @@ def print_report(report: dict[str, Any], out: Path) -> None:
     if teacher.get("accuracy") is not None:
         console.print(
             f"teacher g on the nodes' adaptation clips: accuracy {teacher['accuracy']:.3f}, "
-            f"macro-F1 {teacher['macro_f1']:.3f} ({teacher['clips']} clips)"
+            f"macro-F1 {teacher['macro_f1']:.3f} over all classes, "
+            f"{_num(teacher.get('macro_f1_present'))} over those present ({teacher['clips']} clips)"
         )
     fleet = summary.get("fleet")
     if fleet:

@@ -164,6 +164,11 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "macro_f1_before": before["macro"]["f1"],
                 "macro_f1_after": after["macro"]["f1"],
                 "macro_f1_change": after["macro"]["f1"] - before["macro"]["f1"],
+                # over the classes the subject's held-out clips show (vfer.metrics)
+                "macro_f1_present_before": before["macro_present"]["f1"],
+                "macro_f1_present_after": after["macro_present"]["f1"],
+                "macro_f1_present_change": after["macro_present"]["f1"]
+                - before["macro_present"]["f1"],
             }
         )
         all_clips += clips
@@ -187,6 +192,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "submissions": subs,
                 "micro_f1": s["micro"]["f1"],
                 "macro_f1": s["macro"]["f1"],
+                "macro_f1_present": s["macro_present"]["f1"],
                 "per_class_f1": {c: s["per_class"][c]["f1"] for c in classes},
             }
         )
@@ -206,6 +212,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 "clips": len(t_true),
                 "accuracy": teacher["accuracy"] if t_true else None,
                 "macro_f1": teacher["macro"]["f1"] if t_true else None,
+                "macro_f1_present": teacher["macro_present"]["f1"] if t_true else None,
             },
         },
         "note": "Every figure comes from models trained and evaluated in this run (held-out clips of each node's subject).",
@@ -233,14 +240,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Nodes (each on its own subject's held-out clips)", ""]
     lines.append(
         "| node | subject | clips recorded | clips selected | clips scored | micro-F1 before | after | change "
-        "| macro-F1 before | after | change | safety gate (the node's verdict) |"
+        "| macro-F1 before | after | change | macro-F1, present classes: before | after "
+        "| safety gate (the node's verdict) |"
     )
-    lines.append("|---" * 12 + "|")
+    lines.append("|---" * 14 + "|")
     for n in report["nodes"]:
         lines.append(
             f"| {n['node']} | {n['subject']} | {n['recorded_clips']} | {n['selected_clips']} | {n['eval_clips']} | "
             f"{f(n['micro_f1_before'])} | {f(n['micro_f1_after'])} | {n['micro_f1_change']:+.3f} | "
-            f"{f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} | {n['macro_f1_change']:+.3f} | {gate_text(n.get('gate'))} |"
+            f"{f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} | {n['macro_f1_change']:+.3f} | "
+            f"{f(n.get('macro_f1_present_before'))} | {f(n.get('macro_f1_present_after'))} | {gate_text(n.get('gate'))} |"
         )  # fmt: skip
     notes = [f"{n['node']}: {'; '.join(n['gate']['notes'])}" for n in report["nodes"]
              if n.get("gate") and n["gate"]["notes"]]  # fmt: skip
@@ -261,7 +270,8 @@ def markdown(report: dict[str, Any]) -> str:
     t = s.get("teacher_on_nodes") or {}
     if t.get("accuracy") is not None:
         lines += ["", f"Teacher g on the nodes' adaptation clips (Eq. 1; true labels used for this "
-                  f"line only): accuracy {f(t['accuracy'])}, macro-F1 {f(t['macro_f1'])} "
+                  f"line only): accuracy {f(t['accuracy'])}, macro-F1 {f(t['macro_f1'])} over "
+                  f"all classes, {f(t.get('macro_f1_present'))} over the classes present "
                   f"({t['clips']} clips)."]  # fmt: skip
     fleet = s.get("fleet")
     if fleet:
