@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vfer import weights as wio
-from vfer.atomic import fsync_dir
+from vfer.atomic import fsync_dir, fsync_file
 from vfer.backbone import file_sha256
 from vfer.classes import validate_classes
 from vfer.heads_spec import ifer_spec, vfer_spec
@@ -366,7 +366,7 @@ def write_files(
                 if not Path(content).is_file():
                     raise BundleError(f"{content}: no such file")
                 shutil.copyfile(content, dest)
-            _fsync_file(dest)
+            fsync_file(dest)
             hashes[name] = file_sha256(dest)
         manifest = Manifest(
             classes=list(classes),
@@ -381,7 +381,7 @@ def write_files(
             teacher=teacher,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
-        _fsync_file(tmp / MANIFEST)
+        fsync_file(tmp / MANIFEST)
         fsync_dir(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
@@ -396,8 +396,3 @@ def write_files(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.load(target)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
