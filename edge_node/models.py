@@ -3,8 +3,7 @@
 :class:`Models` is what the capture loop (:mod:`edge_node.pipeline`) and ``python -m edge_node
 evaluate`` (:mod:`edge_node.evaluate`) both run: :meth:`Models.predict` takes one face crop through
 every model, so a frame is scored the same way live and offline. :func:`bundle_fingerprint` tells
-the loop when the bundle on disk changed; :class:`AheadEmbedder` is stage E's own f
-(:mod:`edge_node.stages`).
+the loop when the bundle on disk changed.
 """
 
 from __future__ import annotations
@@ -121,21 +120,3 @@ class Models:
         for model in (self.backbone, self.ifer, self.vfer, self.teacher):
             if model is not None:
                 model.close()
-
-
-@dataclass
-class AheadEmbedder:
-    """Stage E's own f (one LiteRT thread) and the sha256 of its file."""
-
-    backbone: Backbone
-    sha256: str
-
-    @classmethod
-    def of(cls, models: Models) -> AheadEmbedder:
-        """The active bundle's f, in an interpreter of its own."""
-        return cls(
-            Backbone.from_path(models.bundle.file(BACKBONE), num_threads=1), models.backbone_sha256
-        )
-
-    def close(self) -> None:
-        self.backbone.close()

@@ -11,8 +11,10 @@ drops the open clip and calls :func:`edge_node.forget.forget_everything`.
 Each frame goes through two stages with typed results: :meth:`Pipeline.detect` (stage A: the
 face, :class:`Detected`) and :meth:`Pipeline.infer` (stage B: f, g, v, clips, :class:`FrameResult`).
 :meth:`Pipeline.process` runs both in turn; :mod:`edge_node.stages` runs stage A (with decoding)
-in a thread one frame ahead of stage B, with a bounded queue, and the same results. A model that
-runs on every face frame goes into :meth:`Models.predict <edge_node.models.Models.predict>`.
+and stage E (f, :class:`EmbedAhead`) in threads ahead of stage B, with bounded queues, and the same
+results. A model that runs on every face frame goes into
+:meth:`Models.predict <edge_node.models.Models.predict>`; a stage of its own ahead of B into
+:meth:`Pipeline.ahead_stages`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,11 +34,13 @@ from edge_node.clip_buffer import OpenClip
 from edge_node.display import DEFAULT_DISPLAY, Display
 from edge_node.forget import forget_everything
 from edge_node.live_view import LiveView, Shown
-from edge_node.models import AheadEmbedder, Models, Predictions, bundle_fingerprint
+from edge_node.models import Models, Predictions, bundle_fingerprint
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import NodeState
 from edge_node.store import ClipStore, StoreFullError
+from vfer.backbone import Backbone
+from vfer.bundle import BACKBONE
 from vfer.faces import FaceCrop, FaceCropper
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,33 @@ class Detected:
     forget: bool = False  # "forget me" was asked before this frame: stage B does it first
     embedding: np.ndarray | None = None  # f of the face, when stage E computed it ahead
     backbone: str = ""  # sha256 of the backbone file that computed ``embedding``
+
+
+class AheadStage(Protocol):
+    """A stage between A and B (:meth:`Pipeline.ahead_stages`): it adds to a frame's
+    :class:`Detected` what stage B would otherwise compute itself, and touches no other state."""
+
+    def __call__(self, d: Detected) -> Detected: ...
+
+    def close(self) -> None: ...
+
+
+class EmbedAhead:
+    """Stage E: f of the face crop one frame ahead of stage B, with the active bundle's f in an
+    interpreter of its own (one LiteRT thread). Stage B takes the embedding only while its own f
+    is the same file (:meth:`Pipeline._predict`)."""
+
+    def __init__(self, models: Models) -> None:
+        self.backbone = Backbone.from_path(models.bundle.file(BACKBONE), num_threads=1)
+        self.sha256 = models.backbone_sha256
+
+    def __call__(self, d: Detected) -> Detected:
+        if d.face is None:
+            return d
+        return replace(d, embedding=self.backbone.embed(d.face.image), backbone=self.sha256)
+
+    def close(self) -> None:
+        self.backbone.close()
 
 
 @dataclass
@@ -141,16 +174,11 @@ class Pipeline:
             self.cropper.reset()  # a new clip looks for its face from scratch
         return Detected(frame, face, forget)
 
-    def ahead_embedder(self) -> AheadEmbedder:
-        """Stage E's backbone: the active bundle's f, in an interpreter of its own."""
-        return AheadEmbedder.of(self.models)
-
-    @staticmethod
-    def embed_ahead(d: Detected, embedder: AheadEmbedder) -> Detected:
-        """Stage E: f of the face crop, one frame ahead of :meth:`infer` (pure: no state)."""
-        if d.face is None:
-            return d
-        return replace(d, embedding=embedder.backbone.embed(d.face.image), backbone=embedder.sha256)
+    def ahead_stages(self) -> dict[str, Callable[[], AheadStage]]:
+        """The stages :mod:`edge_node.stages` runs in threads between A and B, in order, by thread
+        name, each opened in its own thread. A new stage is one entry here, plus the field it
+        fills in :class:`Detected` for :meth:`_predict` to pass on."""
+        return {"embed": lambda: EmbedAhead(self.models)}
 
     def infer(self, d: Detected) -> FrameResult:
         """Stage B: clip boundaries, f, g and v, the clip buffer, the store, the kiosk's state."""
