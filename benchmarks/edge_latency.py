@@ -45,7 +45,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edge_node.pipeline import Models, Pipeline, PipelineOptions
+from edge_node.models import Models
+from edge_node.pipeline import Pipeline, PipelineOptions
 from edge_node.sources import VideoFileSource
 from edge_node.stages import detected_frames
 from edge_node.state import NodeState

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from broker_aggregator.store import payload_dir
+from vfer.basic_auth import Clock
 from vfer.messages import MessageError, StatusMsg, from_json
 from vfer.ops_http import OpsServer, Route, metrics_route, start_ops_server
 from vfer.topics import Topics
@@ -288,10 +289,18 @@ class FleetView:
     starts and stops it around its loop.
     """
 
-    def __init__(self, db_path: Path, topics: Topics, host: str, port: int, password: str | None):
+    def __init__(
+        self,
+        db_path: Path,
+        topics: Topics,
+        host: str,
+        port: int,
+        password: str | None,
+        clock: Clock | None = None,  # times the wrong-password throttle (default: monotonic)
+    ):
         self.book = StatusBook(topics)
         self._db = db_path
-        self._host, self._port, self._password = host, port, password
+        self._host, self._port, self._password, self._clock = host, port, password, clock
         self.server: OpsServer | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -306,7 +315,12 @@ class FleetView:
     def start(self) -> None:
         routes = fleet_routes(self._db, self.book, page=self._password is not None)
         self.server = start_ops_server(
-            routes, host=self._host, port=self._port, password=self._password, name="fleet-view"
+            routes,
+            host=self._host,
+            port=self._port,
+            password=self._password,
+            name="fleet-view",
+            clock=self._clock,
         )
 
     def stop(self) -> None:

@@ -195,7 +195,7 @@ def forget_cmd(everything: bool, db: Path, bundle: Path | None, yes: bool) -> No
     An update already sent to the aggregator cannot be recalled: it is averaged into the fleet's
     central model.
     """
-    from edge_node.bundles import BundleHome
+    from edge_node.forget import forget_everything
     from edge_node.store import ClipStore
 
     if not everything:
@@ -203,14 +203,12 @@ def forget_cmd(everything: bool, db: Path, bundle: Path | None, yes: bool) -> No
     if not db.is_file():
         raise UserError(f"no such database: {db}")
     with ClipStore(db) as store:
-        n = store.count()
         if not yes:
-            click.confirm(f"Delete all {n} clips in {db}?", abort=True)
-        store.delete_all()
-        click.echo(f"deleted {n} clips; {db} is {store.size_bytes():,} bytes")
+            click.confirm(f"Delete all {store.count()} clips in {db}?", abort=True)
+        done = forget_everything(store, bundle, "forget --all")
+        click.echo(f"deleted {done.clips} clips; {db} is {store.size_bytes():,} bytes")
     if bundle is not None:
-        dropped = BundleHome(bundle).forget_personalized("forget --all")
-        click.echo(f"dropped {len(dropped)} personalized heads; the central head is active")
+        click.echo(f"dropped {len(done.heads)} personalized heads; the central head is active")
 
 
 @cli.command("config-reference")

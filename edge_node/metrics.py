@@ -20,6 +20,7 @@ from edge_node.bundles import BundleHome
 from edge_node.config import NodeConfig
 from edge_node.federation.client import default_outbox
 from edge_node.state import NodeState
+from vfer.basic_auth import Clock
 from vfer.config_io import read_secret
 from vfer.ops_http import OpsServer, metrics_route, start_ops_server
 
@@ -105,8 +106,11 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(PREFIX + name, doc, value=float(value))
 
 
-def start_node_metrics(config: NodeConfig, state: NodeState) -> OpsServer:
-    """Serve ``/metrics`` as ``metrics:`` in node.yaml says (loopback, optional password)."""
+def start_node_metrics(
+    config: NodeConfig, state: NodeState, clock: Clock | None = None
+) -> OpsServer:
+    """Serve ``/metrics`` as ``metrics:`` in node.yaml says (loopback, optional password);
+    ``clock`` times the wrong-password throttle (default: monotonic time)."""
     m = config.metrics
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(config, state))
@@ -117,4 +121,5 @@ def start_node_metrics(config: NodeConfig, state: NodeState) -> OpsServer:
         port=m.port,
         password=password,
         name="node-metrics",
+        clock=clock,
     )

@@ -1,15 +1,20 @@
 """Per frame: detect -> crop -> embed (f) -> IFER (g) -> VFER step (v), clips to the store.
 
-:class:`Models` holds one bundle's three LiteRT models. :class:`Pipeline` runs them on each
-frame, feeds the pure :class:`~edge_node.segmenter.Segmenter`, buffers the open clip in memory and
-hands a finished one to the store in a single transaction (so there is never a half-written
-clip), and keeps the kiosk's :class:`~edge_node.state.NodeState` current. At the start of every
-clip it checks whether the bundle changed on disk (resolved path + manifest mtime) and reloads.
+:class:`Pipeline` runs one bundle's :class:`~edge_node.models.Models` on each frame, feeds the pure
+:class:`~edge_node.segmenter.Segmenter`, buffers the open clip in memory
+(:class:`~edge_node.clip_buffer.OpenClip`) and hands a finished one to the store in a single
+transaction, and keeps the kiosk's :class:`~edge_node.state.NodeState` current
+(:class:`~edge_node.live_view.LiveView`). At the start of every clip it checks whether the bundle
+changed on disk (resolved path + manifest mtime) and reloads. When the kiosk asks to forget, it
+drops the open clip and calls :func:`edge_node.forget.forget_everything`.
 
 Each frame goes through two stages with typed results: :meth:`Pipeline.detect` (stage A: the
 face, :class:`Detected`) and :meth:`Pipeline.infer` (stage B: f, g, v, clips, :class:`FrameResult`).
 :meth:`Pipeline.process` runs both in turn; :mod:`edge_node.stages` runs stage A (with decoding)
-in a thread one frame ahead of stage B, with a bounded queue, and the same results.
+and stage E (f, :class:`EmbedAhead`) in threads ahead of stage B, with bounded queues, and the same
+results. A model that runs on every face frame goes into
+:meth:`Models.predict <edge_node.models.Models.predict>`; a stage of its own ahead of B into
+:meth:`Pipeline.ahead_stages`.
 """
 
 from __future__ import annotations
@@ -18,102 +23,37 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
-import cv2
 import numpy as np
 
-from edge_node.bundles import BundleHome
-from edge_node.display import DEFAULT_DISPLAY, Display, display_probs
+from edge_node.clip_buffer import OpenClip
+from edge_node.display import DEFAULT_DISPLAY, Display
+from edge_node.forget import forget_everything
+from edge_node.live_view import LiveView, Shown
+from edge_node.models import Models, Predictions, bundle_fingerprint
 from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
-from edge_node.state import ModelInfo, NodeState
-from edge_node.store import ClipStore, NewClip, StoreFullError
+from edge_node.state import NodeState
+from edge_node.store import ClipStore, StoreFullError
 from vfer.backbone import Backbone
-from vfer.bundle import BACKBONE, IFER_TFLITE, MANIFEST, VFER_STEP, Bundle
+from vfer.bundle import BACKBONE
 from vfer.faces import FaceCrop, FaceCropper
-from vfer.runtime import IferHead, VferStep
-from vfer.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
-# Frames up to this wide are encoded as they are (resizing costs more than it saves).
-PREVIEW_WIDTH = 640
-THUMBNAIL_EVERY = 5  # frames between thumbnail candidates (opt-in thumbnails only)
-
-
-def bundle_fingerprint(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """(resolved folder, manifest.json mtime in ns): changes when a symlink is switched."""
-    real = os.path.realpath(path)
-    try:
-        return real, os.stat(os.path.join(real, MANIFEST)).st_mtime_ns
-    except OSError:
-        return real, -1
-
-
-class LazyBackbone:
-    """f, opened on its first use. With stage E embedding ahead (:mod:`edge_node.stages`) the
-    capture loop's own f runs only without stage E, or after a switch to a bundle whose f differs
-    from stage E's, so its interpreter (10-25 MB) is not held until then."""
-
-    def __init__(self, path: Path, num_threads: int) -> None:
-        self.path, self.num_threads = path, num_threads
-        self._backbone: Backbone | None = None
-
-    def embed(self, crop: np.ndarray) -> np.ndarray:
-        if self._backbone is None:
-            self._backbone = Backbone.from_path(self.path, self.num_threads)
-        return self._backbone.embed(crop)
-
-    @property
-    def loaded(self) -> bool:
-        return self._backbone is not None
-
-    def close(self) -> None:
-        if self._backbone is not None:
-            self._backbone.close()
-            self._backbone = None
-
-
-@dataclass
-class Models:
-    """One bundle's f, g and v-step, loaded together (f when first used)."""
-
-    bundle: Bundle
-    backbone: LazyBackbone
-    ifer: IferHead
-    vfer: VferStep
-    fingerprint: tuple[str, int]
-    teacher: Teacher | None = None  # the bundle's external teacher, run on each face crop
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], num_threads: int = 2) -> Models:
-        fingerprint = bundle_fingerprint(path)
-        bundle = BundleHome(path).open(fingerprint[0])  # verified once per installed version
-        return cls(
-            bundle,
-            LazyBackbone(bundle.file(BACKBONE), num_threads),
-            IferHead.from_path(bundle.file(IFER_TFLITE)),
-            VferStep.from_path(bundle.file(VFER_STEP)),
-            fingerprint,
-            bundle.teacher() if bundle.has_teacher else None,
-        )
-
-    def info(self) -> ModelInfo:
-        m = self.bundle.manifest
-        return ModelInfo(
-            head_version=m.head_version,
-            federation_round=m.federation_round,
-            personalized=m.personalized,
-            bundle_id=self.bundle.bundle_id,
-            classes=self.bundle.classes,
-        )
-
-    def close(self) -> None:
-        for model in (self.backbone, self.ifer, self.vfer, self.teacher):
-            if model is not None:
-                model.close()
+__all__ = [
+    "Counters",
+    "Detected",
+    "FrameResult",
+    "Models",
+    "Pipeline",
+    "PipelineOptions",
+    "bundle_fingerprint",
+]
 
 
 @dataclass(frozen=True)
@@ -124,19 +64,6 @@ class PipelineOptions:
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
     forget_pause_s: float = 60.0  # no recording this long after "forget me"
     display: Display = DEFAULT_DISPLAY  # what the kiosk shows (edge_node.display)
-
-
-@dataclass
-class _OpenClip:
-    started_at: float  # wall clock
-    t0: float  # source time of its first frame
-    models: Models
-    recordable: bool
-    times: list[float] = field(default_factory=list)
-    embeddings: list[np.ndarray] = field(default_factory=list)
-    ifer: list[np.ndarray] = field(default_factory=list)
-    teacher: list[np.ndarray] = field(default_factory=list)
-    thumbs: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -150,12 +77,28 @@ class Detected:
     backbone: str = ""  # sha256 of the backbone file that computed ``embedding``
 
 
-@dataclass
-class AheadEmbedder:
-    """Stage E's own f (one LiteRT thread) and the sha256 of its file."""
+class AheadStage(Protocol):
+    """A stage between A and B (:meth:`Pipeline.ahead_stages`): it adds to a frame's
+    :class:`Detected` what stage B would otherwise compute itself, and touches no other state."""
 
-    backbone: Backbone
-    sha256: str
+    def __call__(self, d: Detected) -> Detected: ...
+
+    def close(self) -> None: ...
+
+
+class EmbedAhead:
+    """Stage E: f of the face crop one frame ahead of stage B, with the active bundle's f in an
+    interpreter of its own (one LiteRT thread). Stage B takes the embedding only while its own f
+    is the same file (:meth:`Pipeline._predict`)."""
+
+    def __init__(self, models: Models) -> None:
+        self.backbone = Backbone.from_path(models.bundle.file(BACKBONE), num_threads=1)
+        self.sha256 = models.backbone_sha256
+
+    def __call__(self, d: Detected) -> Detected:
+        if d.face is None:
+            return d
+        return replace(d, embedding=self.backbone.embed(d.face.image), backbone=self.sha256)
 
     def close(self) -> None:
         self.backbone.close()
@@ -163,7 +106,7 @@ class AheadEmbedder:
 
 @dataclass
 class FrameResult:
-    """Stage B's result for one frame (:meth:`Pipeline.infer`); more heads add fields here."""
+    """Stage B's result for one frame (:meth:`Pipeline.infer`); the models' outputs with a face."""
 
     index: int
     t: float
@@ -203,11 +146,9 @@ class Pipeline:
         self._forget_sent = threading.Event()
         self.counters = Counters()
         self.recording_suspended = False  # set when the disk is full
-        self._clip: _OpenClip | None = None
+        self._clip: OpenClip | None = None
         self._failed_fingerprint: tuple[str, int] | None = None
-        self._last_wall: float | None = None
-        self._fps = 0.0
-        self._next_preview = 0.0
+        self.view = LiveView(state, options.display, options.preview, options.preview_fps)
         state.update(model=self.models.info(), clips_stored=store.count())
 
     # -- per frame ------------------------------------------------------------------------
@@ -233,26 +174,17 @@ class Pipeline:
             self.cropper.reset()  # a new clip looks for its face from scratch
         return Detected(frame, face, forget)
 
-    def ahead_embedder(self) -> AheadEmbedder:
-        """Stage E's backbone: the active bundle's f, in an interpreter of its own."""
-        bundle = self.models.bundle
-        return AheadEmbedder(
-            Backbone.from_path(bundle.file(BACKBONE), num_threads=1),
-            bundle.manifest.files[BACKBONE],
-        )
-
-    @staticmethod
-    def embed_ahead(d: Detected, embedder: AheadEmbedder) -> Detected:
-        """Stage E: f of the face crop, one frame ahead of :meth:`infer` (pure: no state)."""
-        if d.face is None:
-            return d
-        return replace(d, embedding=embedder.backbone.embed(d.face.image), backbone=embedder.sha256)
+    def ahead_stages(self) -> dict[str, Callable[[], AheadStage]]:
+        """The stages :mod:`edge_node.stages` runs in threads between A and B, in order, by thread
+        name, each opened in its own thread. A new stage is one entry here, plus the field it
+        fills in :class:`Detected` for :meth:`_predict` to pass on."""
+        return {"embed": lambda: EmbedAhead(self.models)}
 
     def infer(self, d: Detected) -> FrameResult:
         """Stage B: clip boundaries, f, g and v, the clip buffer, the store, the kiosk's state."""
         frame, face = d.frame, d.face
         if d.forget:
-            self._forget_store()
+            self._forget_now()
         self.counters.frames += 1
         step = self.segmenter.push(frame.index, frame.t, face is not None, cut=frame.cut)
         if step.ended is not None:
@@ -260,51 +192,53 @@ class Pipeline:
         if step.started:
             self._start_clip(frame.t)
         result = FrameResult(frame.index, frame.t, face)
+        out = None
         if face is not None:
             self.counters.face_frames += 1
-            m = self._clip.models if self._clip is not None else self.models
-            if d.embedding is not None and d.backbone == m.bundle.manifest.files[BACKBONE]:
-                embedding = d.embedding
-            else:  # no stage E, or the bundle's f changed since it started
-                embedding = m.backbone.embed(face.image)
-            result.embedding = embedding
-            result.ifer = m.ifer.predict_frame(embedding)
-            result.vfer = m.vfer.step(embedding)
-            if m.teacher is not None:
-                result.teacher = m.teacher.predict_crop(face.image)
+            out = self._predict(face, d)
+            result.embedding, result.ifer = out.embedding, out.ifer
+            result.vfer, result.teacher = out.vfer, out.teacher
             if step.in_clip and self._clip is not None:
-                self._add_frame(self._clip, frame.t, embedding, result.ifer, face)
-                if result.teacher is not None:
-                    self._clip.teacher.append(result.teacher)
+                self._clip.add(frame.t, out, face.image, self.options.thumbnails > 0)
         if self._clip is not None and self.state.recording_paused():
             self._clip.recordable = False
-        self._publish(frame, face, result.ifer, result.vfer, result.teacher)
+        self.view.publish(self._shown(frame, face, out))
         return result
+
+    def _predict(self, face: FaceCrop, d: Detected) -> Predictions:
+        """Every model on the face, with the open clip's models (stage E's f when it is theirs)."""
+        m = self._clip.models if self._clip is not None else self.models
+        ahead = d.embedding if d.backbone == m.backbone_sha256 else None
+        return m.predict(
+            d.frame.rgb, face, ahead
+        )  # no stage E, or the bundle's f changed: f runs here
+
+    def _shown(self, frame: Frame, face: FaceCrop | None, out: Predictions | None) -> Shown:
+        clip = self._clip
+        return Shown(
+            frame,
+            face,
+            self.models.bundle.classes,
+            self.models.teacher is not None,
+            ifer=out.ifer if out is not None else None,
+            vfer=out.vfer if out is not None else None,
+            teacher=out.teacher if out is not None else None,
+            in_clip=clip is not None,
+            recording=clip is not None and clip.recordable,
+            clip_frames=len(clip.times) if clip is not None else 0,
+        )
 
     def _start_clip(self, t: float) -> None:
         self._maybe_reload()
         self.models.vfer.reset()
         recordable = not (self.state.recording_paused() or self.recording_suspended)
-        self._clip = _OpenClip(time.time(), t, self.models, recordable)
+        self._clip = OpenClip(time.time(), t, self.models, recordable)
         log.debug("clip started (recording: %s)", recordable)
-
-    def _add_frame(
-        self, clip: _OpenClip, t: float, embedding: np.ndarray, ifer: np.ndarray, face: FaceCrop
-    ) -> None:
-        if self.options.thumbnails and len(clip.times) % THUMBNAIL_EVERY == 0:
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
-            if ok:
-                clip.thumbs.append(jpeg.tobytes())
-        clip.times.append(t - clip.t0)
-        clip.embeddings.append(embedding)
-        clip.ifer.append(ifer)
 
     def _end_clip(self, seg: Segment) -> int | None:
         clip, self._clip = self._clip, None
         if clip is None:
             return None
-        if len(clip.embeddings) != seg.face_frames:  # pragma: no cover - an invariant
-            raise RuntimeError(f"clip buffer has {len(clip.embeddings)} frames, segment {seg}")
         if not (seg.keep and clip.recordable):
             self.counters.discarded += 1
             log.debug(
@@ -314,20 +248,7 @@ class Pipeline:
                 clip.recordable,
             )
             return None
-        m = clip.models
-        new = NewClip(
-            started_at=clip.started_at,
-            ended_at=clip.started_at + (seg.end_t - seg.start_t),
-            face_ratio=seg.face_ratio,
-            bundle_id=m.bundle.bundle_id,
-            classes=m.bundle.classes,
-            times=np.asarray(clip.times),
-            embeddings=np.stack(clip.embeddings),
-            ifer=np.stack(clip.ifer),
-            vfer_probs=m.vfer.probs if m.vfer.probs is not None else np.stack(clip.ifer).mean(0),
-            thumbnails=_spread(clip.thumbs, self.options.thumbnails),
-            teacher=np.stack(clip.teacher) if len(clip.teacher) == len(clip.ifer) else None,
-        )
+        new = clip.finished(seg, self.options.thumbnails)
         try:
             clip_id = self.store.add_clip(new)
         except StoreFullError as exc:
@@ -340,7 +261,7 @@ class Pipeline:
             "clip %s: %s frames, %s (%.2f)",
             clip_id,
             seg.face_frames,
-            m.bundle.classes[int(np.argmax(new.vfer_probs))],
+            new.classes[int(np.argmax(new.vfer_probs))],
             float(np.max(new.vfer_probs)),
         )
         self.state.update(clips_stored=self.store.count())
@@ -387,27 +308,21 @@ class Pipeline:
         self.state.update(model=new.info())
 
     def forget(self) -> None:
-        """Forget me, now (both stages): see :meth:`_forget_store`."""
+        """Forget me, now (both stages): see :meth:`_forget_now`."""
         self._shadow.abandon()
         self.cropper.reset()
-        self._forget_store()
+        self._forget_now()
 
-    def _forget_store(self) -> None:
-        """Forget me: pause recording, delete every clip (and the one being recorded), VACUUM,
-        drop every personalized head (all were built from those clips), tell the kiosk."""
+    def _forget_now(self) -> None:
+        """Pause recording, drop the clip being recorded, forget every clip and personalized head
+        (:func:`~edge_node.forget.forget_everything`), show the central head, tell the kiosk."""
         self.state.pause_after_forget(self.options.forget_pause_s)  # before anything is deleted
         self.segmenter.abandon()
         self._clip = None
         self.models.vfer.reset()
-        n = self.store.delete_all()
-        dropped = BundleHome(self.bundle_path).forget_personalized("forget me")
+        forget_everything(self.store, self.bundle_path, "forget me")
         self._maybe_reload()  # show the central head from the next frame on
-        log.info(
-            "forgot %s clips and %s personalized heads on request; recording paused %.0f s",
-            n,
-            len(dropped),
-            self.options.forget_pause_s,
-        )
+        log.info("recording paused %.0f s after forget me", self.options.forget_pause_s)
         self.state.update(clips_stored=0, recording=False, clip_frames=0)
         self.state.forget_completed()  # clears forget_requested first: stage A sends no second
         self._forget_sent.clear()
@@ -417,85 +332,5 @@ class Pipeline:
             log.info("recording resumes (retention ran)")
             self.recording_suspended = False
 
-    # -- the kiosk's view -------------------------------------------------------------------
-
-    def _publish(
-        self,
-        frame: Frame,
-        face: FaceCrop | None,
-        ifer: np.ndarray | None,
-        vfer: np.ndarray | None,
-        teacher: np.ndarray | None = None,
-    ) -> None:
-        now = time.monotonic()
-        if self._last_wall is not None:
-            dt = now - self._last_wall
-            if dt > 0:
-                self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / dt
-        self._last_wall = now
-        h, w = frame.rgb.shape[:2]
-        scale = min(1.0, PREVIEW_WIDTH / w)
-        pw, ph = round(w * scale), round(h * scale)
-        classes = self.models.bundle.classes
-        clip = self._clip
-        box = None
-        if face is not None:
-            b = face.box
-            box = (
-                round(b.x * scale),
-                round(b.y * scale),
-                round(b.width * scale),
-                round(b.height * scale),
-            )
-        shown, probs = display_probs(
-            self.options.display,
-            vfer=vfer,
-            ifer=ifer,
-            teacher=teacher,
-            has_teacher=self.models.teacher is not None,
-        )
-        self.state.update(
-            emotion=classes[int(np.argmax(probs))] if probs is not None else None,
-            display=shown,
-            display_probs=_named(classes, probs) if probs is not None else {},
-            vfer_probs=_named(classes, vfer)
-            if vfer is not None
-            else ({} if clip is None else self.state.snapshot().vfer_probs),
-            ifer_probs=_named(classes, ifer) if ifer is not None else {},
-            face_present=face is not None,
-            face_box=box,
-            frame_size=(pw, ph),
-            recording=clip is not None and clip.recordable,
-            paused=self.state.recording_paused(),
-            clip_frames=len(clip.times) if clip is not None else 0,
-            fps=round(self._fps, 1),
-        )
-        if self.options.preview and now >= self._next_preview and self.state.preview_wanted(now):
-            self._next_preview = now + 1.0 / self.options.preview_fps
-            small = (
-                frame.rgb
-                if scale == 1.0
-                else cv2.resize(frame.rgb, (pw, ph), interpolation=cv2.INTER_LINEAR)
-            )
-            ok, jpeg = cv2.imencode(
-                ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70]
-            )
-            if ok:
-                self.state.set_preview(jpeg.tobytes())
-
     def close(self) -> None:
         self.models.close()
-
-
-def _named(classes: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
-    return {c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)}
-
-
-def _spread(items: list[bytes], n: int) -> tuple[bytes, ...]:
-    """At most ``n`` items, evenly spaced, first and last included."""
-    if n <= 0 or not items:
-        return ()
-    if len(items) <= n:
-        return tuple(items)
-    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return tuple(items[i] for i in idx)

@@ -73,10 +73,6 @@ class Segmenter:
         self._open: _Open | None = None
 
     @property
-    def is_open(self) -> bool:
-        return self._open is not None
-
-    @property
     def open_frames(self) -> int:
         return 0 if self._open is None else self._open.face_frames
 

@@ -1,11 +1,13 @@
 """Three-stage capture: decode and detect frame t+2, embed frame t+1, while g and v run on frame t.
 
 Stage A (a thread): the source decodes a frame, :meth:`Pipeline.detect` finds the face.
-Stage E (a thread): f embeds the face crop (:meth:`Pipeline.embed_ahead`, in a single-threaded
-LiteRT interpreter of its own). Stage B (the caller's thread): :meth:`Pipeline.infer`, which takes
-stage E's embedding. Bounded queues between them keep at most ``depth`` frames in flight each,
-so memory is bounded and a slow stage slows the ones before it down. OpenCV, MediaPipe and LiteRT
-release the GIL while they compute, so the stages overlap on two cores.
+Stage E (a thread): f embeds the face crop (:class:`~edge_node.pipeline.EmbedAhead`, in a
+single-threaded LiteRT interpreter of its own); :meth:`Pipeline.ahead_stages` lists the stages
+between A and B, each in a thread of its own. Stage B (the caller's thread):
+:meth:`Pipeline.infer`, which takes stage E's embedding. Bounded queues between them keep at
+most ``depth`` frames in flight each, so memory is bounded and a slow stage slows the ones before
+it down. OpenCV, MediaPipe and LiteRT release the GIL while they compute, so the stages overlap
+on two cores.
 
 Why three: f is the largest single cost. In stage B with two LiteRT threads it competed with
 stage A for the two cores (XNNPACK's threads wait for each other at every layer); one thread in
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from edge_node.pipeline import Detected, Pipeline
+from edge_node.pipeline import AheadStage, Detected, Pipeline
 from edge_node.sources import FrameSource
 
 DEPTH = 4
@@ -91,6 +93,22 @@ def _stage(
     return q, thread
 
 
+def _ahead(
+    open_stage: Callable[[], AheadStage], upstream: queue.Queue[Any], halt: threading.Event
+) -> Callable[[], Iterator[Detected]]:
+    """One ahead stage over the frames of the stage before it, opened and closed in its thread."""
+
+    def run() -> Iterator[Detected]:
+        stage = open_stage()
+        try:
+            for d in _drain(upstream, halt):
+                yield stage(d)
+        finally:
+            stage.close()
+
+    return run
+
+
 def detected_frames(
     source: FrameSource,
     pipeline: Pipeline,
@@ -98,7 +116,8 @@ def detected_frames(
     depth: int = DEPTH,
     embed: bool = True,
 ) -> Iterator[Detected]:
-    """Stages A (and E, with ``embed``) in threads ahead of the caller, results in frame order."""
+    """Stage A and, with ``embed``, the pipeline's ahead stages (E) in threads ahead of the
+    caller, results in frame order."""
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
     halt = threading.Event()  # set when stage B is done: the other stages stop too
@@ -113,21 +132,11 @@ def detected_frames(
             if close is not None:
                 close()
 
-    qa, ta = _stage("detect", detect_all, depth, halt)
-    threads = [ta]
-    out = qa
-    if embed:
-
-        def embed_all() -> Iterator[Detected]:
-            embedder = pipeline.ahead_embedder()
-            try:
-                for d in _drain(qa, halt):
-                    yield pipeline.embed_ahead(d, embedder)
-            finally:
-                embedder.close()
-
-        out, te = _stage("embed", embed_all, depth, halt)
-        threads.append(te)
+    out, first = _stage("detect", detect_all, depth, halt)
+    threads = [first]
+    for name, open_stage in pipeline.ahead_stages().items() if embed else ():
+        out, thread = _stage(name, _ahead(open_stage, out, halt), depth, halt)
+        threads.append(thread)
     try:
         yield from _drain(out, stop)
     finally:

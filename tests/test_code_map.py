@@ -45,29 +45,21 @@ LONG_FUNCTIONS: dict[str, str] = {
 #: merge that fixes one makes this test name the line to delete).
 TEMPORARY_LONG_FILES = {
     "edge_node/federation/client.py",  # rooms-node
-    "edge_node/kiosk/server.py",  # rooms-kiosk
-    "edge_node/pipeline.py",  # rooms-kiosk
 }
 TEMPORARY_LONG_FUNCTIONS = {
     "edge_node/adapt.py::adapt",  # rooms-node
     "edge_node/cli.py::run_cmd",
     "edge_node/cli.py::ingest_cmd",
     "edge_node/cli_adapt.py::adapt_cmd",  # rooms-node
-    "edge_node/evaluate.py::evaluate",  # rooms-kiosk
     "edge_node/federation/client.py::FederationClient.__init__",  # rooms-node
-    "edge_node/kiosk/server.py::start_kiosk",  # rooms-kiosk
     "edge_node/personalizer.py::Personalizer._run_federated",  # rooms-node
-    "edge_node/pipeline.py::Pipeline._publish",  # rooms-kiosk
     "edge_node/service.py::run_node",
     "edge_node/service.py::serve",
     "vfer/bundle.py::write_bundle",  # teacher-core
     "vfer/bundle.py::write_files",  # teacher-core
     "vfer/gate.py::decide",  # gate-core
-    "vfer/ops_http.py::start_ops_server",  # rooms-kiosk
     "vfer/personalize.py::finetune_v",  # rooms-node
 }
-#: The kiosk's and vfer/ops_http.py's basic auth are two today; rooms-kiosk makes them one.
-TEMPORARY_EXTRA_BASIC_AUTH = 1
 #: Shared packages built and tested this wave whose wiring into the roles lands next (secure
 #: aggregation, differential privacy): the test names any that is wired already.
 TEMPORARY_UNWIRED = ("vfer.secagg", "vfer.privacy")
@@ -228,7 +220,7 @@ def test_every_deployed_module_is_reached_from_a_role() -> None:
 
 def test_basic_auth_is_parsed_in_one_module() -> None:
     parsers = basic_auth_parsers(REPO)
-    assert len(parsers) == 1 + TEMPORARY_EXTRA_BASIC_AUTH, parsers
+    assert len(parsers) == 1, parsers
 
 
 # the checkers, on a made-up tree ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from edge_node.evaluate import read_manifest
 from tests.support import paths
 from tests.support.bundles import cut_backbone, random_head
 from vfer.bundle import write_bundle
-from vfer.classes import EMOTIONS_4
+from vfer.classes import EMOTIONS_4, LABEL_SYNONYMS
 from vfer.heads_spec import ifer_spec, vfer_spec
 
 KEYS = ("g", "v", "teacher", "ensemble", "display")
@@ -54,6 +54,22 @@ def test_manifest_rows_are_checked(tmp_path: Path) -> None:
     m.write_text("path,subject,label\na.jpg,,happy\n")
     with pytest.raises(ValueError, match=":2: path, subject and label"):
         read_manifest(m)
+
+
+def test_the_node_and_the_lab_read_manifest_labels_with_one_table(tmp_path: Path) -> None:
+    from training.corpora.manifest import load_manifest
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    m = tmp_path / "m.csv"
+    spellings = [*LABEL_SYNONYMS, "Neutral"]
+    m.write_text(
+        "path,subject,label\n"
+        + "".join(f"a.jpg,p{i}, {w.upper()}\n" for i, w in enumerate(spellings))
+    )
+    node = [label for _, _, label in read_manifest(m)]
+    lab = [r.label for r in load_manifest(m).records]
+    assert node == lab == [*LABEL_SYNONYMS.values(), "neutral"]
+    assert {"smiling", "joy", "happy"} <= {k for k, v in LABEL_SYNONYMS.items() if v == "happiness"}
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,12 @@ from typing import Any
 import pytest
 
 from edge_node.bundles import BundleHome
+from edge_node.forget import forget_everything
 from edge_node.store import ClipStore
 from tests.conftest import require
 from tests.support import paths
 from tests.support.edge_fixtures import EdgeBundles, build_bundles
+from tests.test_kiosk_server import add_clips
 from vfer.bundle import REQUIRED, Bundle
 
 pytestmark = pytest.mark.slow
@@ -73,6 +75,25 @@ def personalized_home(edge_bundles: EdgeBundles, bundle: Path) -> str:
     central = home.read_state().central
     assert central is not None and home.active().manifest.personalized
     return central
+
+
+def test_forget_everything_empties_the_store_then_the_personalized_heads(
+    edge_bundles: EdgeBundles, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    central = personalized_home(edge_bundles, bundle)
+    db = tmp_path / "n.db"
+    add_clips(db, [0, 1, 2])
+    with ClipStore(db) as store:
+        only_clips = forget_everything(store, None)  # no bundle: the heads stay
+        assert only_clips.clips == 3 and only_clips.heads == () and store.count() == 0
+        assert BundleHome(bundle).active().manifest.personalized
+        add_clips(db, [3])
+        done = forget_everything(store, bundle)
+        assert done.clips == 1 and done.heads == ("local-20260101T000000-aaaaaa",)
+        assert store.count() == 0
+    home = BundleHome(bundle)
+    assert home.read_state().active == central and not home.active().manifest.personalized
 
 
 def test_forget_pauses_recording_and_drops_the_personalized_head(

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edge_node.config import load_node_config
-from edge_node.pipeline import Models, Pipeline, PipelineOptions, bundle_fingerprint
+from edge_node.models import Models, bundle_fingerprint
+from edge_node.pipeline import Pipeline, PipelineOptions
 from edge_node.segmenter import SegmentPolicy
 from edge_node.service import resolve_face_model, run_node
 from edge_node.sources import Frame, VideoFileSource

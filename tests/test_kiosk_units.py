@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_node.kiosk.auth import FailureThrottle, basic_password, load_password, password_matches
 from edge_node.kiosk.operator_data import class_order, clip_row, operator_summary
+from vfer.basic_auth import FailureThrottle, basic_password, load_password, password_matches
 
 
 def basic(user: bytes, password: bytes) -> str:

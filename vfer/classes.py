@@ -1,4 +1,4 @@
-"""Emotion class sets and the parser the CLIs share."""
+"""Emotion class sets, the label spellings manifests use, and the parser the CLIs share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,30 @@ EMOTIONS_6: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral
 #: The four classes CREMA-D, MSP-IMPROV and AffectNet share (the paper's 4-class setting).
 EMOTIONS_4: tuple[str, ...] = ("happiness", "sadness", "anger", "neutral")
 
+#: Spellings corpora and manifests use for the class names (every manifest reader maps them).
+LABEL_SYNONYMS: dict[str, str] = {
+    "angry": "anger",
+    "happy": "happiness",
+    "joy": "happiness",
+    "smiling": "happiness",
+    "sad": "sadness",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "afraid": "fear",
+    "surprised": "surprise",
+}
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def normalize_label(text: str) -> str:
+    """A manifest's label as a class name: trimmed, lower case, synonyms mapped.
+
+    >>> normalize_label(" Happy ")
+    'happiness'
+    """
+    name = text.strip().lower()
+    return LABEL_SYNONYMS.get(name, name)
 
 
 def parse_classes(spec: str) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 """Any corpus as a CSV manifest: ``path,subject,label[,split][,gender]``, one clip or image a row.
 
 ``path`` is a video file, a still image, or a folder of frames, relative to the CSV's folder (or
-absolute). ``label`` is a class name (``happy``/``angry``/``sad`` are read as happiness/anger/
-sadness). ``split`` is ``train``, ``dev``, ``test`` or empty. Rows whose label is not among the
-chosen classes are dropped and counted; anything else wrong is an error naming the line.
+absolute). ``label`` is a class name or a spelling :data:`vfer.classes.LABEL_SYNONYMS` maps to
+one (``happy`` is read as happiness). ``split`` is ``train``, ``dev``, ``test`` or empty. Rows
+whose label is not among the chosen classes are dropped and counted; anything else wrong is an
+error naming the line.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from training.corpora.record import (
     Record,
     Split,
     normalize_gender,
-    normalize_label,
 )
-from vfer.classes import validate_classes
+from vfer.classes import normalize_label, validate_classes
 
 REQUIRED = ("path", "subject", "label")
 

@@ -16,23 +16,6 @@ Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
 GENDERS = ("female", "male")
 
-#: Spellings other corpora and manifests use for the CREMA-D class names.
-LABEL_SYNONYMS = {
-    "angry": "anger",
-    "happy": "happiness",
-    "joy": "happiness",
-    "sad": "sadness",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "afraid": "fear",
-    "surprised": "surprise",
-}
-
-
-def normalize_label(text: str) -> str:
-    name = text.strip().lower()
-    return LABEL_SYNONYMS.get(name, name)
-
 
 def normalize_gender(text: str | None) -> str | None:
     """``Female``/``F``/``woman`` -> ``female``; ``Male``/``M``/``man`` -> ``male``; else None."""
