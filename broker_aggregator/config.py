@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from broker_aggregator.central_dp import CentralPrivacyConfig
 from broker_aggregator.robust import Rule
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.config_io import apply_overrides, load_yaml_model, validate_model
@@ -135,6 +136,11 @@ class AggregatorConfig(_Section):
         ge=1024,
         description="reject larger update payloads (the broker's max_packet_size should be a little larger)",
     )
+    central_privacy: CentralPrivacyConfig | None = Field(
+        None,
+        description="central DP-FedAvg: clip each update, add Gaussian noise to the mean with a "
+        "fixed denominator, epsilon in the signed central (docs/privacy.md); absent: off",
+    )
     float16_transport: bool = Field(
         False, description="ask nodes to send float16 (half the bytes); float32 is always accepted"
     )
@@ -183,6 +189,28 @@ class AggregatorConfig(_Section):
         if self.signing_key_file is None and not self.insecure_unsigned:
             raise ValueError(
                 "signing_key_file is required (or set insecure_unsigned: true for a dev setup)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> AggregatorConfig:
+        dp = self.central_privacy
+        if dp is None:
+            return self
+        if self.rule != "mean" or self.weighting != "mean":
+            raise ValueError(
+                "central_privacy needs rule: mean and weighting: mean (a node's influence must "
+                f"be one clipped update), not rule {self.rule!r} with weighting {self.weighting!r}"
+            )
+        if not 1 <= self.round.rounds <= dp.rounds:
+            raise ValueError(
+                f"central_privacy covers {dp.rounds} rounds: round.rounds must be between 1 and "
+                f"{dp.rounds} (it is {self.round.rounds}; 0 would run forever, unbounded)"
+            )
+        if self.round.max_submissions > dp.expected_nodes:
+            raise ValueError(
+                f"round.max_submissions ({self.round.max_submissions}) must not exceed "
+                f"central_privacy.expected_nodes ({dp.expected_nodes}), the mean's denominator"
             )
         return self
 

@@ -28,7 +28,14 @@ from prometheus_client.registry import Collector
 
 from broker_aggregator.store import payload_dir
 from vfer.basic_auth import Clock
-from vfer.messages import MessageError, StatusMsg, from_json
+from vfer.messages import (
+    CentralHeader,
+    CentralPrivacy,
+    MessageError,
+    StatusMsg,
+    from_json,
+    unpack,
+)
 from vfer.ops_http import OpsServer, Route, metrics_route, start_ops_server
 from vfer.topics import Topics
 
@@ -105,6 +112,7 @@ class FleetState:
     central_version: int | None
     nodes_submitted: int
     stored_bytes: int
+    privacy: CentralPrivacy | None = None  # what central DP spent, from the newest central
 
 
 def read_state(db_path: Path, recent: int = RECENT_ROUNDS) -> FleetState:
@@ -127,6 +135,7 @@ def read_state(db_path: Path, recent: int = RECENT_ROUNDS) -> FleetState:
         ).fetchall()
         nodes = con.execute("SELECT count(DISTINCT node_id) FROM accepted").fetchone()[0]
         central = con.execute("SELECT max(version) FROM centrals").fetchone()[0]
+        frame = con.execute("SELECT frame FROM centrals WHERE version = ?", [central]).fetchone()
     finally:
         con.close()
     rounds = [
@@ -154,7 +163,17 @@ def read_state(db_path: Path, recent: int = RECENT_ROUNDS) -> FleetState:
         central_version=None if central is None else int(central),
         nodes_submitted=int(nodes or 0),
         stored_bytes=_bytes_on_disk(db_path),
+        privacy=_privacy_of(bytes(frame[0])) if frame else None,
     )
+
+
+def _privacy_of(frame: bytes) -> CentralPrivacy | None:
+    """What central DP spent on a stored central (None without it, or for an unreadable frame:
+    the operator's view never fails on one row)."""
+    try:
+        return unpack(frame, CentralHeader)[0].privacy
+    except MessageError:
+        return None
 
 
 def _bytes_on_disk(db_path: Path) -> int:
@@ -171,13 +190,20 @@ def _bytes_on_disk(db_path: Path) -> int:
 class FleetCollector(Collector):
     """Prometheus metrics of the aggregator, read at scrape time."""
 
-    def __init__(self, db_path: Path, book: StatusBook) -> None:
+    def __init__(self, db_path: Path, book: StatusBook, epsilon_budget: float | None) -> None:
         self._db = db_path
         self._book = book
+        self._budget = epsilon_budget  # central_privacy.epsilon (None: central DP is off)
 
     def collect(self) -> Iterator[Metric]:
         s = read_state(self._db)
         yield from _round_metrics(s)
+        if self._budget is not None:
+            used = s.privacy.epsilon_total if s.privacy is not None else 0.0
+            yield _gauge("central_epsilon_spent", "central DP's epsilon over its rounds", used)
+            yield _gauge(
+                "central_epsilon_left", "central_privacy.epsilon not yet spent", self._budget - used
+            )
         nodes = self._book.snapshot()
         yield _gauge(
             "nodes_seen",
@@ -255,6 +281,7 @@ def fleet_json(db_path: Path, book: StatusBook) -> dict[str, Any]:
         "stored_bytes": s.stored_bytes,
         "nodes": [asdict(n) for n in book.snapshot()],
         "rounds": [asdict(r) for r in s.rounds],
+        "central_privacy": s.privacy.model_dump() if s.privacy is not None else None,
     }
 
 
@@ -262,10 +289,12 @@ def _static(name: str) -> bytes:
     return resources.files("broker_aggregator").joinpath("static", name).read_bytes()
 
 
-def fleet_routes(db_path: Path, book: StatusBook, *, page: bool) -> dict[str, Route]:
+def fleet_routes(
+    db_path: Path, book: StatusBook, *, page: bool, epsilon_budget: float | None = None
+) -> dict[str, Route]:
     """``/metrics``, and with ``page`` the fleet page (``/``, ``/api/fleet``, its static files)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(db_path, book))
+    registry.register(FleetCollector(db_path, book, epsilon_budget))
     routes = {"/metrics": metrics_route(registry)}
     if page:
         routes |= {
@@ -297,11 +326,13 @@ class FleetView:
         port: int,
         password: str | None,
         clock: Clock | None = None,  # times the wrong-password throttle (default: monotonic)
+        epsilon_budget: float | None = None,  # central_privacy.epsilon, exported with what is left
     ):
         self.book = StatusBook(topics)
         self._db = db_path
         self._host, self._port, self._password, self._clock = host, port, password, clock
         self.server: OpsServer | None = None
+        self._budget = epsilon_budget
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(self.book.subscription(), 1)]
@@ -313,7 +344,9 @@ class FleetView:
         return True
 
     def start(self) -> None:
-        routes = fleet_routes(self._db, self.book, page=self._password is not None)
+        routes = fleet_routes(
+            self._db, self.book, page=self._password is not None, epsilon_budget=self._budget
+        )
         self.server = start_ops_server(
             routes,
             host=self._host,

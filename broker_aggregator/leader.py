@@ -20,7 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.answers import answer_progress, counted_acks
-from broker_aggregator.closing import Closing, Gather, close_request
+from broker_aggregator.closing import Closing, Contributions, Gather, close_request
 from broker_aggregator.config import AggregatorConfig
 from broker_aggregator.effects import Effect, NewCentral, NewRound, Publish
 from broker_aggregator.policy import Decision, RoundPolicy
@@ -29,15 +29,17 @@ from broker_aggregator.rules import (
     central_weighting,
     close_factors,
     combine,
+    combine_private,
     gather_for,
 )
 from broker_aggregator.store import RoundRow, State
 from vfer import weights as wcodec
-from vfer.fedavg import RunningSum, central_problem
+from vfer.fedavg import AggregationError, RunningSum, central_problem
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import (
     AckMsg,
     CentralHeader,
+    CentralPrivacy,
     PartialHeader,
     ProgressMsg,
     RoundMsg,
@@ -86,7 +88,9 @@ class Leader:
         spec = vfer_spec(len(cfg.classes))
         shapes = {n: spec[n].shape for n in trainable_names(spec)}
         #: How the counted updates reach the rule when a round closes (the seam before it).
-        self.gather: Gather = gather_for(cfg.rule, state, cfg.worker_id, shapes)
+        self.gather: Gather = gather_for(
+            cfg.rule, state, cfg.worker_id, shapes, every_update=cfg.central_privacy is not None
+        )
         self._closing: Closing | None = None
         self.done = False
 
@@ -199,7 +203,10 @@ class Leader:
                     self._control["close"], self.cfg.worker_id, time.monotonic()
                 )
             return
-        combined = combine(self.cfg.rule, contributions, fraction=self.cfg.robust_fraction)
+        if self.cfg.central_privacy is not None:
+            combined = self._combine_private(row, contributions)
+        else:
+            combined = combine(self.cfg.rule, contributions, fraction=self.cfg.robust_fraction)
         if combined.info:
             log.info(
                 "round %d: %s over %d updates: %s",
@@ -209,6 +216,18 @@ class Leader:
                 dict(combined.info),
             )
         self._finish(row, now, combined)
+
+    def _combine_private(self, row: RoundRow, contributions: Contributions) -> Combined:
+        """Central DP against the round's base central, composed with what it already spent."""
+        assert self.cfg.central_privacy is not None
+        frame = self.state.central_frame(row.base_version)
+        if frame is None:
+            raise AggregationError(
+                f"round {row.round_id}: base central v{row.base_version} is gone"
+            )
+        header, body = unpack(frame, CentralHeader)
+        base = wcodec.from_bytes(body)
+        return combine_private(contributions, base, self.cfg.central_privacy, header.privacy)
 
     def _finish(self, row: RoundRow, now: float, combined: Combined) -> None:
         self._closing = None
@@ -232,7 +251,9 @@ class Leader:
             self.state.finish_round(row.round_id, latest[0], time.time(), combined.count, None)
             self._open_next()
             return
-        version = self._store_central(row.round_id, combined.central, combined.count)
+        version = self._store_central(
+            row.round_id, combined.central, combined.count, combined.privacy
+        )
         log.info(
             "round %d finished: central v%d from %d submissions",
             row.round_id,
@@ -242,7 +263,13 @@ class Leader:
         self._install_latest_central()
         self._open_next()
 
-    def _store_central(self, round_id: int, weights: Mapping[str, np.ndarray], n: int) -> int:
+    def _store_central(
+        self,
+        round_id: int,
+        weights: Mapping[str, np.ndarray],
+        n: int,
+        privacy: CentralPrivacy | None = None,
+    ) -> int:
         latest = self.state.latest_central()
         version = (latest[0] if latest else 0) + 1
         header = CentralHeader(
@@ -252,6 +279,7 @@ class Leader:
             created_at=time.time(),
             num_submissions=n,
             weighting=central_weighting(self.cfg.rule, self.cfg.weighting),
+            privacy=privacy,
         )
         frame = sign_central(header, wcodec.to_bytes(weights), self._key)
         if round_id == 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from broker_aggregator.central_dp import CentralPrivacyConfig, dp_combine
 from broker_aggregator.closing import (
     Columns,
     Contributions,
@@ -26,6 +27,7 @@ from broker_aggregator.closing import (
 from broker_aggregator.robust import Rule, aggregate_blocks, capped_factors
 from broker_aggregator.store import State
 from vfer.fedavg import AggregationError, EmptyAggregationError
+from vfer.messages import CentralPrivacy
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,36 @@ class Combined:
     central: dict[str, np.ndarray] | None
     count: int
     info: Mapping[str, object] = field(default_factory=dict)
+    privacy: CentralPrivacy | None = None  # what central DP spent on it, when on
+
+
+def combine_private(
+    contributions: Contributions,
+    base: Mapping[str, np.ndarray],
+    cfg: CentralPrivacyConfig,
+    previous: CentralPrivacy | None,
+) -> Combined:
+    """The central under central DP (:mod:`broker_aggregator.central_dp`): every counted update
+    clipped against ``base`` (the round's base central), noised, over the fixed denominator."""
+    if not isinstance(contributions, Columns):
+        raise AggregationError("central_privacy needs every update, not their sum")
+    central, privacy = dp_combine(contributions, base, cfg, previous)
+    info = {} if privacy is None else {"epsilon_total": round(privacy.epsilon_total, 4)}
+    return Combined(central, len(contributions.nodes), info, privacy)
 
 
 def gather_for(
-    rule: Rule, state: State, worker_id: str, shapes: Mapping[str, tuple[int, ...]]
+    rule: Rule,
+    state: State,
+    worker_id: str,
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    every_update: bool = False,
 ) -> Gather:
     """How the counted updates must reach ``rule`` at a close: the workers' sums for the mean,
-    every counted update (this process's round file, column block by block) for a robust rule."""
-    if rule == "mean":
+    every counted update (this process's round file, column block by block) for a robust rule
+    or when ``every_update`` (central DP clips each one)."""
+    if rule == "mean" and not every_update:
         return WorkerSums()
     return LocalColumns(state, worker_id, shapes)
 

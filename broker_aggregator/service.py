@@ -50,7 +50,8 @@ def fleet_view(cfg: AggregatorConfig, topics: Topics) -> FleetView | None:
     if not m.enabled:
         return None
     password = read_secret(m.password_file, "FEDVFER_METRICS_PASSWORD")
-    return FleetView(cfg.state_db, topics, m.host, m.port, password)
+    budget = cfg.central_privacy.epsilon if cfg.central_privacy is not None else None
+    return FleetView(cfg.state_db, topics, m.host, m.port, password, epsilon_budget=budget)
 
 
 def control_topics(topics: Topics) -> dict[str, str]:

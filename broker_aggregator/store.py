@@ -91,6 +91,11 @@ class State:
         ).fetchone()
         return (int(row[0]), bytes(row[1])) if row else None
 
+    def central_frame(self, version: int) -> bytes | None:
+        """The signed frame of central ``version`` (None if there is none)."""
+        row = self.db.execute("SELECT frame FROM centrals WHERE version = ?", [version]).fetchone()
+        return bytes(row[0]) if row else None
+
     def add_central(
         self, version: int, round_id: int, created_at: float, n: int, frame: bytes
     ) -> None:

@@ -161,8 +161,8 @@ def model_reference(model: type[BaseModel]) -> str:
     """
     parts = ["## top level", "", *_reference_rows(model, ""), ""]
     for name, f in model.model_fields.items():
-        sub = f.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
+        sub = section_model(f.annotation)
+        if sub is not None:
             parts += [
                 f"## {name}",
                 "",
@@ -175,7 +175,17 @@ def model_reference(model: type[BaseModel]) -> str:
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return section_model(annotation) is not None
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The nested model of a section key: ``Model`` or an optional ``Model | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and type(None) in get_args(annotation):
+        return section_model(args[0])
+    return None
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:

@@ -13,6 +13,7 @@ what a new kind of message builds on.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_ID",
     "AckMsg",
     "CentralHeader",
+    "CentralPrivacy",
     "CloseMsg",
     "MessageError",
     "PartialHeader",
@@ -128,6 +130,22 @@ class UpdateHeader(Framed, NodeMessage):
         return sum(self.clips_per_class.values())
 
 
+class CentralPrivacy(BaseModel):
+    """What central DP (``central_privacy`` on the aggregator) spent on this central: signed with
+    it, so a node and an operator read the fleet's epsilon from the fleet key (docs/privacy.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    epsilon_round: float = Field(ge=0, le=1e6, description="epsilon of this round alone")
+    epsilon_total: float = Field(ge=0, le=1e6, description="epsilon of every DP round so far")
+    delta: float = Field(gt=0, lt=1)
+    noise_multiplier: float = Field(gt=0, le=1e6, description="z: noise std / clip on the sum")
+    clip: float = Field(gt=0, le=1e6, description="L2 bound of each node's update")
+    expected_nodes: int = Field(ge=1, le=MAX_ID, description="the mean's fixed denominator")
+    rounds: int = Field(ge=1, le=MAX_ID, description="rounds made with central DP so far")
+    mu_total: float = Field(ge=0, le=1e6, description="their composition, mu-Gaussian DP")
+    clipped: int = Field(0, ge=0, le=MAX_ID, description="updates of this round scaled down")
+
+
 class CentralHeader(Framed):
     """``<prefix>/central/bundle`` (retained): the signed central v."""
 
@@ -138,12 +156,17 @@ class CentralHeader(Framed):
     created_at: float
     num_submissions: int = Field(0, ge=0, le=MAX_ID)
     weighting: str = Field("mean", max_length=MAX_TEXT)
+    privacy: CentralPrivacy | None = Field(None, description="central DP's epsilon, when on")
     signature: str = Field(
         "", max_length=256, description="base64 Ed25519 signature of the header without it"
     )
 
     def signing_bytes(self) -> bytes:
-        return canonical_unsigned(self)
+        if self.privacy is not None:
+            return canonical_unsigned(self)
+        # a central without DP signs exactly what it signed before the field existed
+        data = self.model_dump(mode="json", by_alias=True, exclude={"signature", "privacy"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class AckMsg(NodeMessage, Signed):

@@ -49,7 +49,17 @@ def central_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float
     _check(delta, rounds)
     if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise PrivacyError(f"noise_multiplier must be finite and > 0, got {noise_multiplier!r}")
-    mu = math.sqrt(rounds) / noise_multiplier
+    return epsilon_for_mu(math.sqrt(rounds) / noise_multiplier, delta)
+
+
+def epsilon_for_mu(mu: float, delta: float) -> float:
+    """Epsilon at ``delta`` of a mu-Gaussian-DP mechanism (rounds compose: mu^2 adds up)."""
+    if not (0 < delta < 1):
+        raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
+    if not (math.isfinite(mu) and mu >= 0):
+        raise PrivacyError(f"mu must be finite and >= 0, got {mu!r}")
+    if mu == 0:
+        return 0.0
     lo, hi = 0.0, 1.0
     while gaussian_delta(hi, mu) > delta:
         lo, hi = hi, hi * 2
