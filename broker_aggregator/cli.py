@@ -7,12 +7,15 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vfer.cli import UserError, log_from_signal_handler, run_cli, setup_logging
 from vfer.config_io import masked_dump
+
+if TYPE_CHECKING:
+    from broker_aggregator.config import AggregatorConfig
 
 log = logging.getLogger("broker_aggregator")
 
@@ -114,6 +117,12 @@ def _serve(kw: dict[str, Any], leader: bool) -> None:
         raise UserError(
             f"rule {cfg.rule!r} needs every update in the leader's process: run no extra workers"
         )
+    if not leader and cfg.central_privacy is not None:
+        raise UserError(
+            "central_privacy clips every update in the leader's process: run no extra workers"
+        )
+    if leader:
+        _warn_if_toothless(cfg)
     if leader and cfg.initial_weights is None and not Path(cfg.state_db).exists():
         raise UserError("a first start needs --initial-weights (or initial_weights in the config)")
     service = AggregatorService(cfg, leader=leader)
@@ -144,6 +153,15 @@ def worker(**kw: Any) -> None:
 
 
 @cli.command("config-reference")
+def _warn_if_toothless(cfg: AggregatorConfig) -> None:
+    """Say once at start when the robust rule protects nothing at the round's minimum size."""
+    from broker_aggregator.rules import toothless
+
+    why = toothless(cfg.rule, cfg.robust_fraction, cfg.round.min_submissions)
+    if why is not None:
+        log.warning("%s (round.min_submissions); raise it or robust_fraction", why)
+
+
 def config_reference_cmd() -> None:
     """Print the aggregator.yaml reference (docs/aggregator-config.md's generated part)."""
     click.echo(config_reference(), nl=False)

@@ -24,7 +24,7 @@ from broker_aggregator.closing import (
     Summed,
     WorkerSums,
 )
-from broker_aggregator.robust import Rule, aggregate_blocks, capped_factors
+from broker_aggregator.robust import Rule, aggregate_blocks, capped_factors, krum_f, trim_count
 from broker_aggregator.store import State
 from vfer.fedavg import AggregationError, EmptyAggregationError
 from vfer.messages import CentralPrivacy
@@ -115,3 +115,19 @@ def close_factors(
 def central_weighting(rule: Rule, weighting: str) -> str:
     """What a central's header says it was made with: the weighting of the mean, else the rule."""
     return weighting if rule == "mean" else rule
+
+
+def toothless(rule: Rule, fraction: float, submissions: int) -> str | None:
+    """Why ``rule`` at ``robust_fraction`` would trim or exclude nothing in a round of
+    ``submissions`` updates (said once at start), or None when it protects something."""
+    if rule == "trimmed_mean" and trim_count(submissions, fraction) == 0:
+        return (
+            f"trimmed_mean with robust_fraction {fraction:g} trims nothing at "
+            f"{submissions} submissions: it is the plain mean"
+        )
+    if rule == "krum" and krum_f(submissions, fraction) == 0:
+        return (
+            f"krum with robust_fraction {fraction:g} assumes no hostile node at "
+            f"{submissions} submissions (f = 0)"
+        )
+    return None

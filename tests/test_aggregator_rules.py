@@ -27,6 +27,7 @@ from broker_aggregator.rules import (
     close_factors,
     combine,
     gather_for,
+    toothless,
 )
 from broker_aggregator.store import State
 from vfer.fedavg import AggregationError, RunningSum
@@ -155,3 +156,23 @@ def test_closing_waits_for_every_asked_worker_and_resends() -> None:
 def test_a_lone_leader_sends_its_close_to_no_one_else() -> None:
     closing = Closing(close_request(1, {"pi-1": ("agg-1", 1)}, {}))
     assert [type(e) for e in closing.send("t", "agg-1", now=0.0)] == [LocalClose]
+
+
+@pytest.mark.parametrize(
+    ("rule", "fraction", "n", "warned"),
+    [
+        ("trimmed_mean", 0.2, 3, True),  # floor(0.6) = 0: the plain mean, silently until now
+        ("trimmed_mean", 0.2, 5, False),
+        ("krum", 0.2, 4, True),
+        ("krum", 0.2, 10, False),
+        ("median", 0.2, 3, False),
+        ("mean", 0.2, 3, False),
+    ],
+)
+def test_a_robust_rule_that_would_trim_nothing_is_named(
+    rule: str, fraction: float, n: int, warned: bool
+) -> None:
+    why = toothless(rule, fraction, n)  # type: ignore[arg-type]
+    assert (why is not None) == warned
+    if why:
+        assert rule in why and str(n) in why

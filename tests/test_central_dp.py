@@ -7,6 +7,8 @@ epsilon, a poisoner's pull bounded by the clip, and /metrics reading the budget.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,3 +176,18 @@ def _latest_frame(tmp: Path) -> bytes:
         state.close()
     assert latest is not None
     return latest[1]
+
+
+def test_an_extra_worker_refuses_central_dp(tmp_path: Path) -> None:
+    cfg = tmp_path / "aggregator.yaml"
+    cfg.write_text(
+        "insecure_unsigned: true\n"
+        "central_privacy: {epsilon: 3, clip: 1, expected_nodes: 10}\n"
+        "round: {rounds: 2, min_submissions: 3, max_submissions: 10}\n"
+    )
+    worker = subprocess.run(
+        [sys.executable, "-m", "broker_aggregator", "worker", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode != 0
+    assert "central_privacy clips every update" in worker.stderr + worker.stdout
