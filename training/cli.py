@@ -6,6 +6,7 @@ import click
 
 from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
 from training.cli_train import register as register_train
+from training.experiments.gate_eval_cli import gate_eval_cmd
 from training.sim.cli import demo_cmd, sim_node_cmd, sim_setup_cmd, simulate_cmd
 from training.synthetic.cli import synth_cmd, synth_images_cmd
 from vfer.cli import run_cli
@@ -26,6 +27,7 @@ cli.add_command(sim_node_cmd)
 cli.add_command(synth_cmd)
 cli.add_command(synth_images_cmd)
 register_train(cli)
+cli.add_command(gate_eval_cmd)
 
 
 def main() -> None:

@@ -208,6 +208,11 @@ def train_cmd(
     help="also run each rule with DP-SGD at these epsilons per night, a comma list such as "
     "1,3,8,off (off: the rule without DP); docs/privacy.md",
 )
+@click.option(
+    "--gate-signals",
+    is_flag=True,
+    help="measure the gate's candidate signals on every head (slower; docs/personalization.md)",
+)
 @_ifer_options
 @_models_options
 def experiment_cmd(
@@ -225,6 +230,7 @@ def experiment_cmd(
     seeds: int,
     variants: str,
     privacy: str | None,
+    gate_signals: bool,
     ifer_corpus: str | None,
     ifer_root: Path | None,
     backbone: Path | None,
@@ -276,6 +282,7 @@ def experiment_cmd(
         ifer_root=ifer_root,
         seeds=seeds,
         variants=rules,
+        gate_signals=gate_signals,
     )
     report = run_experiment(name, options)
     click.echo(

@@ -113,6 +113,7 @@ class Personalized:
     loss_after: float | None = None
     gate: GateVerdict | None = None  # the node's safety gate on the clips the fine-tune left out
     privacy: dict[str, Any] | None = None  # DP-SGD's visits, z, epsilon (``--privacy`` runs)
+    signals: dict[str, float] | None = None  # the gate's candidates (``--gate-signals`` runs)
 
 
 def personalize(
@@ -161,14 +162,28 @@ def personalize(
     held_clips = [data.adapt_clips[i] for i in held]
     from vfer.personalize import predict_v
 
+    held_teacher = np.argmax(data.adapt_probs[held], axis=1) if held else np.zeros(0, np.int64)
     verdict = decide(
         sel.per_class,
         predict_v(tuned.weights, held_clips) if held_clips else np.zeros((0, k)),
         predict_v(start, held_clips) if held_clips else np.zeros((0, k)),
-        np.argmax(data.adapt_probs[held], axis=1) if held else np.zeros(0, np.int64),
+        held_teacher,
     )
+    signals = None
+    if profile.gate_signals:
+        from training.experiments.signals import measure
+
+        chosen = [data.adapt_clips[int(i)] for i in sel.indices]
+        signals = measure(tuned.weights, start, held_clips, held_teacher, chosen, sel.labels, seed)
     return Personalized(
-        tuned.weights, sel.count, per_class, acc, tuned.loss_before, tuned.loss_after, verdict
+        tuned.weights,
+        sel.count,
+        per_class,
+        acc,
+        tuned.loss_before,
+        tuned.loss_after,
+        verdict,
+        signals=signals,
     )
 
 
@@ -273,6 +288,7 @@ def run_personalization(
                 "gate_passed": None if p.gate is None else p.gate.passed,
                 "gate_reasons": [] if p.gate is None else list(p.gate.reasons),
                 "privacy": p.privacy,
+                "signals": p.signals,
             }
         )
     y = np.concatenate(y_all) if y_all else np.zeros(0, np.int64)

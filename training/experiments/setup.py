@@ -70,6 +70,8 @@ class ExperimentProfile:
     l2sp: float = 0.0
     #: DP-SGD at this epsilon per night (``--privacy``, :mod:`.privacy`); 0.0: off, the paper's
     privacy_epsilon: float = 0.0
+    #: compute the gate's candidate signals for every head (``--gate-signals``, :mod:`.signals`)
+    gate_signals: bool = False
 
 
 #: The personalization rules the experiments compare on the same seeds, splits and central model.
@@ -138,6 +140,7 @@ class ExperimentOptions:
     data_seed: int | None = None
     #: the personalization rules to compare (:data:`VARIANTS`); the first is the reference
     variants: tuple[str, ...] = ("paper",)
+    gate_signals: bool = False  # measure the gate's candidate signals on every head
 
     @property
     def g_corpus(self) -> str | None:
@@ -154,6 +157,7 @@ class ExperimentOptions:
     @property
     def profile(self) -> ExperimentProfile:
         base = self.profile_override or PROFILES["quick" if self.quick else "full"]
+        base = replace(base, gate_signals=True) if self.gate_signals else base
         return replace(base, rounds=self.rounds) if self.rounds else base
 
 
