@@ -96,18 +96,25 @@ class Models:
         return self.bundle.manifest.files[BACKBONE]
 
     def predict(
-        self, rgb: np.ndarray, face: FaceCrop, embedding: np.ndarray | None = None
+        self,
+        rgb: np.ndarray,
+        face: FaceCrop,
+        embedding: np.ndarray | None = None,
+        teacher: np.ndarray | None = None,
     ) -> Predictions:
         """One face of an RGB frame through f (unless ``embedding`` is f of its crop already), g,
-        v's step and the teacher (which reads the frame: the aligned kind needs the keypoints).
-        v carries its state to the next call until :meth:`VferStep.reset`."""
+        v's step and the teacher (unless ``teacher`` is its output already; it reads the frame:
+        the aligned kind needs the keypoints). v carries its state to the next call until
+        :meth:`VferStep.reset`."""
         if embedding is None:
             embedding = self.backbone.embed(face.image)
+        if teacher is None and self.teacher is not None:
+            teacher = self.teacher.predict_face(rgb, face)
         return Predictions(
             embedding,
             self.ifer.predict_frame(embedding),
             self.vfer.step(embedding),
-            self.teacher.predict_face(rgb, face) if self.teacher is not None else None,
+            teacher if self.teacher is not None else None,
         )
 
     def info(self) -> ModelInfo:
