@@ -122,5 +122,5 @@ def test_the_cadence_runs_every_n_frames_of_a_face_and_afresh_after_a_gap_or_cut
     assert cadence(rgb, face, 11)[0] == 4  # frames 9-10 had no face: a new face, run at once
     assert cadence(rgb, face, 12, cut=True)[0] == 5  # another file
     assert cadence.runs == 5
-    with pytest.raises(ValueError, match="teacher.every"):
+    with pytest.raises(ValueError, match=r"teacher\.every"):
         TeacherCadence(t, every=0)  # type: ignore[arg-type]
