@@ -64,7 +64,12 @@ class TeacherAhead:
 
     def __init__(self, models: Models, every: int) -> None:
         self.sha256 = teacher_sha256(models)
-        self.cadence = TeacherCadence(models.bundle.teacher(num_threads=1), every)
+        from edge_node.models import verified_teacher
+
+        teacher = verified_teacher(models.bundle)
+        if teacher is None:
+            raise ValueError(f"{models.bundle.path}: stage T needs a bundle with a teacher")
+        self.cadence = TeacherCadence(teacher, every)
 
     def __call__(self, d: Detected) -> Detected:
         if d.face is None:
