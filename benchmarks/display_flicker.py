@@ -10,6 +10,8 @@ steady label) and the label the kiosk publishes now (``NodeState.emotion``: the 
 with hysteresis of :func:`edge_node.display.steady_step`). Label changes are counted between
 consecutive frames that show a label, per minute of the frames' own time. Each kind runs twice:
 the teacher on every frame (``teacher.every: 1``, as before) and at the default cadence.
+``sweep``: the same frames relabelled offline at each (time constant, margin) of ``GRID``, the
+numbers the shipped pair was chosen by.
 
 Videos: ``WolfgangLanger_Pexels.mp4`` (whole, and frames 290-460 where she smiles broadly:
 the steady face) and the 6 CREMA-D clips (one actor, one acted emotion per clip), 6 classes for
@@ -26,11 +28,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from edge_node.display import DEFAULT_TEACHER_EVERY, label_changes
+from edge_node.display import DEFAULT_TEACHER_EVERY, Steady, label_changes, steady_step
 from edge_node.pipeline import Pipeline, PipelineOptions
 from edge_node.sources import VideoFileSource
 from edge_node.state import NodeState
@@ -79,7 +81,7 @@ def shown(video: Path, bundle_path: Path, db: Path, every: int) -> list[tuple[fl
             r = pipe.infer(pipe.detect(frame))
             if r.teacher is not None:
                 raw = classes[int(np.argmax(r.teacher))]
-                out.append((frame.t, raw, state.snapshot().emotion, frame.index))
+                out.append((frame.t, raw, state.snapshot().emotion, frame.index, r.teacher))
         pipe.finish()
         pipe.close()
     return out  # type: ignore[return-value]
@@ -121,14 +123,42 @@ def measure(root: Path, kind: str, every: int) -> dict[str, Any]:
     b6 = bundle(root, EMOTIONS_6, TEACHERS[kind])
     rows = shown(WOLFGANG, b4, root / f"w-{kind}-{every}.db", every)
     clips = [r.path for r in load_crema_d(paths.CREMA_D, EMOTIONS_6).records]
-    crema = {
-        c.name: rates(shown(c, b6, root / f"c-{kind}-{every}-{c.stem}.db", every)) for c in clips
-    }
+    per_clip = {c.name: shown(c, b6, root / f"c-{kind}-{every}-{c.stem}.db", every) for c in clips}
+    crema = {name: rates(r) for name, r in per_clip.items()}
     return {
         "wolfgang_whole": rates(rows),
         "wolfgang_smiling_290_460": rates(rows, SMILING),
         "crema_d": {"clips": crema, "all": total(list(crema.values()))},
+        "sweep": sweep(rows, list(per_clip.values())),
     }
+
+
+#: the smoothing parameters tried (time constant s, margin); the shipped pair is in the middle
+GRID = [(tau, m) for tau in (0.25, 0.5, 1.0) for m in (0.0, 0.1, 0.2)]
+
+
+def relabel(rows: list[Any], classes: tuple[str, ...], tau: float, margin: float) -> list[Any]:
+    """``rows`` with the published label recomputed by :func:`steady_step` at (tau, margin)."""
+    s, out = Steady(), []
+    for t, raw, _, index, probs in rows:
+        s = steady_step(s, probs, t, tau_s=tau, margin=margin)
+        out.append((t, raw, classes[cast(int, s.label)], index, probs))
+    return out
+
+
+def sweep(wolfgang: list[Any], crema: list[list[Any]]) -> dict[str, Any]:
+    """Changes per minute (CREMA-D, the whole video) and the smiling share for each GRID pair."""
+    out = {}
+    for tau, margin in GRID:
+        w = relabel(wolfgang, EMOTIONS_4, tau, margin)
+        c = total([rates(relabel(rows, EMOTIONS_6, tau, margin)) for rows in crema])
+        smiling = rates(w, SMILING)
+        out[f"tau {tau} s, margin {margin}"] = {
+            "crema_d_per_minute": c["per_minute_steady"],
+            "wolfgang_per_minute": rates(w)["per_minute_steady"],
+            "smiling_happiness": f"{smiling['happiness_steady']}/{smiling['face_frames']}",
+        }
+    return out
 
 
 def main(argv: list[str]) -> int:
