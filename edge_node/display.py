@@ -97,7 +97,7 @@ class TeacherConfig(BaseModel):
 #: time constant of the display's moving average; the hysteresis a new label must win by; how long
 #: without a face before the smoothing starts afresh (a new visitor). Chosen by
 #: ``python -m benchmarks.display_flicker`` (docs/kiosk.md, "A steady label").
-STEADY_TAU_S = 0.5
+STEADY_TAU_S = 1.0
 STEADY_MARGIN = 0.1
 STEADY_FORGET_S = 1.0
 
