@@ -451,6 +451,7 @@ def main() -> int:
             for name, (n, ov, emb, det) in VARIANTS.items()
         }
         taught = edge_teacher_cost.teacher_bundle(bundles.a, root / "taught")
+        teacher_stage = edge_teacher_cost.teacher_ms(video, bundles.face_model, n_stage)
         for name, cadence in edge_teacher_cost.VARIANTS.items():
             pipe[name] = pipeline_fps_alone(
                 video, taught, bundles.face_model, root / f"{name}.db", n_pipe, 4, True, True,
@@ -513,7 +514,10 @@ def main() -> int:
             k: v for k, v in capture_mp.items() if k != "samples"
         },
         "capture_process_with_teacher": {k: v for k, v in capture_t.items() if k != "samples"},
-        "teacher": edge_teacher_cost.goals(pipe, capture_t, capture),
+        "teacher": {
+            **edge_teacher_cost.goals(pipe, capture_t, capture),
+            "stage_t_ms_per_face": teacher_stage,
+        },
         "adaptation_child": child,
         "tracking": track,
         "goals": {

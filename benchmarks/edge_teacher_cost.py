@@ -41,6 +41,52 @@ def teacher_bundle(plain: Path, out: Path) -> Path:
     return out
 
 
+def teacher_ms(video: Path, face_model: Path, n: int) -> dict[str, Any]:
+    """Stage T's own cost per face on the benchmark's source: the alignment (``prepare``) and the
+    model (``predict_input``) timed apart, one OpenCV thread, wall and this thread's CPU time."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    from vfer.classes import EMOTIONS_6
+    from vfer.faces import FaceCropper
+    from vfer.teachers import open_teacher
+
+    times: dict[str, list[float]] = {
+        k: [] for k in ("prepare", "model", "prepare_cpu", "model_cpu")
+    }
+    cap = cv2.VideoCapture(str(video))
+    with (
+        FaceCropper.from_path(face_model) as cropper,
+        open_teacher(paths.TEACHER_MOBILEFACENET, EMOTIONS_6, num_threads=1) as teacher,
+    ):
+        while len(times["model"]) < n + 5:
+            ok, bgr = cap.read()
+            if not ok:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            face = cropper.crop(rgb)
+            if face is None:
+                continue
+            w0, c0 = time.perf_counter(), time.thread_time()
+            x = teacher.prepare(rgb, face)
+            w1, c1 = time.perf_counter(), time.thread_time()
+            teacher.predict_input(x)
+            w2, c2 = time.perf_counter(), time.thread_time()
+            for key, sec in (("prepare", w1 - w0), ("model", w2 - w1),
+                             ("prepare_cpu", c1 - c0), ("model_cpu", c2 - c1)):  # fmt: skip
+                times[key].append(sec * 1e3)
+    cap.release()
+
+    def stats(ms: list[float]) -> dict[str, float]:
+        a = np.asarray(ms[5:])  # the first calls allocate
+        return {"mean": round(float(a.mean()), 3), "p50": round(float(np.median(a)), 3)}
+
+    return {"faces": n, **{k: stats(v) for k, v in times.items()}}
+
+
 def goals(
     pipe: dict[str, dict[str, float]], capture: dict[str, Any], without: dict[str, Any]
 ) -> dict[str, Any]:
