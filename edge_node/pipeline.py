@@ -67,9 +67,8 @@ class PipelineOptions:
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
     forget_pause_s: float = 60.0  # no recording this long after "forget me"
     display: Display = DEFAULT_DISPLAY  # what the kiosk shows (edge_node.display)
-    teacher_every: int = (
-        DEFAULT_TEACHER_EVERY  # the teacher runs on a tracked face every N frames, held in between
-    )
+    # the teacher runs on a tracked face every N frames, held in between (edge_node.teacher_stage)
+    teacher_every: int = DEFAULT_TEACHER_EVERY
     teacher_stage: bool = True  # ... in a stage of its own when the stages overlap
 
 
