@@ -173,6 +173,11 @@ def main(argv: list[str]) -> int:
         for kind in kinds:
             for every in sorted({1, DEFAULT_TEACHER_EVERY}):
                 report[f"{kind}, teacher.every {every}"] = measure(Path(tmp), kind, every)
+    head = report[f"{kinds[0]}, teacher.every {DEFAULT_TEACHER_EVERY}"]["crema_d"]["all"]
+    report["summary"] = (
+        f"{kinds[0]} at the default cadence, CREMA-D label changes per minute "
+        f"{head['per_minute_raw']} raw -> {head['per_minute_steady']} steady"
+    )
     report["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -16,10 +16,10 @@ of its own, the default), and the detector on LiteRT (:mod:`vfer.blazeface`, the
 MediaPipe's runtime. The capture process is measured as it runs on a Pi: ``python -m edge_node
 run`` in its own process (no TensorFlow in it), the source paced at 15 fps, its RSS and CPU
 sampled from outside, once with each detector runtime; then ``python -m edge_node adapt`` on the
-clips it recorded, in its own process, with its own peak RSS. The teacher's cost (issue 22): the same loop
-and capture process with OpenCV Zoo's MobileFaceNet as the bundle's teacher
-(:mod:`benchmarks.edge_teacher_cost`: ``teacher`` in the JSON, against its goals). The full run soaks for 10 minutes
-(``--soak-s`` shortens it; ``--quick`` soaks 15 s).
+clips it recorded, in its own process, with its own peak RSS. The teacher's cost (issue 22):
+the same loop and capture process with OpenCV Zoo's MobileFaceNet as the bundle's teacher
+(:mod:`benchmarks._edge_teacher_cost`: ``teacher`` in the JSON, against its goals). The full
+run soaks for 10 minutes (``--soak-s`` shortens it; ``--quick`` soaks 15 s).
 
 RSS counts the shared libraries' pages that are resident, and how many are depends on the page
 cache (the same process measured 219 MB and 284 MB on this machine in different sessions, the
@@ -47,7 +47,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks import edge_teacher_cost
+from benchmarks import _edge_teacher_cost as edge_teacher_cost
 from edge_node.display import DEFAULT_TEACHER_EVERY
 from edge_node.models import Models
 from edge_node.pipeline import Pipeline, PipelineOptions
