@@ -16,8 +16,10 @@ of its own, the default), and the detector on LiteRT (:mod:`vfer.blazeface`, the
 MediaPipe's runtime. The capture process is measured as it runs on a Pi: ``python -m edge_node
 run`` in its own process (no TensorFlow in it), the source paced at 15 fps, its RSS and CPU
 sampled from outside, once with each detector runtime; then ``python -m edge_node adapt`` on the
-clips it recorded, in its own process, with its own peak RSS. The full run soaks for 10 minutes
-(``--soak-s`` shortens it; ``--quick`` soaks 15 s).
+clips it recorded, in its own process, with its own peak RSS. The teacher's cost (issue 22):
+the same loop and capture process with OpenCV Zoo's MobileFaceNet as the bundle's teacher
+(:mod:`benchmarks._edge_teacher_cost`: ``teacher`` in the JSON, against its goals). The full
+run soaks for 10 minutes (``--soak-s`` shortens it; ``--quick`` soaks 15 s).
 
 RSS counts the shared libraries' pages that are resident, and how many are depends on the page
 cache (the same process measured 219 MB and 284 MB on this machine in different sessions, the
@@ -45,6 +47,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks import _edge_teacher_cost as edge_teacher_cost
+from edge_node.display import DEFAULT_TEACHER_EVERY
 from edge_node.models import Models
 from edge_node.pipeline import Pipeline, PipelineOptions
 from edge_node.sources import VideoFileSource
@@ -181,15 +185,18 @@ def pipeline_fps(
     overlap: bool,
     embed: bool = True,
     detector: Detector = "litert",
+    teacher: tuple[int, bool] = (DEFAULT_TEACHER_EVERY, True),
 ) -> dict[str, float]:
-    """The node's loop over ``n`` frames of the looping source: wall time and process CPU time."""
+    """The node's loop over ``n`` frames of the looping source: wall time and process CPU time.
+    ``teacher``: (teacher.every, stage T) when the bundle carries one."""
     source = VideoFileSource(video, loop=True)
     stop = threading.Event()
     with (
         ClipStore(db) as store,
         FaceCropper.from_path(face_model, detect_every=detect_every, detector=detector) as cropper,
     ):
-        pipe = Pipeline(bundle, cropper, store, NodeState(), PipelineOptions())
+        options = PipelineOptions(teacher_every=teacher[0], teacher_stage=teacher[1])
+        pipe = Pipeline(bundle, cropper, store, NodeState(), options)
         frames = (
             detected_frames(source, pipe, stop, embed=embed)
             if overlap
@@ -226,18 +233,20 @@ def pipeline_fps_alone(
     overlap: bool,
     embed: bool = True,
     detector: Detector = "litert",
+    teacher: tuple[int, bool] = (DEFAULT_TEACHER_EVERY, True),
 ) -> dict[str, float]:
     """:func:`pipeline_fps` in a fresh process without TensorFlow, as the node's capture process
     (this one imports it for the bundles and the naive Keras path)."""
     args = [str(video), str(bundle), str(face_model), str(db), n, detect_every, overlap, embed]
-    args.append(detector)
+    args += [detector, list(teacher)]
     code = (
         "import json, sys\n"
         "sys.modules['tensorflow'] = None\n"
         "from pathlib import Path\n"
         "from benchmarks.edge_latency import pipeline_fps\n"
-        "v, b, f, d, n, every, overlap, embed, det = json.loads(sys.argv[1])\n"
-        "r = pipeline_fps(Path(v), Path(b), Path(f), Path(d), n, every, overlap, embed, det)\n"
+        "v, b, f, d, n, every, overlap, embed, det, t = json.loads(sys.argv[1])\n"
+        "r = pipeline_fps(Path(v), Path(b), Path(f), Path(d), n, every, overlap, embed, det, "
+        "tuple(t))\n"
         "print(json.dumps(r))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -441,6 +450,13 @@ def main() -> int:
             )
             for name, (n, ov, emb, det) in VARIANTS.items()
         }
+        taught = edge_teacher_cost.teacher_bundle(bundles.a, root / "taught")
+        teacher_stage = edge_teacher_cost.teacher_ms(video, bundles.face_model, n_stage)
+        for name, cadence in edge_teacher_cost.VARIANTS.items():
+            pipe[name] = pipeline_fps_alone(
+                video, taught, bundles.face_model, root / f"{name}.db", n_pipe, 4, True, True,
+                "litert", cadence,
+            )  # fmt: skip
         node_bundle = root / "node" / "bundle"
         shutil.copytree(bundles.a, node_bundle)
         capture = capture_process(
@@ -448,6 +464,11 @@ def main() -> int:
         )
         capture_mp = capture_process(  # the same node with MediaPipe's runtime for the detector
             video15, node_bundle, bundles.face_model, root / "node-mp.db", soak_s, "mediapipe"
+        )
+        taught_node = root / "taught-node" / "bundle"
+        shutil.copytree(taught, taught_node)
+        capture_t = capture_process(
+            video15, taught_node, bundles.face_model, root / "node-t.db", soak_s
         )
         child = adapt_child(root / "node.db", node_bundle)
         track = tracking(
@@ -492,6 +513,11 @@ def main() -> int:
         "capture_process_mediapipe_detector": {
             k: v for k, v in capture_mp.items() if k != "samples"
         },
+        "capture_process_with_teacher": {k: v for k, v in capture_t.items() if k != "samples"},
+        "teacher": {
+            **edge_teacher_cost.goals(pipe, capture_t, capture),
+            "stage_t_ms_per_face": teacher_stage,
+        },
         "adaptation_child": child,
         "tracking": track,
         "goals": {
@@ -521,6 +547,7 @@ def main() -> int:
         f"the same with face.detector: mediapipe: RSS max {capture_mp['rss_mb_max']} MB, "
         f"CPU {capture_mp['cpu_percent_of_one_core']} % of one core"
     )
+    print(f"the teacher (MobileFaceNet): {json.dumps(result['teacher'])}")
     print(f"adaptation child: {child}")
     print(f"tracking: {json.dumps({k: v for k, v in track.items() if k.startswith('every')})}")
     print(f"load average at the end: {load}")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_node.display import TeacherConfig
 from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.ops_http import MetricsConfig
@@ -332,6 +333,7 @@ class NodeConfig(_Section):
         default_factory=RetentionConfig, description="what is kept and for how long"
     )  # type: ignore[arg-type]
     kiosk: KioskConfig = Field(default_factory=KioskConfig, description="local display page")  # type: ignore[arg-type]
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the teacher")  # type: ignore[arg-type]
     federation: FederationConfig = Field(
         default_factory=FederationConfig, description="MQTT federation"
     )  # type: ignore[arg-type]

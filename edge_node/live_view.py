@@ -2,8 +2,9 @@
 
 :class:`LiveView` turns one frame's results into a :class:`~edge_node.state.NodeState` update
 (the kiosk server only reads that state) and, while somebody watches, a preview JPEG at the
-configured rate. It keeps only what it needs between frames: the smoothed frame rate and when the
-next preview is due.
+configured rate. It keeps only what it needs between frames: the smoothed frame rate, when the
+next preview is due, and the display's moving average and label (:func:`~edge_node.display.
+steady_step`: the label on screen does not flicker from frame to frame).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_node.display import Display, display_probs
+from edge_node.display import Display, Steady, display_probs, steady_step
 from edge_node.sources import Frame
 from edge_node.state import NodeState
 from vfer.faces import FaceCrop
@@ -48,6 +49,7 @@ class LiveView:
         self._last_wall: float | None = None
         self._fps = 0.0
         self._next_preview = 0.0
+        self._steady = Steady()
 
     def publish(self, shown: Shown) -> None:
         """Update the live state from one frame (and encode a preview when one is due)."""
@@ -88,14 +90,23 @@ class LiveView:
             teacher=shown.teacher,
             has_teacher=shown.has_teacher,
         )
+        if shown.frame.cut:  # another file, or the loop started over
+            self._steady = Steady()
+        self._steady = steady_step(self._steady, probs, shown.frame.t)
+        steady = self._steady
+        if probs is not None and steady.probs is not None and steady.label is not None:
+            emotion: str | None = classes[steady.label]
+            shown_probs = named(classes, steady.probs)
+        else:
+            emotion, shown_probs = None, {}
         if shown.vfer is not None:
             vfer = named(classes, shown.vfer)
         else:  # between face frames an open clip keeps showing its v
             vfer = self.state.snapshot().vfer_probs if shown.in_clip else {}
         return {
-            "emotion": classes[int(np.argmax(probs))] if probs is not None else None,
+            "emotion": emotion,  # the steady label, and the average it leads
             "display": used,
-            "display_probs": named(classes, probs) if probs is not None else {},
+            "display_probs": shown_probs,
             "vfer_probs": vfer,
             "ifer_probs": named(classes, shown.ifer) if shown.ifer is not None else {},
         }

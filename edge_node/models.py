@@ -16,8 +16,8 @@ import numpy as np
 
 from edge_node.bundles import BundleHome
 from edge_node.state import ModelInfo
-from vfer.backbone import Backbone
-from vfer.bundle import BACKBONE, IFER_TFLITE, MANIFEST, VFER_STEP, Bundle
+from vfer.backbone import Backbone, file_sha256
+from vfer.bundle import BACKBONE, IFER_TFLITE, MANIFEST, VFER_STEP, Bundle, BundleError
 from vfer.faces import FaceCrop
 from vfer.runtime import IferHead, VferStep
 from vfer.teachers import TeacherModel
@@ -30,6 +30,23 @@ def bundle_fingerprint(path: str | os.PathLike[str]) -> tuple[str, int]:
         return real, os.stat(os.path.join(real, MANIFEST)).st_mtime_ns
     except OSError:
         return real, -1
+
+
+def verified_teacher(bundle: Bundle, num_threads: int = 1) -> TeacherModel | None:
+    """The bundle's teacher, opened only after its file's sha256 matched the manifest's again
+    (cheap: about 1.4 MB), even for a bundle verified when it was installed; None without one."""
+    info = bundle.manifest.teacher
+    if info is None:
+        return None
+    path, expected = bundle.file(info.file), bundle.manifest.files.get(info.file, "")
+    actual = file_sha256(path) if path.is_file() else "missing"
+    if actual != expected:
+        raise BundleError(
+            f"{path}: the teacher's sha256 is {actual}, the manifest expects {expected or 'none'}"
+            " (the file was changed after the bundle was written: reinstall the bundle)"
+        )
+    teacher: TeacherModel = bundle.teacher(num_threads=num_threads)
+    return teacher
 
 
 class LazyBackbone:
@@ -87,7 +104,7 @@ class Models:
             IferHead.from_path(bundle.file(IFER_TFLITE)),
             VferStep.from_path(bundle.file(VFER_STEP)),
             fingerprint,
-            bundle.teacher() if bundle.has_teacher else None,
+            verified_teacher(bundle),
         )
 
     @property
@@ -96,18 +113,25 @@ class Models:
         return self.bundle.manifest.files[BACKBONE]
 
     def predict(
-        self, rgb: np.ndarray, face: FaceCrop, embedding: np.ndarray | None = None
+        self,
+        rgb: np.ndarray,
+        face: FaceCrop,
+        embedding: np.ndarray | None = None,
+        teacher: np.ndarray | None = None,
     ) -> Predictions:
         """One face of an RGB frame through f (unless ``embedding`` is f of its crop already), g,
-        v's step and the teacher (which reads the frame: the aligned kind needs the keypoints).
-        v carries its state to the next call until :meth:`VferStep.reset`."""
+        v's step and the teacher (unless ``teacher`` is its output already; it reads the frame:
+        the aligned kind needs the keypoints). v carries its state to the next call until
+        :meth:`VferStep.reset`."""
         if embedding is None:
             embedding = self.backbone.embed(face.image)
+        if teacher is None and self.teacher is not None:
+            teacher = self.teacher.predict_face(rgb, face)
         return Predictions(
             embedding,
             self.ifer.predict_frame(embedding),
             self.vfer.step(embedding),
-            self.teacher.predict_face(rgb, face) if self.teacher is not None else None,
+            teacher if self.teacher is not None else None,
         )
 
     def info(self) -> ModelInfo:

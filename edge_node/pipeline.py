@@ -12,7 +12,9 @@ Each frame goes through two stages with typed results: :meth:`Pipeline.detect` (
 face, :class:`Detected`) and :meth:`Pipeline.infer` (stage B: f, g, v, clips, :class:`FrameResult`).
 :meth:`Pipeline.process` runs both in turn; :mod:`edge_node.stages` runs stage A (with decoding)
 and stage E (f, :class:`EmbedAhead`) in threads ahead of stage B, with bounded queues, and the same
-results. A model that runs on every face frame goes into
+results; with a teacher in the bundle, stage T (:class:`~edge_node.teacher_stage.TeacherAhead`)
+runs it at its own cadence (``teacher.every``) between E and B. A model that runs on every face
+frame goes into
 :meth:`Models.predict <edge_node.models.Models.predict>`; a stage of its own ahead of B into
 :meth:`Pipeline.ahead_stages`.
 """
@@ -31,7 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_node.clip_buffer import OpenClip
-from edge_node.display import DEFAULT_DISPLAY, Display
+from edge_node.display import DEFAULT_DISPLAY, DEFAULT_TEACHER_EVERY, Display
 from edge_node.forget import forget_everything
 from edge_node.live_view import LiveView, Shown
 from edge_node.models import Models, Predictions, bundle_fingerprint
@@ -39,6 +41,7 @@ from edge_node.segmenter import Segment, Segmenter, SegmentPolicy
 from edge_node.sources import Frame
 from edge_node.state import NodeState
 from edge_node.store import ClipStore, StoreFullError
+from edge_node.teacher_stage import TeacherAhead, TeacherCadence, teacher_sha256
 from vfer.backbone import Backbone
 from vfer.bundle import BACKBONE
 from vfer.faces import FaceCrop, FaceCropper
@@ -64,6 +67,9 @@ class PipelineOptions:
     thumbnails: int = 0  # face thumbnails kept per clip (0: none, the default)
     forget_pause_s: float = 60.0  # no recording this long after "forget me"
     display: Display = DEFAULT_DISPLAY  # what the kiosk shows (edge_node.display)
+    # the teacher runs on a tracked face every N frames, held in between (edge_node.teacher_stage)
+    teacher_every: int = DEFAULT_TEACHER_EVERY
+    teacher_stage: bool = True  # ... in a stage of its own when the stages overlap
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Detected:
     forget: bool = False  # "forget me" was asked before this frame: stage B does it first
     embedding: np.ndarray | None = None  # f of the face, when stage E computed it ahead
     backbone: str = ""  # sha256 of the backbone file that computed ``embedding``
+    teacher: np.ndarray | None = None  # the teacher's probabilities, when stage T computed them
+    teacher_from: str = ""  # sha256 of the teacher file that computed ``teacher``
 
 
 class AheadStage(Protocol):
@@ -148,6 +156,7 @@ class Pipeline:
         self.recording_suspended = False  # set when the disk is full
         self._clip: OpenClip | None = None
         self._failed_fingerprint: tuple[str, int] | None = None
+        self._cadence: TeacherCadence | None = None  # stage B's, when there is no stage T
         self.view = LiveView(state, options.display, options.preview, options.preview_fps)
         state.update(model=self.models.info(), clips_stored=store.count())
 
@@ -178,7 +187,10 @@ class Pipeline:
         """The stages :mod:`edge_node.stages` runs in threads between A and B, in order, by thread
         name, each opened in its own thread. A new stage is one entry here, plus the field it
         fills in :class:`Detected` for :meth:`_predict` to pass on."""
-        return {"embed": lambda: EmbedAhead(self.models)}
+        stages: dict[str, Callable[[], AheadStage]] = {"embed": lambda: EmbedAhead(self.models)}
+        if self.models.teacher is not None and self.options.teacher_stage:
+            stages["teacher"] = lambda: TeacherAhead(self.models, self.options.teacher_every)
+        return stages
 
     def infer(self, d: Detected) -> FrameResult:
         """Stage B: clip boundaries, f, g and v, the clip buffer, the store, the kiosk's state."""
@@ -206,12 +218,16 @@ class Pipeline:
         return result
 
     def _predict(self, face: FaceCrop, d: Detected) -> Predictions:
-        """Every model on the face, with the open clip's models (stage E's f when it is theirs)."""
+        """Every model on the face, with the open clip's models (stage E's f and stage T's
+        teacher when they are theirs; else they run here, the teacher at the same cadence)."""
         m = self._clip.models if self._clip is not None else self.models
         ahead = d.embedding if d.backbone == m.backbone_sha256 else None
-        return m.predict(
-            d.frame.rgb, face, ahead
-        )  # no stage E, or the bundle's f changed: f runs here
+        taught = d.teacher if d.teacher_from and d.teacher_from == teacher_sha256(m) else None
+        if taught is None and m.teacher is not None:
+            if self._cadence is None or self._cadence.teacher is not m.teacher:
+                self._cadence = TeacherCadence(m.teacher, self.options.teacher_every)
+            taught = self._cadence(d.frame.rgb, face, d.frame.index, d.frame.cut)
+        return m.predict(d.frame.rgb, face, ahead, taught)
 
     def _shown(self, frame: Frame, face: FaceCrop | None, out: Predictions | None) -> Shown:
         clip = self._clip

@@ -180,6 +180,7 @@ def run_node(
             thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
             forget_pause_s=config.forget.pause_s,
             display=config.kiosk.display,
+            teacher_every=config.teacher.every,
         )
         pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
         handle = None

@@ -31,9 +31,18 @@ VIDEO = paths.VIDEO / "WolfgangLanger_Pexels.mp4"
 SMILING = range(290, 461)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    for need in (paths.TEACHER, paths.FACE_MODEL, VIDEO):
+TEACHERS = {"fer2013": paths.TEACHER, "mobilefacenet": paths.TEACHER_MOBILEFACENET}
+#: the share of smiling face frames the (steady) display must call happiness, per teacher kind:
+#: issue 22's bar for the recommended teacher; the FER2013 one is held to what it always met
+BAR = {"fer2013": 0.5, "mobilefacenet": 0.95}
+
+
+@pytest.fixture(scope="module", params=list(TEACHERS))
+def run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    kind = request.param
+    for need in (TEACHERS[kind], paths.FACE_MODEL, VIDEO):
         if not need.is_file():
             pytest.skip(f"{need} absent")
     root = tmp_path_factory.mktemp("teach")
@@ -44,7 +53,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         ifer_weights=random_head(ifer_spec(4), 1),
         vfer_weights=random_head(vfer_spec(4), 2),
         head_version="central-r0",
-        teacher=paths.TEACHER,
+        teacher=TEACHERS[kind],
     )
     state = NodeState()
     shown: dict[int, tuple[str | None, str]] = {}
@@ -58,7 +67,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             shown[frame.index] = (snap.emotion, snap.display)
         pipe.finish()
         pipe.close()
-    return {"shown": shown, "store": store}
+    return {"shown": shown, "store": store, "kind": kind}
 
 
 def test_teacher_probabilities_are_stored_with_each_frame(run: dict[str, object]) -> None:
@@ -73,12 +82,12 @@ def test_teacher_probabilities_are_stored_with_each_frame(run: dict[str, object]
         assert not np.allclose(t, store.frame_ifer(row.id))
 
 
-def test_default_display_says_happiness_where_she_smiles(run: dict[str, object]) -> None:
+def test_the_steady_default_display_says_happiness_where_she_smiles(run: dict[str, object]) -> None:
     shown = run["shown"]
     assert isinstance(shown, dict)
     smiling = [shown[i] for i in SMILING if shown.get(i, (None, ""))[0] is not None]
     assert len(smiling) > 0.9 * len(SMILING)  # a face on nearly every frame
     assert {d for _, d in smiling} == {"teacher"}
     happy = sum(e == "happiness" for e, _ in smiling) / len(smiling)
-    print(f"happiness on {happy:.1%} of {len(smiling)} smiling frames")
-    assert happy > 0.5, f"happiness on {happy:.0%} of the smiling frames"
+    print(f"{run['kind']}: happiness on {happy:.1%} of {len(smiling)} smiling frames")
+    assert happy >= BAR[str(run["kind"])], f"happiness on {happy:.0%} of the smiling frames"

@@ -172,13 +172,19 @@ def test_export_bundle_recognises_the_kind_and_refuses_anything_else(
 def test_edge_evaluate_scores_the_aligned_teacher_on_the_london_set(
     taught: Bundle, tmp_path: Path
 ) -> None:
-    """Issue 22's bar for the display: neutral recall >= .92, happiness >= .85 (measured .97, .86)."""
-    from edge_node.evaluate import evaluate
+    """Issue 22's bar, as its acceptance writes it: ``python -m edge_node evaluate --bundle B
+    --manifest london.csv --json`` with B carrying the MobileFaceNet, all 204 London photos:
+    display recall >= .92 neutral, >= .85 happiness (measured .971 and .863)."""
     from training.corpora.london import write_london_manifest
 
     manifest = tmp_path / "london.csv"
     assert write_london_manifest(require(paths.LONDON / "faces.csv"), manifest) == 204
-    report = evaluate(taught.path, manifest, require(paths.FACE_MODEL))
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO)}
+    cmd = [sys.executable, "-m", "edge_node", "evaluate", "--bundle", str(taught.path)]
+    cmd += ["--manifest", str(manifest), "--face-model", str(require(paths.FACE_MODEL)), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
     assert report["meta"]["rows"]["used"] == 204
     shown = report["display"]
     assert shown["choice"] == "teacher"
@@ -187,3 +193,53 @@ def test_edge_evaluate_scores_the_aligned_teacher_on_the_london_set(
     assert recall["neutral"] >= 0.92 and recall["happiness"] >= 0.85
     assert shown["macro_present"]["classes"] == 2  # nobody is sad or angry in the London set
     assert shown["macro_present"]["f1"] == pytest.approx(2 * shown["macro"]["f1"])  # 2 of 4 count
+
+
+def test_the_node_never_runs_a_teacher_changed_after_verification(
+    taught: Bundle, tmp_path: Path
+) -> None:
+    """Verified once (as an installed bundle is), then its teacher file changes: loading the
+    node's models checks the teacher's hash again and refuses, naming the file and the hash."""
+    from edge_node.models import Models
+
+    folder = tmp_path / "b"
+    shutil.copytree(taught.path, folder)
+    Models.load(folder).close()  # verified in full, remembered as verified
+    data = bytearray((folder / TEACHER_ONNX).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / TEACHER_ONNX).write_bytes(bytes(data))
+    expected = taught.manifest.files[TEACHER_ONNX]
+    with pytest.raises(
+        BundleError, match=f"teacher.onnx: the teacher's sha256 .*expects {expected}"
+    ):
+        Models.load(folder)
+
+
+def test_the_node_refuses_to_start_with_a_teacher_that_does_not_verify(
+    taught: Bundle, tmp_path: Path
+) -> None:
+    def flip(folder: Path, manifest: dict) -> None:
+        data = bytearray((folder / TEACHER_ONNX).read_bytes())
+        data[100] ^= 0xFF
+        (folder / TEACHER_ONNX).write_bytes(bytes(data))
+
+    bundle = edited(taught, tmp_path, flip)
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO)}
+    video = require(paths.VIDEO / "WolfgangLanger_Pexels.mp4")
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_node",
+        "run",
+        "--source",
+        str(video),
+        "--bundle",
+        str(bundle),
+    ]
+    cmd += ["--db", str(tmp_path / "n.db"), "--face-model", str(paths.FACE_MODEL)]
+    cmd += ["--max-frames", "5", "--no-kiosk"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "teacher.onnx was modified" in proc.stderr
+    assert taught.manifest.files[TEACHER_ONNX][:12] in proc.stderr
+    assert "frames" not in proc.stdout  # not one frame was read

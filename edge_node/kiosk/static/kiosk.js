@@ -59,8 +59,12 @@ function render(state) {
   ema(smooth.clip, shown || state.vfer_probs, alpha);
   ema(smooth.frame, state.ifer_probs, alpha);
 
-  let best = null;
-  for (const name of classes) if (best === null || smooth.clip[name] > smooth.clip[best]) best = name;
+  // the word is the node's steady label (a moving average with hysteresis, edge_node/display.py),
+  // else the argmax of the bars
+  let best = state.emotion || null;
+  if (best === null) {
+    for (const name of classes) if (best === null || smooth.clip[name] > smooth.clip[best]) best = name;
+  }
   for (const li of $("bars").children) {
     const name = li.dataset.cls;
     const c = smooth.clip[name] || 0, f = smooth.frame[name] || 0;
