@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from edge_node.cli_adapt import adapt_cmd, model_group
 from edge_node.cli_evaluate import evaluate_cmd
+from edge_node.personalization.cli import adapt_cmd, model_group
 from vfer.cli import UserError, run_cli, setup_logging
 
 log = logging.getLogger(__name__)

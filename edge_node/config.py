@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.ops_http import MetricsConfig
+from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -181,17 +182,19 @@ class AdaptationConfig(_Section):
     window_start: str = Field("02:00", description="local time the nightly window opens (HH:MM)")
     window_end: str = Field("05:00", description="local time the nightly window closes (HH:MM)")
     p: int = Field(
-        15,
+        P,
         ge=0,
         le=10_000,
         description="at most P clips per class (paper: 15 CREMA-D, 50 MSP-IMPROV)",
     )
     p_threshold: float = Field(
-        0.5, ge=0, le=1, description="drop clips whose pseudo-label confidence is below"
+        P_THRESHOLD, ge=0, le=1, description="drop clips whose pseudo-label confidence is below"
     )
-    epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
-    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
-    min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    epochs: int = Field(EPOCHS, ge=1, le=100, description="fine-tuning epochs")
+    lr: float = Field(LR, gt=0, le=1, description="Adam learning rate")
+    min_clips: int = Field(
+        MIN_CLIPS, ge=1, description="below this many selected clips, skip adaptation"
+    )
     selection: Literal["paper", "balanced"] = Field(
         "paper",
         description="'paper': top P per class (Eq. 1); 'balanced': then no class keeps more than "

@@ -258,7 +258,7 @@ def serve(
     aggregator; it shares the capture loop's state and stop event. With ``keep_running`` the node
     stays up after a file or folder source ends (kiosk, federation) until ``stop`` is set.
     """
-    from edge_node.personalizer import Personalizer
+    from edge_node.personalization.loop import Personalizer
 
     fed = config.federation
     if fed.enabled and (fed.fleet_public_key is None or not Path(fed.fleet_public_key).is_file()):

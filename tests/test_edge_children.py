@@ -113,9 +113,9 @@ def test_adapt_in_child_reports_its_own_peak_memory(
     edge_bundles: EdgeBundles, tmp_path: Path
 ) -> None:
     """The child's peak RSS is its own (wait4); its result carries v's trainable weights."""
-    from edge_node.adapt import AdaptParams
-    from edge_node.children import adapt_in_child
     from edge_node.config import load_node_config
+    from edge_node.personalization.child import adapt_in_child
+    from edge_node.personalization.params import AdaptParams
     from edge_node.service import run_node
 
     bundle = tmp_path / "bundle"
@@ -149,7 +149,7 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     import threading
 
     from edge_node.config import load_node_config
-    from edge_node.personalizer import Personalizer
+    from edge_node.personalization.loop import Personalizer
     from edge_node.service import run_node
     from edge_node.state import NodeState
 
@@ -170,7 +170,7 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     run_node(cfg, face_model=edge_bundles.face_model)
     state = NodeState()
     personalizer = Personalizer(cfg, state, threading.Event())
-    from edge_node.adapt import AdaptParams
+    from edge_node.personalization.params import AdaptParams
 
     done: list[object] = []
     worker = threading.Thread(

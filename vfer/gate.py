@@ -14,7 +14,7 @@ A node has no labels, so the gate judges the new head only on what the node has 
 With fewer than ``min_holdout`` held-back clips neither collapse nor agreement can be told from
 noise: both are skipped, and the verdict says so (coverage still holds).
 
-The same function runs on the node (``edge_node.adapt``) and in the lab's ``within`` experiment,
+The same function runs on the node (``edge_node.personalization.run``) and in the lab's ``within`` experiment,
 which measures how often the gate blocks a head that would have lowered F1 and how often one that
 would have raised it (docs/personalization.md).
 """
