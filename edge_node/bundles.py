@@ -202,9 +202,18 @@ class BundleHome:
         fsync_dir(self.link.parent)
 
     def switch_to(
-        self, version: str, *, central: bool = False, central_version: int | None = None
+        self,
+        version: str,
+        *,
+        central: bool = False,
+        central_version: int | None = None,
+        night_done: str | None = None,
     ) -> None:
-        """Atomically make ``B.versions/<version>`` active; the old one becomes previous."""
+        """Atomically make ``B.versions/<version>`` active; the old one becomes previous.
+
+        ``night_done`` records the night's adaptation in the same write, so nobody ever sees
+        tonight's head active while the night is not yet marked done.
+        """
         self.ensure_managed()
         self.open(self.versions / version)  # never switch to something that does not verify
         with self._locked():
@@ -214,6 +223,8 @@ class BundleHome:
                 state.central = version
                 if central_version is not None:
                     state.central_version = central_version
+            if night_done is not None:
+                state.night_done = night_done
             self._write_state(state)
             _crash_point("switch-before-link")
             self._point(version)

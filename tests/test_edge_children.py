@@ -199,3 +199,9 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     assert result.trainable == {}  # type: ignore[attr-defined]
     home = BundleHome(bundle)
     assert not home.active().manifest.personalized and not list(home.versions.glob("local-*"))
+    from edge_node.personalization.results import history
+    from edge_node.store import ClipStore
+
+    with ClipStore(db) as store:  # the verdict the node gave is the one kept
+        [kept] = history(store)
+    assert kept.report.status == "rejected" and "forgotten" in kept.report.reason

@@ -92,12 +92,19 @@ def _wait(
 
 
 def adapt_in_child(
-    db: Path, bundle: Path, params: AdaptParams, *, stop: threading.Event | None = None
+    db: Path,
+    bundle: Path,
+    params: AdaptParams,
+    *,
+    stop: threading.Event | None = None,
+    night: str | None = None,
 ) -> tuple[AdaptResult, ChildRun]:
-    """One personalization in a child process; the result carries v's trainable weights."""
+    """One personalization in a child process; the result carries v's trainable weights.
+    ``night``: the child marks it done (with the switch to the new head when it adapts)."""
     with tempfile.TemporaryDirectory(prefix="fedvfer-adapt-") as tmp:
         out = Path(tmp) / "result.json"
         args = ["adapt", "--db", str(db), "--bundle", str(bundle), *params.cli_args()]
+        args += ["--night", night] if night is not None else []
         run = run_child([*args, "--result", str(out)], stop=stop)
         if run.returncode != 0:
             raise ChildError(f"adaptation child exited with {run.returncode} (see the log above)")

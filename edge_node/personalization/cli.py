@@ -89,6 +89,11 @@ def print_result(r: AdaptResult) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option(
+    "--night",
+    hidden=True,
+    help="the node's loop: the night (YYYY-MM-DD) this run counts for, marked done with it",
+)
+@click.option(
     "--result",
     "result_file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -103,6 +108,7 @@ def adapt_cmd(
     gate: str | None,
     gate_report: bool,
     as_json: bool,
+    night: str | None,
     result_file: Path | None,
     **flags: Any,
 ) -> None:
@@ -129,7 +135,7 @@ def adapt_cmd(
             click.echo("tonight is already done: not adapting again")
             return
     else:
-        result = run_adapt(cfg.db, cfg.bundle, params)
+        result = run_adapt(cfg.db, cfg.bundle, params, night)
     _answer(result, cfg.db, result_file, as_json)
 
 

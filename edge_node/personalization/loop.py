@@ -95,12 +95,13 @@ class Personalizer(threading.Thread):
             log.exception("personalizer stopped: %s", exc)
             self.error = exc
 
-    def adapt_now(self, params: AdaptParams) -> AdaptResult:
-        """One personalization, in a child process; the capture loop picks up the new bundle."""
+    def adapt_now(self, params: AdaptParams, night: str | None = None) -> AdaptResult:
+        """One personalization, in a child process; the capture loop picks up the new bundle.
+        ``night``: the child marks that night done (see :func:`adapt_in_child`)."""
         with self.lock:
             forgets = self.state.forget_generation
             result, run = adapt_in_child(
-                self.config.db, self.config.bundle, params, stop=self.stop_event
+                self.config.db, self.config.bundle, params, stop=self.stop_event, night=night
             )
             if self.state.forget_generation != forgets and result.status == "adapted":
                 # "forget me" came while the child ran: its head was built from forgotten clips
@@ -131,9 +132,9 @@ class Personalizer(threading.Thread):
         while not self.stop_event.wait(5.0):
             # the nightly timer may have run meanwhile: the home's state says
             if self._window_open() and self.home.night_done() != self._tonight():
-                result = self.adapt_now(AdaptParams.build(self.config.adaptation))
-                if result.status != "skipped":
-                    self.home.mark_night_done(self._tonight())
+                # the child marks the night done, with the switch when it adapts: a stop
+                # right after the new head shows cannot leave the night undone
+                self.adapt_now(AdaptParams.build(self.config.adaptation), self._tonight())
 
     # federation ----------------------------------------------------------------------------
     def _run_federated(self) -> None:

@@ -121,8 +121,11 @@ class AdaptResult:
         return cls(**data, gate=gate, trainable=dict(trainable or {}))
 
 
-def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptResult:
-    """Run one personalization against ``bundle_path`` (a bundle folder or the node's managed link)."""
+def adapt(
+    source: ClipSource, bundle_path: Path, params: AdaptParams, night: str | None = None
+) -> AdaptResult:
+    """Run one personalization against ``bundle_path`` (a bundle folder or the node's managed
+    link); ``night``: the night it counts for, marked done with the switch to the new head."""
     t0 = time.perf_counter()
     home = BundleHome(bundle_path)
     central = home.central()
@@ -159,7 +162,7 @@ def adapt(source: ClipSource, bundle_path: Path, params: AdaptParams) -> AdaptRe
                 "the safety gate would block this head (report only): %s", verdict.summary()
             )
     result.trainable = {n: tuned[n] for n in trainable_names(vfer_spec(central.num_classes))}
-    _switch_to_personalized(home, central, tuned, result)
+    _switch_to_personalized(home, central, tuned, result, night)
     result.reason = f"fine-tuned on {sel.count} clips"
     return _done(result, t0)
 
@@ -252,7 +255,11 @@ def _gate(
 
 
 def _switch_to_personalized(
-    home: BundleHome, central: Bundle, weights: dict[str, np.ndarray], result: AdaptResult
+    home: BundleHome,
+    central: Bundle,
+    weights: dict[str, np.ndarray],
+    result: AdaptResult,
+    night: str | None,
 ) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     version = f"local-{stamp}-{os.urandom(3).hex()}"
@@ -273,7 +280,7 @@ def _switch_to_personalized(
         },
     )
     old_step = home.active().file(VFER_STEP).read_bytes()
-    home.switch_to(version)
+    home.switch_to(version, night_done=night)
     result.new_version, result.status = version, "adapted"
     result.step_changed = home.active().file(VFER_STEP).read_bytes() != old_step
 
@@ -300,13 +307,18 @@ def _done(result: AdaptResult, t0: float) -> AdaptResult:
     return result
 
 
-def run_adapt(db: Path, bundle: Path, params: AdaptParams) -> AdaptResult:
+def run_adapt(db: Path, bundle: Path, params: AdaptParams, night: str | None = None) -> AdaptResult:
+    """One personalization from the clip database; with ``night``, that night is marked done
+    unless it skipped (an adapted head and its night in one write)."""
     if not db.is_file():
         raise UserError(
             f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
         )
     with ClipStore(db) as store:
-        return adapt(StoreClips(store, params.teacher), bundle, params)
+        result = adapt(StoreClips(store, params.teacher), bundle, params, night)
+    if night is not None and result.status in ("rejected", "blocked"):
+        BundleHome(bundle).mark_night_done(night)
+    return result
 
 
 def nightly_adapt(
@@ -318,7 +330,4 @@ def nightly_adapt(
     night = night_of(now, window_start)
     if home.night_done() == night:
         return None
-    result = run_adapt(db, bundle, params)
-    if result.status != "skipped":
-        home.mark_night_done(night)
-    return result
+    return run_adapt(db, bundle, params, night)
