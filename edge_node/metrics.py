@@ -2,7 +2,7 @@
 
 Nothing is pushed from the capture loop: the collector reads the live state the loop already keeps
 (fps, clips stored, its running totals, adaptation results), the database's size on disk, the
-bundle home's installed central version (``state.json``) and the federation outbox's depth
+bundle home's installed central version (``installed.json``) and the federation outbox's depth
 (:func:`edge_node.federation.outbox.pending_in`, read-only). No face data, embedding or prediction is exported.
 """
 

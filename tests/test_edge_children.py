@@ -138,7 +138,7 @@ def test_adapt_in_child_reports_its_own_peak_memory(
         db, bundle, AdaptParams(p=2, p_threshold=0.0, min_clips=2, gate=None)
     )
     assert run.returncode == 0 and result.status == "adapted", result.reason
-    assert set(result.trainable) and result.new_version == BundleHome(bundle).read_state().active
+    assert set(result.trainable) and result.new_version == BundleHome(bundle).installed().active
     assert run.peak_rss_mb > 300  # TensorFlow was loaded there, not here
 
 

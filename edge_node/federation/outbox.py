@@ -7,7 +7,7 @@ Thread-safe: one connection guarded by a lock.
 
 The same SQLite file holds one more table, owned by :class:`ReceivedCentral`: the newest
 verified central frame the node has *received* (not necessarily installed: the bundle home's
-``state.json`` says what is installed), so a restarted node knows it without the broker.
+``installed.json`` says what is installed), so a restarted node knows it without the broker.
 """
 
 from __future__ import annotations

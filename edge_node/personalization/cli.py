@@ -188,7 +188,7 @@ def model_status(bundle: Path) -> None:
     click.echo(
         f"active: {m.head_version} (round {m.federation_round}, personalized {m.personalized})"
     )
-    state = home.read_state()
+    state = home.installed()
     click.echo(
         f"previous: {state.previous or '-'}; central base: {state.central or m.head_version} "
         f"(federation v{state.central_version})"

@@ -70,7 +70,7 @@ def install_central(
     home = BundleHome(bundle_path)
     if version <= home.central_version():
         log.info("central v%d is not newer than the installed one: nothing to do", version)
-        return home.read_state().central or ""
+        return home.installed().central or ""
     base = home.central()
     if base.classes != tuple(classes):
         raise ValueError(

@@ -16,7 +16,7 @@ Both jobs need TensorFlow, so both run in a child process
 (:mod:`edge_node.personalization.child`): this process, the capture process, never imports it.
 Each adaptation's report is kept in the clip database (:mod:`edge_node.personalization.results`).
 Which central is installed, which rounds were submitted and which night was done live in the
-bundle home's ``state.json`` (:class:`~edge_node.bundles.BundleHome`), their one owner.
+bundle home's ``installed.json`` (:class:`~edge_node.bundles.BundleHome`), their one owner.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Personalizer(threading.Thread):
 
     def _install_newer(self, fed: FederationClient, central: CentralModel | None) -> int:
         """Install a received central newer than the installed one; the version installed now."""
-        installed = self.home.central_version()  # state.json: no bundle is re-verified
+        installed = self.home.central_version()  # installed.json: no bundle is re-verified
         if central is None or central.version <= installed or time.monotonic() < self._next_install:
             return installed
         try:
