@@ -364,7 +364,7 @@ def capture_process(
 
 def adapt_child(db: Path, bundle: Path) -> dict[str, object]:
     """The nightly job on the clips the capture process recorded, as the node starts it."""
-    from edge_node.children import run_child
+    from edge_node.personalization.child import run_child
 
     run = run_child(
         [

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from edge_node.cli_adapt import adapt_cmd, model_group
 from edge_node.cli_evaluate import evaluate_cmd
+from edge_node.personalization.cli import adapt_cmd, model_group
 from vfer.cli import UserError, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,8 @@ def run_cmd(
         "db": db,
         "face.model": face_model,
         "kiosk.port": kiosk_port,
+        "kiosk.enabled": _kiosk_flag(config_path, kiosk_port, no_kiosk),
     }
-    if config_path is None and kiosk_port is None:
-        overrides["kiosk.enabled"] = False  # a quick start without YAML is headless
-    if kiosk_port is not None:
-        overrides["kiosk.enabled"] = True
-    if no_kiosk:
-        overrides["kiosk.enabled"] = False
     config = load_node_config(config_path, **{k: _plain(v) for k, v in overrides.items()})
     require_deployment_context(config, source_kind(config.camera))
     _check_fleet_classes(config)
@@ -94,6 +89,37 @@ def run_cmd(
     click.echo(
         f"{summary.frames} frames ({summary.fps:.1f} fps), {len(summary.clips_saved)} clips saved, "
         f"{summary.clips_discarded} discarded, {summary.corrupt_frames} corrupt frames skipped"
+    )
+
+
+def _kiosk_flag(config_path: Path | None, kiosk_port: int | None, no_kiosk: bool) -> bool | None:
+    """``--no-kiosk`` off, ``--kiosk-port`` on, no YAML and no port off (a quick start is
+    headless); None: node.yaml says."""
+    if no_kiosk:
+        return False
+    if kiosk_port is not None:
+        return True
+    return False if config_path is None else None
+
+
+def _clip_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "frames": row.frame_count,
+        "face_ratio": round(row.face_ratio, 4),
+        "duration_s": round(row.ended_at - row.started_at, 3),
+        "prediction": row.prediction,
+        "confidence": round(row.confidence, 4),
+        "vfer_probs": dict(zip(row.classes, map(_r4, row.vfer_probs), strict=True)),
+        "ifer_mean": dict(zip(row.classes, map(_r4, row.ifer_mean), strict=True)),
+        "bundle_id": row.bundle_id,
+    }
+
+
+def _clip_line(row: Any) -> str:
+    return (
+        f"clip {row.id}: {row.frame_count} frames, face {row.face_ratio:.0%}, "
+        f"VFER {row.prediction} ({row.confidence:.2f})"
     )
 
 
@@ -152,27 +178,7 @@ def ingest_cmd(
     with ClipStore(db) as store:
         rows = [store.clip(i) for i in summary.clips_saved]
     for row in rows:
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "id": row.id,
-                        "frames": row.frame_count,
-                        "face_ratio": round(row.face_ratio, 4),
-                        "duration_s": round(row.ended_at - row.started_at, 3),
-                        "prediction": row.prediction,
-                        "confidence": round(row.confidence, 4),
-                        "vfer_probs": dict(zip(row.classes, map(_r4, row.vfer_probs), strict=True)),
-                        "ifer_mean": dict(zip(row.classes, map(_r4, row.ifer_mean), strict=True)),
-                        "bundle_id": row.bundle_id,
-                    }
-                )
-            )
-        else:
-            click.echo(
-                f"clip {row.id}: {row.frame_count} frames, face {row.face_ratio:.0%}, "
-                f"VFER {row.prediction} ({row.confidence:.2f})"
-            )
+        click.echo(json.dumps(_clip_json(row)) if as_json else _clip_line(row))
     if not as_json:
         click.echo(
             f"{len(rows)} clips stored from {summary.frames} frames "

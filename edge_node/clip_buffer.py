@@ -16,6 +16,7 @@ import numpy as np
 from edge_node.models import Models, Predictions
 from edge_node.segmenter import Segment
 from edge_node.store import NewClip
+from vfer.selection import clip_mean_probs
 
 THUMBNAIL_EVERY = 5  # frames between thumbnail candidates (opt-in thumbnails only)
 
@@ -58,7 +59,9 @@ class OpenClip:
             times=np.asarray(self.times),
             embeddings=np.stack(self.embeddings),
             ifer=np.stack(self.ifer),
-            vfer_probs=m.vfer.probs if m.vfer.probs is not None else np.stack(self.ifer).mean(0),
+            vfer_probs=m.vfer.probs
+            if m.vfer.probs is not None
+            else clip_mean_probs(np.stack(self.ifer)),
             thumbnails=spread(self.thumbs, thumbnails),
             teacher=np.stack(self.teacher) if len(self.teacher) == len(self.ifer) else None,
         )

@@ -13,9 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_node.display import TeacherConfig
+from edge_node.forget import ForgetConfig
 from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.ops_http import MetricsConfig
+from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -182,17 +184,19 @@ class AdaptationConfig(_Section):
     window_start: str = Field("02:00", description="local time the nightly window opens (HH:MM)")
     window_end: str = Field("05:00", description="local time the nightly window closes (HH:MM)")
     p: int = Field(
-        15,
+        P,
         ge=0,
         le=10_000,
         description="at most P clips per class (paper: 15 CREMA-D, 50 MSP-IMPROV)",
     )
     p_threshold: float = Field(
-        0.5, ge=0, le=1, description="drop clips whose pseudo-label confidence is below"
+        P_THRESHOLD, ge=0, le=1, description="drop clips whose pseudo-label confidence is below"
     )
-    epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
-    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
-    min_clips: int = Field(4, ge=1, description="below this many selected clips, skip adaptation")
+    epochs: int = Field(EPOCHS, ge=1, le=100, description="fine-tuning epochs")
+    lr: float = Field(LR, gt=0, le=1, description="Adam learning rate")
+    min_clips: int = Field(
+        MIN_CLIPS, ge=1, description="below this many selected clips, skip adaptation"
+    )
     selection: Literal["paper", "balanced"] = Field(
         "paper",
         description="'paper': top P per class (Eq. 1); 'balanced': then no class keeps more than "
@@ -297,15 +301,6 @@ class DeploymentConfig(_Section):
         if isinstance(v, str) and v.strip().lower() in PROHIBITED_CONTEXTS:
             raise ValueError(ART_5_1_F.format(where=PROHIBITED_CONTEXTS[v.strip().lower()]))
         return v
-
-
-class ForgetConfig(_Section):
-    pause_s: float = Field(
-        60.0,
-        ge=0,
-        le=3600,
-        description="after 'forget me', recording stays paused this long (the visitor can leave)",
-    )
 
 
 class NodeConfig(_Section):

@@ -13,8 +13,23 @@ import logging
 import os
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from edge_node.bundles import BundleHome
 from edge_node.store import ClipStore
+
+
+class ForgetConfig(BaseModel):
+    """``forget:`` in node.yaml: what "forget me" does besides deleting clips."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pause_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="after 'forget me', recording stays paused this long (the visitor can leave)",
+    )
+
 
 log = logging.getLogger(__name__)
 

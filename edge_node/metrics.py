@@ -2,13 +2,12 @@
 
 Nothing is pushed from the capture loop: the collector reads the live state the loop already keeps
 (fps, clips stored, its running totals, adaptation results), the database's size on disk, the
-bundle home's installed central version (``state.json``) and the federation outbox's depth (its
-own SQLite file, opened read-only). No face data, embedding or prediction is exported.
+bundle home's installed central version (``installed.json``) and the federation outbox's depth
+(:func:`edge_node.federation.outbox.pending_in`, read-only). No face data, embedding or prediction is exported.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from edge_node.bundles import BundleHome
 from edge_node.config import NodeConfig
-from edge_node.federation.client import default_outbox
+from edge_node.federation.outbox import default_outbox, pending_in
 from edge_node.state import NodeState
 from vfer.basic_auth import Clock
 from vfer.config_io import read_secret
@@ -80,18 +79,7 @@ class NodeCollector(Collector):
             return 0
 
     def _outbox(self) -> int:
-        path = default_outbox(Path(self._config.db))
-        if not path.exists():
-            return 0
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-            try:
-                row = con.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return 0
-        return int(row[0])
+        return pending_in(default_outbox(Path(self._config.db)))
 
 
 def _db_bytes(db: Path) -> int:

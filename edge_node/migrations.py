@@ -62,6 +62,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE frames ADD COLUMN teacher BLOB;   -- (K,) float32 or NULL
     """,
+    # 4: every personalization's outcome, gate verdict included (no face data: counts, losses,
+    # the gate's reasons), so a restart loses none (edge_node.personalization.results).
+    """
+    CREATE TABLE adaptations (
+        id INTEGER PRIMARY KEY,
+        finished_at REAL NOT NULL,          -- epoch seconds
+        status TEXT NOT NULL,               -- adapted | skipped | rejected | blocked
+        new_version TEXT,                   -- the personalized head written (adapted)
+        report TEXT NOT NULL                -- JSON: personalization.protocol.AdaptReport
+    );
+    CREATE INDEX adaptations_finished_at ON adaptations(finished_at);
+    """,
 )
 LATEST = len(MIGRATIONS)
 

@@ -163,60 +163,30 @@ def run_node(
     """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set."""
     stop = stop or threading.Event()
     state = state or NodeState()
-    policy = retention_policy(config)
     source = source or open_source(config.camera)
     summary = RunSummary()
     with ClipStore(config.db) as store:
-        deleted = len(store.apply_retention(policy, time.time()).delete)
-        models = Models.load(config.bundle)
-        f = config.face
-        cropper = FaceCropper.from_path(
-            face_model, f.min_confidence, f.margin, f.select, f.detect_every, f.detector
-        )
-        options = PipelineOptions(
-            policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),
-            preview=kiosk,
-            preview_fps=config.kiosk.preview_fps,
-            thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
-            forget_pause_s=config.forget.pause_s,
-            display=config.kiosk.display,
-            teacher_every=config.teacher.every,
-        )
-        pipeline = Pipeline(config.bundle, cropper, store, state, options, models)
-        handle = None
+        deleted = len(store.apply_retention(retention_policy(config), time.time()).delete)
+        pipeline, cropper = _open_pipeline(config, face_model, store, state, kiosk)
         log.info(
             "node %s: source %s, bundle %s (%s), db %s",
             config.node_id,
             source.name,
-            models.bundle.bundle_id[:12],
-            models.bundle.manifest.head_version,
+            pipeline.models.bundle.bundle_id[:12],
+            pipeline.models.bundle.manifest.head_version,
             config.db,
         )
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
-        next_retention = t_start + config.retention.check_every_s
-        next_process = t_start
         state.update(
             process=process_info(),
             notice=Notice(config.deployment.notice, config.deployment.operator),
         )
+        handle = None
         try:
             if kiosk:
                 handle = _start_kiosk(state, config, stop)
-            for detected in _stage_a(source, pipeline, stop, config.overlap_stages):
-                pipeline.infer(detected)
-                now = time.monotonic()
-                if now >= next_process:
-                    next_process = now + 1.0
-                    state.update(process=process_info())
-                    _publish_counts(state, pipeline.counters, deleted)
-                if now >= next_retention:
-                    next_retention = now + config.retention.check_every_s
-                    deleted += len(store.apply_retention(policy, time.time()).delete)
-                    pipeline.retry_recording()
-                if (max_frames is not None and pipeline.counters.frames >= max_frames) or (
-                    duration_s is not None and now - t_start >= duration_s
-                ):
-                    break
+            limits = _Limits(max_frames, duration_s, t_start)
+            deleted = _frame_loop(config, source, pipeline, store, state, stop, limits, deleted)
             summary.stopped = stop.is_set()
             pipeline.finish()
             _publish_counts(state, pipeline.counters, deleted)
@@ -227,7 +197,73 @@ def run_node(
 
             pipeline.close()
             cropper.close()
-    c = pipeline.counters
+    _summarize(summary, pipeline.counters, source, t_start)
+    return summary
+
+
+def _open_pipeline(
+    config: NodeConfig, face_model: Path, store: ClipStore, state: NodeState, kiosk: bool
+) -> tuple[Pipeline, FaceCropper]:
+    models = Models.load(config.bundle)
+    f = config.face
+    cropper = FaceCropper.from_path(
+        face_model, f.min_confidence, f.margin, f.select, f.detect_every, f.detector
+    )
+    options = PipelineOptions(
+        policy=SegmentPolicy(config.clips.gap_s, config.clips.max_s, config.clips.min_frames),
+        preview=kiosk,
+        preview_fps=config.kiosk.preview_fps,
+        thumbnails=config.retention.thumbnails_per_clip if config.retention.thumbnails else 0,
+        forget_pause_s=config.forget.pause_s,
+        display=config.kiosk.display,
+        teacher_every=config.teacher.every,
+    )
+    return Pipeline(config.bundle, cropper, store, state, options, models), cropper
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_frames: int | None
+    duration_s: float | None
+    t_start: float
+
+    def reached(self, frames: int, now: float) -> bool:
+        return (self.max_frames is not None and frames >= self.max_frames) or (
+            self.duration_s is not None and now - self.t_start >= self.duration_s
+        )
+
+
+def _frame_loop(
+    config: NodeConfig,
+    source: FrameSource,
+    pipeline: Pipeline,
+    store: ClipStore,
+    state: NodeState,
+    stop: threading.Event,
+    limits: _Limits,
+    deleted: int,
+) -> int:
+    """Every frame through the pipeline; process info each second, retention on its timer.
+    Returns the clips retention has deleted so far."""
+    next_retention = limits.t_start + config.retention.check_every_s
+    next_process = limits.t_start
+    for detected in _stage_a(source, pipeline, stop, config.overlap_stages):
+        pipeline.infer(detected)
+        now = time.monotonic()
+        if now >= next_process:
+            next_process = now + 1.0
+            state.update(process=process_info())
+            _publish_counts(state, pipeline.counters, deleted)
+        if now >= next_retention:
+            next_retention = now + config.retention.check_every_s
+            deleted += len(store.apply_retention(retention_policy(config), time.time()).delete)
+            pipeline.retry_recording()
+        if limits.reached(pipeline.counters.frames, now):
+            break
+    return deleted
+
+
+def _summarize(summary: RunSummary, c: Counters, source: FrameSource, t_start: float) -> None:
     summary.frames, summary.face_frames = c.frames, c.face_frames
     summary.clips_saved, summary.clips_discarded = list(c.saved), c.discarded
     summary.bundle_reloads, summary.corrupt_frames = c.reloads, source.corrupt
@@ -240,7 +276,6 @@ def run_node(
         summary.clips_discarded,
         summary.corrupt_frames,
     )
-    return summary
 
 
 def serve(
@@ -259,14 +294,9 @@ def serve(
     aggregator; it shares the capture loop's state and stop event. With ``keep_running`` the node
     stays up after a file or folder source ends (kiosk, federation) until ``stop`` is set.
     """
-    from edge_node.personalizer import Personalizer
+    from edge_node.personalization.loop import Personalizer
 
-    fed = config.federation
-    if fed.enabled and (fed.fleet_public_key is None or not Path(fed.fleet_public_key).is_file()):
-        raise UserError(
-            "federation.enabled needs federation.fleet_public_key, the fleet's Ed25519 public key "
-            f"(got {fed.fleet_public_key}); `python -m provisioning add-node` writes it"
-        )
+    _check_federation(config)
     state = NodeState()
     ops = start_node_metrics(config, state) if config.metrics.enabled else None
     personalizer = None
@@ -295,3 +325,12 @@ def serve(
         if ops is not None:
             ops.stop()
     return summary
+
+
+def _check_federation(config: NodeConfig) -> None:
+    fed = config.federation
+    if fed.enabled and (fed.fleet_public_key is None or not Path(fed.fleet_public_key).is_file()):
+        raise UserError(
+            "federation.enabled needs federation.fleet_public_key, the fleet's Ed25519 public key "
+            f"(got {fed.fleet_public_key}); `python -m provisioning add-node` writes it"
+        )

@@ -27,7 +27,7 @@ class FederationInfo:
     enabled: bool = False
     connected: bool = False
     last_round: int | None = None
-    central_version: str | None = None
+    central_version: int | None = None  # the installed one (installed.json)
 
 
 @dataclass(frozen=True)

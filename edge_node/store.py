@@ -31,6 +31,7 @@ from edge_node.migrations import migrate
 from edge_node.retention import ClipSize, RetentionPlan, RetentionPolicy, expired_thumbnails
 from edge_node.retention import plan_retention as _plan
 from vfer.heads_spec import EMBEDDING_DIM
+from vfer.selection import clip_mean_probs
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class ClipStore:
                         clip.bundle_id,
                         self._class_set_id(clip.classes),
                         _blob(clip.vfer_probs, _F32),
-                        _blob(ifer.mean(axis=0), _F32),
+                        _blob(clip_mean_probs(ifer), _F32),
                         EMBEDDING_DTYPE,
                     ],
                 )

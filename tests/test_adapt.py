@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_node.adapt import AdaptParams, adapt
 from edge_node.bundles import BundleHome
-from edge_node.jobs import StoreClips
+from edge_node.personalization.params import AdaptParams
+from edge_node.personalization.run import StoreClips, adapt
 from edge_node.store import ClipStore, NewClip
 from tests.support.bundles import build_bundle
 from vfer.bundle import VFER_STEP, Bundle, BundleError

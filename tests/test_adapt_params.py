@@ -8,8 +8,8 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_node.adapt import AdaptParams
 from edge_node.config import AdaptationConfig
+from edge_node.personalization.params import AdaptParams
 from vfer.messages import Personalization
 
 
@@ -42,7 +42,7 @@ def test_cli_args_round_trip_through_the_adapt_command(
     """The child process gets exactly the parameters the personalizer built."""
     from click.testing import CliRunner
 
-    from edge_node import cli_adapt
+    from edge_node.personalization import cli as cli_adapt
 
     params = AdaptParams(
         p=p, p_threshold=thr, epochs=epochs, lr=lr, min_clips=min_clips, balance=balance, l2sp=l2sp
@@ -67,12 +67,12 @@ def test_cli_args_round_trip_through_the_adapt_command(
 
 def test_the_adapt_cli_and_the_personalizer_do_not_import_each_other() -> None:
     code = (
-        "import sys, edge_node.cli_adapt;"
-        "assert 'edge_node.personalizer' not in sys.modules, 'cli_adapt imports personalizer'"
+        "import sys, edge_node.personalization.cli;"
+        "assert 'edge_node.personalization.loop' not in sys.modules, 'the CLI imports the loop'"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    code = "import sys, edge_node.personalizer; assert 'edge_node.cli_adapt' not in sys.modules"
+    code = "import sys, edge_node.personalization.loop; assert 'edge_node.personalization.cli' not in sys.modules"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
@@ -100,7 +100,7 @@ def test_options_outside_their_ranges_are_refused_with_the_field_named() -> None
 def test_the_adapt_command_refuses_a_balance_out_of_range() -> None:
     from click.testing import CliRunner
 
-    from edge_node import cli_adapt
+    from edge_node.personalization import cli as cli_adapt
 
     for bad in ("0.5", "nan", "101"):
         out = CliRunner().invoke(cli_adapt.adapt_cmd, ["--db", "x.db", "--balance", bad])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge_node.bundles import ROUNDS_REMEMBERED, BundleHome, HomeState
+from edge_node.bundles import ROUNDS_REMEMBERED, BundleHome, Installed
 
 
 def test_rounds_and_night_survive_a_new_home_object(tmp_path: Path) -> None:
@@ -32,5 +32,21 @@ def test_an_older_nodes_memo_is_folded_in_once(tmp_path: Path) -> None:
 
 
 def test_state_ignores_unknown_keys_and_fills_defaults() -> None:
-    st = HomeState.from_json({"active": "a", "future_key": 1})
+    st = Installed.from_json({"active": "a", "future_key": 1})
     assert st.active == "a" and st.rounds_done == [] and st.verified == {}
+
+
+def test_an_older_nodes_state_json_is_read_then_replaced_by_installed_json(
+    tmp_path: Path,
+) -> None:
+    """``state.json`` was the file's name before "state" came to mean the kiosk's live state
+    only: an upgraded node reads it and its next write moves it to ``installed.json``."""
+    home = BundleHome(tmp_path / "bundle")
+    home.versions.mkdir(parents=True)
+    old = home.versions / "state.json"
+    old.write_text(json.dumps({"central_version": 3, "rounds_done": [1, 2]}))
+    assert home.central_version() == 3 and home.rounds_done() == [1, 2]
+    home.mark_round_done(4)
+    assert not old.exists() and home.installed_file.name == "installed.json"
+    again = BundleHome(tmp_path / "bundle")
+    assert again.central_version() == 3 and again.rounds_done() == [1, 2, 4]

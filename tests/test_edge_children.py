@@ -113,9 +113,9 @@ def test_adapt_in_child_reports_its_own_peak_memory(
     edge_bundles: EdgeBundles, tmp_path: Path
 ) -> None:
     """The child's peak RSS is its own (wait4); its result carries v's trainable weights."""
-    from edge_node.adapt import AdaptParams
-    from edge_node.children import adapt_in_child
     from edge_node.config import load_node_config
+    from edge_node.personalization.child import adapt_in_child
+    from edge_node.personalization.params import AdaptParams
     from edge_node.service import run_node
 
     bundle = tmp_path / "bundle"
@@ -138,7 +138,7 @@ def test_adapt_in_child_reports_its_own_peak_memory(
         db, bundle, AdaptParams(p=2, p_threshold=0.0, min_clips=2, gate=None)
     )
     assert run.returncode == 0 and result.status == "adapted", result.reason
-    assert set(result.trainable) and result.new_version == BundleHome(bundle).read_state().active
+    assert set(result.trainable) and result.new_version == BundleHome(bundle).installed().active
     assert run.peak_rss_mb > 300  # TensorFlow was loaded there, not here
 
 
@@ -149,7 +149,7 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     import threading
 
     from edge_node.config import load_node_config
-    from edge_node.personalizer import Personalizer
+    from edge_node.personalization.loop import Personalizer
     from edge_node.service import run_node
     from edge_node.state import NodeState
 
@@ -170,7 +170,7 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     run_node(cfg, face_model=edge_bundles.face_model)
     state = NodeState()
     personalizer = Personalizer(cfg, state, threading.Event())
-    from edge_node.adapt import AdaptParams
+    from edge_node.personalization.params import AdaptParams
 
     done: list[object] = []
     worker = threading.Thread(
@@ -199,3 +199,9 @@ def test_a_forget_during_adaptation_throws_the_new_head_away(
     assert result.trainable == {}  # type: ignore[attr-defined]
     home = BundleHome(bundle)
     assert not home.active().manifest.personalized and not list(home.versions.glob("local-*"))
+    from edge_node.personalization.results import history
+    from edge_node.store import ClipStore
+
+    with ClipStore(db) as store:  # the verdict the node gave is the one kept
+        [kept] = history(store)
+    assert kept.report.status == "rejected" and "forgotten" in kept.report.reason

@@ -72,7 +72,7 @@ def personalized_home(edge_bundles: EdgeBundles, bundle: Path) -> str:
         notes={},
     )
     home.switch_to("local-20260101T000000-aaaaaa")
-    central = home.read_state().central
+    central = home.installed().central
     assert central is not None and home.active().manifest.personalized
     return central
 
@@ -93,7 +93,7 @@ def test_forget_everything_empties_the_store_then_the_personalized_heads(
         assert done.clips == 1 and done.heads == ("local-20260101T000000-aaaaaa",)
         assert store.count() == 0
     home = BundleHome(bundle)
-    assert home.read_state().active == central and not home.active().manifest.personalized
+    assert home.installed().active == central and not home.active().manifest.personalized
 
 
 def test_forget_pauses_recording_and_drops_the_personalized_head(
@@ -155,7 +155,7 @@ def test_forget_pauses_recording_and_drops_the_personalized_head(
             proc.kill()
             proc.wait(10)
     home = BundleHome(bundle)
-    st = home.read_state()
+    st = home.installed()
     assert st.active == central and home.active().manifest.personalized is False
     assert st.previous is None and not list(home.versions.glob("local-*"))
     assert clips() == 0

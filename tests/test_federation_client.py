@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_node.config import FederationConfig
 from edge_node.federation import FederationClient, NodeUpdate
 from tests.support.aggregator import personalized, random_v
+from tests.support.federation import wait_acked
 from tests.support.mosquitto import Broker
 from vfer import signing
 from vfer import weights as wcodec
@@ -160,7 +161,7 @@ def test_outbox_resends_until_acked_and_survives_a_restart(
         n = len(received)
         assert wait(lambda: len(received) > n) and node.pending() == 1
         pub(publisher, "fedvfer/nodes/pi-2/ack", to_json(sign_message(ack, key)))
-        assert node.wait_acked(update_id, timeout=10) == "stored"
+        assert wait_acked(node, update_id, timeout=10) == "stored"
         assert node.pending() == 0
         assert wait(lambda: any(s.state == "online" for s in statuses))
     finally:

@@ -13,6 +13,7 @@ import yaml
 
 from edge_node.config import load_node_config
 from tests.support.aggregator import random_v
+from tests.support.federation import wait_acked
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet, start_fleet
 from tests.test_provisioning_identity import TIMEOUT, node_client, submit
@@ -62,7 +63,7 @@ def test_a_4_class_round_needs_no_classes_flag(fleet4: Fleet, tmp_path: Path) ->
     try:
         ids = {n.node_id: submit(n, rng) for n in nodes}
         for n in nodes:
-            assert n.wait_acked(ids[n.node_id], timeout=TIMEOUT) == "stored", agg.log()[-3000:]
+            assert wait_acked(n, ids[n.node_id], timeout=TIMEOUT) == "stored", agg.log()[-3000:]
         central = nodes[0].wait_central(timeout=TIMEOUT, newer_than=1)
         assert central is not None and central.version == 2
         assert central.classes == EMOTIONS_4

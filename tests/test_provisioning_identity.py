@@ -20,6 +20,7 @@ import yaml
 from edge_node.config import load_node_config
 from edge_node.federation import FederationClient, NodeUpdate
 from tests.support.aggregator import AggregatorProcess, personalized, random_v
+from tests.support.federation import wait_acked
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet, connect, start_fleet
 from vfer import weights as wcodec
@@ -98,7 +99,7 @@ def test_a_node_in_the_share_group_starves_nobody(fleet: Fleet, tmp_path: Path) 
         # Every node sees the round only after the aggregator subscribed (same connection).
         ids = {node.node_id: submit(node, rng) for node in nodes}
         for node in nodes:
-            got = node.wait_acked(ids[node.node_id], timeout=TIMEOUT)
+            got = wait_acked(node, ids[node.node_id], timeout=TIMEOUT)
             assert got == "stored", f"{node.node_id}: {got}\n{agg.log()[-3000:]}"
         central = nodes[0].wait_central(timeout=TIMEOUT, newer_than=1)
         assert central is not None and central.version == 2
@@ -158,7 +159,7 @@ def test_the_aggregators_session_survives_a_thief_with_its_id(fleet: Fleet, tmp_
         agg = start_aggregator(fleet, tmp_path, submissions=2)
         assert agg.wait_for_log("session present: True", TIMEOUT), agg.log()[-3000:]
         for node in nodes:
-            got = node.wait_acked(ids[node.node_id], timeout=TIMEOUT)
+            got = wait_acked(node, ids[node.node_id], timeout=TIMEOUT)
             assert got == "stored", f"{node.node_id}: {got}\n{agg.log()[-3000:]}"
         central = nodes[0].wait_central(timeout=TIMEOUT, newer_than=1)
         assert central is not None and central.version == 2

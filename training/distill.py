@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from training.corpora import Corpus, Record
+from vfer.selection import clip_mean_probs
 from vfer.video import IMAGE_SUFFIXES, FrameReader, VideoError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def label_sources(
             if not rows:
                 counts["no_face"] += 1
                 continue
-            mean = np.mean(rows, axis=0)
+            mean = clip_mean_probs(np.asarray(rows))  # Eq. 1
             probs[str(src)] = [round(float(x), 4) for x in mean]
             label = teacher_label(mean, classes, p_threshold)
             if label is None:

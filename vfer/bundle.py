@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vfer import weights as wio
-from vfer.atomic import fsync_dir, fsync_file
+from vfer.atomic import fsync_dir, fsync_file, replace_dir
 from vfer.backbone import file_sha256
 from vfer.classes import validate_classes
 from vfer.heads_spec import ifer_spec, vfer_spec
@@ -345,29 +345,14 @@ def write_files(
 
     ``teacher`` describes ``files[teacher.file]``; a teacher file without it is refused.
     """
-    present = [name for name in TEACHER_FILES if name in files]
-    if present != ([teacher.file] if teacher is not None else []):
-        raise BundleError(
-            f"a teacher file ({', '.join(present) or 'none'}) and its teacher description "
-            f"({teacher.file if teacher is not None else 'none'}) go together"
-        )
+    _check_teacher_pair(files, teacher)
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise BundleError(f"{target} exists and is not empty (choose another --out or remove it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        hashes = {}
-        for name, content in files.items():
-            dest = tmp / name
-            if isinstance(content, bytes):
-                dest.write_bytes(content)
-            else:
-                if not Path(content).is_file():
-                    raise BundleError(f"{content}: no such file")
-                shutil.copyfile(content, dest)
-            fsync_file(dest)
-            hashes[name] = file_sha256(dest)
+        hashes = {name: _put(tmp / name, content) for name, content in files.items()}
         manifest = Manifest(
             classes=list(classes),
             num_classes=len(classes),
@@ -383,16 +368,29 @@ def write_files(
         (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
         fsync_file(tmp / MANIFEST)
         fsync_dir(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-        fsync_dir(target.parent)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.load(target)
+
+
+def _check_teacher_pair(files: Mapping[str, bytes | Path], teacher: TeacherInfo | None) -> None:
+    present = [name for name in TEACHER_FILES if name in files]
+    if present != ([teacher.file] if teacher is not None else []):
+        raise BundleError(
+            f"a teacher file ({', '.join(present) or 'none'}) and its teacher description "
+            f"({teacher.file if teacher is not None else 'none'}) go together"
+        )
+
+
+def _put(dest: Path, content: bytes | Path) -> str:
+    """Write (bytes) or copy (a path) one file, fsynced; its sha256."""
+    if isinstance(content, bytes):
+        dest.write_bytes(content)
+    else:
+        if not Path(content).is_file():
+            raise BundleError(f"{content}: no such file")
+        shutil.copyfile(content, dest)
+    fsync_file(dest)
+    return file_sha256(dest)

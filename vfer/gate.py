@@ -14,7 +14,7 @@ A node has no labels, so the gate judges the new head only on what the node has 
 With fewer than ``min_holdout`` held-back clips neither collapse nor agreement can be told from
 noise: both are skipped, and the verdict says so (coverage still holds).
 
-The same function runs on the node (``edge_node.adapt``) and in the lab's ``within`` experiment,
+The same function runs on the node (``edge_node.personalization.run``) and in the lab's ``within`` experiment,
 which measures how often the gate blocks a head that would have lowered F1 and how often one that
 would have raised it (docs/personalization.md).
 """
@@ -85,6 +85,40 @@ def decide(
     ``teacher_labels``: (N,) the teacher's pseudo labels of those clips.
     """
     opt = options or GateOptions()
+    sel, new, central, teacher = _checked(
+        selected_per_class, new_probs, central_probs, teacher_labels
+    )
+    k = new.shape[1]
+    reasons: list[str] = []
+    notes: list[str] = []
+    covered = int((sel > 0).sum())
+    metrics: dict[str, float] = {"classes_selected": float(covered), "holdout": float(len(teacher))}
+    if covered < opt.min_classes:
+        reasons.append("single_class_selection" if covered <= 1 else "too_few_classes_selected")
+    if len(teacher) < opt.min_holdout:
+        notes.append(
+            f"only {len(teacher)} held-back clips (< {opt.min_holdout}): collapse and agreement "
+            "not checked"
+        )
+        return GateVerdict(not reasons, tuple(reasons), tuple(notes), metrics)
+    new_pred, central_pred = new.argmax(axis=1), central.argmax(axis=1)
+    if _collapsed(new_pred, central_pred, k, opt, metrics):
+        reasons.append("collapsed")
+    agree_new = float((new_pred == teacher).mean())
+    agree_central = float((central_pred == teacher).mean())
+    metrics |= {"agreement_new": agree_new, "agreement_central": agree_central}
+    if agree_new < agree_central - opt.agreement_tolerance:
+        reasons.append("less_teacher_agreement")
+    return GateVerdict(not reasons, tuple(reasons), tuple(notes), metrics)
+
+
+def _checked(
+    selected_per_class: Sequence[int] | np.ndarray,
+    new_probs: np.ndarray,
+    central_probs: np.ndarray,
+    teacher_labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs as arrays of agreeing shapes, or :class:`GateError`."""
     sel = np.asarray(selected_per_class, dtype=np.int64)
     new = _probs(new_probs, "new_probs")
     central = _probs(central_probs, "central_probs")
@@ -99,19 +133,17 @@ def decide(
         )
     if teacher.size and (teacher.min() < 0 or teacher.max() >= k):
         raise GateError(f"teacher labels must lie in [0, {k})")
-    reasons: list[str] = []
-    notes: list[str] = []
-    covered = int((sel > 0).sum())
-    metrics: dict[str, float] = {"classes_selected": float(covered), "holdout": float(len(teacher))}
-    if covered < opt.min_classes:
-        reasons.append("single_class_selection" if covered <= 1 else "too_few_classes_selected")
-    if len(teacher) < opt.min_holdout:
-        notes.append(
-            f"only {len(teacher)} held-back clips (< {opt.min_holdout}): collapse and agreement "
-            "not checked"
-        )
-        return GateVerdict(not reasons, tuple(reasons), tuple(notes), metrics)
-    new_pred, central_pred = new.argmax(axis=1), central.argmax(axis=1)
+    return sel, new, central, teacher
+
+
+def _collapsed(
+    new_pred: np.ndarray,
+    central_pred: np.ndarray,
+    k: int,
+    opt: GateOptions,
+    metrics: dict[str, float],
+) -> bool:
+    """The new v's predictions are much less spread than the central v's (metrics noted)."""
     h_new, h_central = normalized_entropy(new_pred, k), normalized_entropy(central_pred, k)
     share_new = np.bincount(new_pred, minlength=k) / len(new_pred)
     share_central = np.bincount(central_pred, minlength=k) / len(central_pred)
@@ -121,20 +153,10 @@ def decide(
         "entropy_central": h_central,
         "top_share": float(share_new[top]),
     }
-    if h_new < opt.min_entropy_ratio * h_central or (
-        share_new[top] > opt.max_class_share and share_central[top] <= opt.max_class_share
-    ):
-        reasons.append("collapsed")
-    agree_new = float((new_pred == teacher).mean())
-    agree_central = float((central_pred == teacher).mean())
-    metrics |= {"agreement_new": agree_new, "agreement_central": agree_central}
-    if len(teacher) < opt.min_holdout:
-        notes.append(
-            f"only {len(teacher)} held-back clips (< {opt.min_holdout}): agreement not checked"
-        )
-    elif agree_new < agree_central - opt.agreement_tolerance:
-        reasons.append("less_teacher_agreement")
-    return GateVerdict(not reasons, tuple(reasons), tuple(notes), metrics)
+    return bool(
+        h_new < opt.min_entropy_ratio * h_central
+        or (share_new[top] > opt.max_class_share and share_central[top] <= opt.max_class_share)
+    )
 
 
 def _probs(a: np.ndarray, name: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vfer import personalization_defaults as defaults
 from vfer.envelope import (
     MAGIC,
     MAX_CLIPS,
@@ -75,10 +76,12 @@ WeightDtype = Literal["float32", "float16"]
 
 class Personalization(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    p: int = Field(15, ge=0, le=10_000, description="at most P clips per class")
-    p_threshold: float = Field(0.5, ge=0, le=1, description="pseudo-label confidence threshold")
-    epochs: int = Field(2, ge=1, le=100, description="fine-tuning epochs")
-    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
+    p: int = Field(defaults.P, ge=0, le=10_000, description="at most P clips per class")
+    p_threshold: float = Field(
+        defaults.P_THRESHOLD, ge=0, le=1, description="pseudo-label confidence threshold"
+    )
+    epochs: int = Field(defaults.EPOCHS, ge=1, le=100, description="fine-tuning epochs")
+    lr: float = Field(defaults.LR, gt=0, le=1, description="Adam learning rate")
 
 
 class RoundMsg(Message):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vfer import personalization_defaults as defaults
 from vfer.heads import build_vfer, get_weights, num_classes_of, set_weights
 from vfer.heads_spec import EMBEDDING_DIM
 
@@ -54,9 +55,9 @@ def finetune_v(
     clips: Sequence[np.ndarray],
     labels: Sequence[int] | np.ndarray,
     *,
-    epochs: int = 2,
-    lr: float = 1e-3,
-    batch_size: int = 8,
+    epochs: int = defaults.EPOCHS,
+    lr: float = defaults.LR,
+    batch_size: int = defaults.BATCH_SIZE,
     seed: int = 0,
     l2sp: float = 0.0,
 ) -> FineTuneResult:
@@ -65,9 +66,32 @@ def finetune_v(
     The losses reported are the plain cross-entropy on the pseudo labels, with or without ``l2sp``.
     """
     import keras
-    import tensorflow as tf
 
     k = num_classes_of(start, "v")
+    y = _checked_labels(clips, labels, k, l2sp)
+    x = pad_clips(clips)
+    keras.utils.set_random_seed(seed)
+    model = build_vfer(k)
+    set_weights(model, start)
+    mean_loss, train_step = _steps(model, lr, l2sp)
+    before = float(mean_loss(x, y))
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    steps = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            train_step(x[idx], y[idx])
+            steps += 1
+    train_s = time.perf_counter() - t0
+    after = float(mean_loss(x, y))
+    return FineTuneResult(get_weights(model), before, after, steps, train_s)
+
+
+def _checked_labels(
+    clips: Sequence[np.ndarray], labels: Sequence[int] | np.ndarray, k: int, l2sp: float
+) -> np.ndarray:
     y = np.asarray(labels, dtype=np.int64)
     if len(y) != len(clips):
         raise ValueError(f"{len(clips)} clips but {len(y)} labels")
@@ -75,16 +99,20 @@ def finetune_v(
         raise ValueError(f"labels must be in 0..{k - 1}")
     if not (np.isfinite(l2sp) and 0.0 <= l2sp <= 100.0):
         raise ValueError(f"l2sp must be in [0, 100], got {l2sp}")
-    x = pad_clips(clips)
-    keras.utils.set_random_seed(seed)
-    model = build_vfer(k)
-    set_weights(model, start)
+    return y
+
+
+def _steps(model: Any, lr: float, l2sp: float) -> tuple[Any, Any]:
+    """The mean loss and one Adam step (cross-entropy, plus the L2-SP pull when ``l2sp`` > 0),
+    each traced once for any batch size and clip length (eager LSTM steps are ~10x slower)."""
+    import keras
+    import tensorflow as tf
+
     optimizer = keras.optimizers.Adam(learning_rate=lr)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     variables = model.trainable_variables
     anchors = [tf.constant(v.numpy()) for v in variables]
     pull = tf.constant(l2sp / 2.0, tf.float32)
-    # One trace each for any batch size and clip length (eager LSTM steps are ~10x slower).
     signature = [
         tf.TensorSpec([None, None, EMBEDDING_DIM], tf.float32),
         tf.TensorSpec([None], tf.int64),
@@ -109,20 +137,7 @@ def finetune_v(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
-    before = float(mean_loss(x, y))
-
-    rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
-    steps = 0
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            train_step(tf.constant(x[idx]), tf.constant(y[idx]))
-            steps += 1
-    train_s = time.perf_counter() - t0
-    after = float(mean_loss(x, y))
-    return FineTuneResult(get_weights(model), before, after, steps, train_s)
+    return mean_loss, lambda xb, yb: train_step(tf.constant(xb), tf.constant(yb))
 
 
 def predict_v(

@@ -39,8 +39,14 @@ class Selection:
         return len(self.indices)
 
 
+def clip_mean_probs(frame_probs: np.ndarray) -> np.ndarray:
+    """Eq. 1 for one clip: the mean of its (frames, K) per-frame probabilities, shape (K,),
+    in the input's dtype (the one place the node and the lab compute it)."""
+    return np.asarray(frame_probs).mean(axis=0)
+
+
 def mean_frame_probs(frame_probs: Sequence[np.ndarray]) -> np.ndarray:
-    """Eq. 1: each clip's mean per-frame IFER probability vector, stacked to (N, K)."""
+    """Eq. 1 for many clips: each clip's mean per-frame probability vector, stacked to (N, K)."""
     if not frame_probs:
         raise SelectionError("no clips")
     means = []
@@ -50,7 +56,7 @@ def mean_frame_probs(frame_probs: Sequence[np.ndarray]) -> np.ndarray:
             raise SelectionError(
                 f"clip {i}: expected (frames, K) probabilities, got shape {arr.shape}"
             )
-        means.append(arr.mean(axis=0))
+        means.append(clip_mean_probs(arr))
     widths = {m.shape[0] for m in means}
     if len(widths) != 1:
         raise SelectionError(f"clips disagree on K: {sorted(widths)}")

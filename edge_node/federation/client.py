@@ -15,17 +15,15 @@ Usable on its own (the edge node's service and the fleet simulator both drive it
                               weights=trainable_v, clips_per_class={"happiness": 12, ...}))
         new = fed.wait_central(newer_than=central.version, timeout=600)
 
-Nothing calls back into your code from paho's thread: new rounds and centrals are waited for
-with :meth:`wait_round` / :meth:`wait_central` (a condition variable) or polled. Updates go
-through a persistent SQLite outbox and are resent after reconnects (and every ``resend_s``)
-until the aggregator acknowledges them. A central v is installed only when its Ed25519
-signature verifies against the fleet public key and its version is newer than the installed
-one and not older than the freshness floor: the larger of ``min_central_version`` (node.yaml,
-written by provisioning) and the newest ``base_version`` a verified round announced, so a
-validly signed but old central replayed as the retained message is refused even by a brand-new
-node. Round messages are signed with the same fleet key and verified the same way; a round
-older than the current one is refused. Everything refused is logged and ignored. The node's
-status topic is retained, with a last will that says ``offline``.
+Nothing calls back into your code from paho's thread: wait with :meth:`wait_round` /
+:meth:`wait_central` (a condition variable) or poll. Updates go through a persistent SQLite
+outbox, resent after reconnects (and every ``resend_s``) until acknowledged. A central v is
+accepted only when its Ed25519 signature verifies against the fleet public key, it is newer than
+the one held and not older than the freshness floor: the larger of ``min_central_version``
+(node.yaml) and the newest ``base_version`` a verified round announced, so a validly signed old
+central replayed as the retained message is refused even by a brand-new node. Rounds are signed
+with the same key; a round older than the current one is refused. Everything refused is logged
+and ignored. The status topic is retained, with a last will that says ``offline``.
 """
 
 from __future__ import annotations
@@ -36,16 +34,15 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_node.config import FederationConfig
-from edge_node.federation.outbox import Outbox
+from edge_node.federation.outbox import Outbox, ReceivedCentral
 from vfer import signing
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
@@ -101,24 +98,23 @@ class FederationClient:
         public_key: Ed25519PublicKey | str | os.PathLike[str] | None = None,
         allow_unsigned: bool = False,
         resend_s: float = 30.0,
+        installed: Callable[[], int] | None = None,
     ) -> None:
+        """``installed``: the central version the node runs (the status topic's); without it,
+        receiving a verified central counts as installing it (a client on its own)."""
         self.node_id = check_node_id(node_id)
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
-        key_src = public_key if public_key is not None else settings.fleet_public_key
-        if isinstance(key_src, Ed25519PublicKey):
-            self._key: Ed25519PublicKey | None = key_src
-        elif key_src is not None:
-            self._key = signing.load_public_key(key_src)
-        else:
-            self._key = None
+        self._key = _fleet_key(public_key if public_key is not None else settings.fleet_public_key)
         if self._key is None and not allow_unsigned:
             raise ValueError("a fleet public key is required (or allow_unsigned=True for dev)")
         if self._key is None:
             log.warning("INSECURE: node %s accepts UNSIGNED central models", node_id)
         self.allow_unsigned = allow_unsigned
         self.resend_s = resend_s
+        self._installed = installed
         self.outbox = Outbox(outbox_db)
+        self.received = ReceivedCentral(outbox_db)
         self._cond = threading.Condition()
         self._round: RoundMsg | None = None
         self._central: CentralModel | None = None
@@ -130,29 +126,31 @@ class FederationClient:
         #: No central older than this is installed (node.yaml, raised by verified rounds).
         self._floor = settings.min_central_version
         self._submit_lock = threading.Lock()
-        saved = self.outbox.load_central()
+        saved = self.received.load()
         if saved is not None:
             self._central = self._verify_central(saved[1], installed=None)
-        password = read_secret(settings.password_file, "FEDVFER_BROKER_PASSWORD")
-        offline = StatusMsg(node_id=node_id, state="offline")
-        self.link = MqttLink(
-            BrokerSettings(
-                url=settings.broker_url,
-                client_id=f"fedvfer-node-{node_id}",
-                username=settings.username or (node_id if password else None),
-                password=password,
-                ca_file=settings.ca_file,
-                cert_file=settings.cert_file,
-                key_file=settings.key_file,
-                keepalive_s=settings.keepalive_s,
-                will=(self.topics.node_status(node_id), to_json(offline)),
-                mqtt_version=settings.mqtt_version,
-            ),
-            [
-                (self.topics.round, 1),
-                (self.topics.central_bundle, 1),
-                (self.topics.node_ack(node_id), 1),
-            ],
+        self.link = self._link()
+
+    def _link(self) -> MqttLink:
+        s = self.settings
+        password = read_secret(s.password_file, "FEDVFER_BROKER_PASSWORD")
+        offline = StatusMsg(node_id=self.node_id, state="offline")
+        broker = BrokerSettings(
+            url=s.broker_url,
+            client_id=f"fedvfer-node-{self.node_id}",
+            username=s.username or (self.node_id if password else None),
+            password=password,
+            ca_file=s.ca_file,
+            cert_file=s.cert_file,
+            key_file=s.key_file,
+            keepalive_s=s.keepalive_s,
+            will=(self.topics.node_status(self.node_id), to_json(offline)),
+            mqtt_version=s.mqtt_version,
+        )
+        topics = [self.topics.round, self.topics.central_bundle, self.topics.node_ack(self.node_id)]
+        return MqttLink(
+            broker,
+            [(t, 1) for t in topics],
             self._on_message,
             lambda: self._events.put(("connected", None)),
         )
@@ -177,6 +175,7 @@ class FederationClient:
             self.link.flush(timeout=2.0)
         self.link.stop()
         self.outbox.close()
+        self.received.close()
 
     def __enter__(self) -> FederationClient:
         return self.start()
@@ -248,17 +247,6 @@ class FederationClient:
         self._events.put(("submitted", update_id))
         return update_id
 
-    def wait_acked(self, update_id: str, timeout: float) -> str | None:
-        """Poll the outbox until ``update_id`` is settled: 'stored', 'rejected', 'superseded'."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.outbox.status(update_id)
-            if st is not None and st[0] != "pending":
-                return st[0]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
-
     def pending(self) -> int:
         return self.outbox.pending_count()
 
@@ -289,7 +277,7 @@ class FederationClient:
                         )
                 elif kind == "central":
                     assert isinstance(data, tuple)
-                    self.outbox.save_central(*data)
+                    self.received.save(*data)
                 elif kind == "connected":
                     self._publish_status()
                     self._send_due(0.0)
@@ -307,12 +295,17 @@ class FederationClient:
             if self.link.publish(item.topic, item.payload, 1, False):
                 self.outbox.mark_sent(item.update_id)
 
+    def publish_status(self) -> None:
+        """Publish the status topic again (soon, from the outbox thread): after an install."""
+        self._events.put(("connected", None))
+
     def _publish_status(self) -> None:
         c, r = self.latest_central(), self.current_round()
+        version = self._installed() if self._installed is not None else (c.version if c else 0)
         msg = StatusMsg(
             node_id=self.node_id,
             state="online",
-            central_version=c.version if c else None,
+            central_version=version or None,
             round_id=r.round_id if r else None,
             ts=time.time(),
         )
@@ -360,7 +353,7 @@ class FederationClient:
             self._cond.notify_all()
         if installed is not None and installed.version < msg.base_version:
             log.warning(
-                "installed central v%d is older than round %d's base v%d; waiting for it",
+                "held central v%d is older than round %d's base v%d; waiting for it",
                 installed.version,
                 msg.round_id,
                 msg.base_version,
@@ -390,7 +383,7 @@ class FederationClient:
             log.warning("rejected central: reason=%s (%s)", reason, exc)
             self.rejected_centrals += 1  # after the log line: tests wait on this counter
             return None
-        log.info("installed central v%d (round %d)", header.version, header.round_id)
+        log.info("accepted central v%d (round %d)", header.version, header.round_id)
         return CentralModel(
             header.version,
             header.round_id,
@@ -400,6 +393,7 @@ class FederationClient:
         )
 
 
-def default_outbox(db: Path) -> Path:
-    """Where the node keeps its outbox: beside its clip database."""
-    return db.with_name(f"{db.stem}.outbox.sqlite")
+def _fleet_key(src: Ed25519PublicKey | str | os.PathLike[str] | None) -> Ed25519PublicKey | None:
+    if src is None or isinstance(src, Ed25519PublicKey):
+        return src
+    return signing.load_public_key(src)

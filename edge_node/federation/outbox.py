@@ -3,14 +3,18 @@
 An update is written here before it is published, so a reboot, a broker restart or a lost
 connection never loses it: :meth:`Outbox.due` lists what must be (re)sent, an ack from the
 aggregator marks it done. A newer update for the same round supersedes older pending ones.
-The verified central v is kept too, so a restarted node knows its base without the broker.
 Thread-safe: one connection guarded by a lock.
+
+The same SQLite file holds one more table, owned by :class:`ReceivedCentral`: the newest
+verified central frame the node has *received* (not necessarily installed: the bundle home's
+``installed.json`` says what is installed), so a restarted node knows it without the broker.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -124,14 +128,55 @@ class Outbox:
                 self.db.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()[0]
             )
 
-    def save_central(self, version: int, frame: bytes) -> None:
+
+def default_outbox(db: Path) -> Path:
+    """Where the node keeps its outbox: beside its clip database."""
+    return db.with_name(f"{db.stem}.outbox.sqlite")
+
+
+def pending_in(path: str | os.PathLike[str]) -> int:
+    """Updates still waiting for an answer in the outbox file at ``path``, read-only (0 when
+    there is none yet or it cannot be read): what ``/metrics`` reports, without opening it for
+    writing or migrating it from another process."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = con.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+class ReceivedCentral:
+    """The ``central`` table: the newest verified central frame received (one row).
+
+    Only the federation client writes it, when a central verifies. What is *installed* is the
+    bundle home's business (:meth:`edge_node.bundles.BundleHome.central_version`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = Path(path)
+        self._lock = threading.Lock()
+        self.db = open_wal(p, check_same_thread=False)
+        migrate(self.db, p, MIGRATIONS, what="outbox", newer_hint="upgrade fedvfer")
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    def save(self, version: int, frame: bytes) -> None:
         with self._lock:
             self.db.execute(
                 "INSERT OR REPLACE INTO central (id, version, frame, installed_at) VALUES (1, ?, ?, ?)",
                 [version, frame, time.time()],
             )
 
-    def load_central(self) -> tuple[int, bytes] | None:
+    def load(self) -> tuple[int, bytes] | None:
         with self._lock:
             row = self.db.execute("SELECT version, frame FROM central WHERE id=1").fetchone()
         return (int(row[0]), bytes(row[1])) if row else None

@@ -7,7 +7,7 @@ writes its ``node.yaml`` and runs the node in two steps, as a kiosk does over it
 1. **record**: the capture loop (``edge_node.service.run_node``) over the folder of the slot's
    clips, its camera, until the folder ends; so every node adapts on all its clips, not on the
    first few it happened to have when a round opened;
-2. **federate**: the node's personalizer (``edge_node.personalizer.Personalizer``) adapts v when a
+2. **federate**: the node's personalizer (``edge_node.personalization.loop.Personalizer``) adapts v when a
    federation round opens and submits it, until SIGTERM.
 
 ``health.json`` in the work folder says which step the node is in (``phase``); the process
@@ -164,7 +164,7 @@ def record(config: NodeConfig, face_model: Path, stop: threading.Event) -> int:
 
 def federate(config: NodeConfig, journal: Path, stop: threading.Event) -> None:
     """The personalizer until ``stop``; its adaptation results are kept in ``journal``."""
-    from edge_node.personalizer import Personalizer
+    from edge_node.personalization.loop import Personalizer
     from edge_node.state import NodeState
 
     personalizer = Personalizer(config, NodeState(), stop)

@@ -14,6 +14,7 @@ from training.sim.observer import Seen
 from training.sim.setup import Plan, slot_dir
 from vfer.bundle import Bundle
 from vfer.metrics import scores
+from vfer.selection import clip_mean_probs
 
 
 def _personalized_versions(work: Path) -> list[Bundle]:
@@ -129,7 +130,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
             e = cache.get(src).embeddings if cache.has(src) else np.zeros((0, 1280))
             if len(e):
                 mine_true.append(index[item["label"]])
-                mine_pred.append(int(np.argmax(heads.ifer(g0, e).mean(axis=0))))
+                mine_pred.append(int(np.argmax(clip_mean_probs(heads.ifer(g0, e)))))
         t_true += mine_true
         t_pred += mine_pred
         work = slot_dir(sim, i) / "work"

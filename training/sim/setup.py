@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from vfer import personalization_defaults as defaults
 from vfer.classes import EMOTIONS_6
 from vfer.cli import UserError
 
@@ -53,8 +54,8 @@ class SimProfile:
     fps: float = 6.0
     g_epochs: int = 20
     v_epochs: int = 12
-    p: int = 15  # the paper's P for CREMA-D
-    p_threshold: float = 0.5
+    p: int = defaults.P  # the paper's P for CREMA-D
+    p_threshold: float = defaults.P_THRESHOLD
     min_clips: int = 2
     deadline_s: float = 90.0
     #: g's own synthetic image corpus: identities, photos per class (the AffectNet stand-in)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vfer import personalization_defaults as defaults
 from vfer.heads import build_vfer, get_weights, num_classes_of, set_weights
 from vfer.heads_spec import EMBEDDING_DIM
 from vfer.personalize import FineTuneResult, pad_clips
@@ -145,7 +146,7 @@ def finetune_v_dp(
     labels: Sequence[Sequence[int] | np.ndarray],
     plan: NightPlan,
     *,
-    lr: float = 1e-3,
+    lr: float = defaults.LR,
     seed: int | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
 ) -> DPFineTuneResult:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from edge_node.adapt import AdaptParams, AdaptResult
 from edge_node.bundles import BundleHome
+from edge_node.personalization.params import AdaptParams
+from edge_node.personalization.run import AdaptResult
+from vfer import personalization_defaults as d
 from vfer.cli import UserError
 from vfer.gate import GateOptions
 
@@ -39,18 +42,20 @@ def print_result(r: AdaptResult) -> None:
 @click.option(
     "--bundle", type=click.Path(path_type=Path), help="model bundle (folder or managed link)"
 )
-@click.option("--p", "p", type=click.IntRange(min=0), help="at most P clips per class [15]")
+@click.option("--p", "p", type=click.IntRange(min=0), help=f"at most P clips per class [{d.P}]")
 @click.option(
-    "--p-threshold", type=click.FloatRange(0, 1), help="minimum pseudo-label confidence [0.5]"
+    "--p-threshold",
+    type=click.FloatRange(0, 1),
+    help=f"minimum pseudo-label confidence [{d.P_THRESHOLD}]",
 )
-@click.option("--epochs", type=click.IntRange(min=1), help="fine-tuning epochs [2]")
+@click.option("--epochs", type=click.IntRange(min=1), help=f"fine-tuning epochs [{d.EPOCHS}]")
 @click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [0.001]"
+    "--lr", type=click.FloatRange(min=0, min_open=True), help=f"Adam learning rate [{d.LR}]"
 )
 @click.option(
     "--min-clips",
     type=click.IntRange(min=1),
-    help="do not adapt below this many selected clips [4]",
+    help=f"do not adapt below this many selected clips [{d.MIN_CLIPS}]",
 )
 @click.option(
     "--nightly",
@@ -83,39 +88,40 @@ def print_result(r: AdaptResult) -> None:
     "--gate-report", is_flag=True, help="record the gate's verdict but never block (simulations)"
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option(
+    "--night",
+    hidden=True,
+    help="the node's loop: the night (YYYY-MM-DD) this run counts for, marked done with it",
+)
+@click.option(
+    "--result",
+    "result_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    hidden=True,
+    help="the node's child protocol: write the typed report (and v's weights beside it) here",
+)
 def adapt_cmd(
     config_path: Path | None,
     db: Path | None,
     bundle: Path | None,
-    p: int | None,
-    p_threshold: float | None,
-    epochs: int | None,
-    lr: float | None,
-    min_clips: int | None,
     nightly: bool,
-    teacher: str | None,
     gate: str | None,
-    balance: float | None,
-    l2sp: float | None,
     gate_report: bool,
     as_json: bool,
+    night: str | None,
+    result_file: Path | None,
+    **flags: Any,
 ) -> None:
-    """Personalize v once from the stored clips (the nightly job) and switch to the new bundle."""
+    """Personalize v once from the stored clips (the nightly job) and switch to the new bundle.
+
+    ``flags``: the parameters (--p, --p-threshold, --epochs, --lr, --min-clips, --teacher,
+    --balance, --l2sp); None where not given, so node.yaml's value holds.
+    """
     from edge_node.config import load_node_config
-    from edge_node.jobs import nightly_adapt, run_adapt
+    from edge_node.personalization.run import nightly_adapt, run_adapt
 
     cfg = load_node_config(config_path, db=db, bundle=bundle)
-    params = AdaptParams.build(
-        cfg.adaptation,
-        p=p,
-        p_threshold=p_threshold,
-        epochs=epochs,
-        lr=lr,
-        min_clips=min_clips,
-        teacher=teacher,
-        balance=balance,
-        l2sp=l2sp,
-    )
+    params = AdaptParams.build(cfg.adaptation, **flags)
     if gate is not None:
         params = replace(params, gate=parse_gate(gate))
     if gate_report:
@@ -123,14 +129,28 @@ def adapt_cmd(
     if nightly:
         from datetime import datetime
 
-        result = nightly_adapt(
-            cfg.db, cfg.bundle, params, cfg.adaptation.window_start, datetime.now()
-        )
+        when = datetime.now()
+        result = nightly_adapt(cfg.db, cfg.bundle, params, cfg.adaptation.window_start, when)
         if result is None:
             click.echo("tonight is already done: not adapting again")
             return
     else:
-        result = run_adapt(cfg.db, cfg.bundle, params)
+        result = run_adapt(cfg.db, cfg.bundle, params, night)
+    _answer(result, cfg.db, result_file, as_json)
+
+
+def _answer(result: AdaptResult, db: Path, result_file: Path | None, as_json: bool) -> None:
+    """To the parent node (it records the result), or recorded here and printed for people."""
+    if result_file is not None:
+        from edge_node.personalization.child import write_child_result
+
+        write_child_result(result_file, result)
+        return
+    from edge_node.personalization.results import record
+    from edge_node.store import ClipStore
+
+    with ClipStore(db) as store:
+        record(store, result.report())
     if as_json:
         click.echo(json.dumps(result.summary()))
     else:
@@ -168,7 +188,7 @@ def model_status(bundle: Path) -> None:
     click.echo(
         f"active: {m.head_version} (round {m.federation_round}, personalized {m.personalized})"
     )
-    state = home.read_state()
+    state = home.installed()
     click.echo(
         f"previous: {state.previous or '-'}; central base: {state.central or m.head_version} "
         f"(federation v{state.central_version})"
@@ -198,7 +218,7 @@ def model_install_central(
     bundle: Path, weights: Path, version: int, round_id: int, classes: str
 ) -> None:
     """Write a central v the node has verified as a new bundle version (the node runs this)."""
-    from edge_node.jobs import install_central
+    from edge_node.personalization.heads import install_central
     from vfer import weights as wio
 
     name = install_central(bundle, version, round_id, tuple(classes.split(",")), wio.load(weights))

@@ -2,9 +2,13 @@
 
 Fine-tuning v and exporting its step model need TensorFlow (about 900 MB resident); the capture
 loop needs only LiteRT and MediaPipe (about 200 MB). So the node never imports TensorFlow: the
-personalizer thread starts ``python -m edge_node adapt`` (the same command the nightly timer
+personalization loop starts ``python -m edge_node adapt`` (the same command the nightly timer
 runs) or ``python -m edge_node model install-central`` and waits for it. The child writes the new
-bundle version and exits, giving its memory back; the capture loop switches at its next clip.
+head version and exits, giving its memory back; the capture loop switches at its next clip.
+
+The adaptation child answers in a file, not on stdout: ``--result PATH`` makes it write its
+typed report (:mod:`edge_node.personalization.protocol`) there, and v's tuned trainable weights
+to the safetensors file the report names, once; the parent reads both and removes them.
 
 :func:`run_child` reports the child's peak resident memory (``wait4``'s ``ru_maxrss``), so the
 benchmark and the logs can show the capture process and the child separately.
@@ -12,7 +16,6 @@ benchmark and the logs can show the capture process and the child separately.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -26,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_node.adapt import AdaptParams, AdaptResult
 from edge_node.bundles import BundleHome
+from edge_node.personalization.params import AdaptParams
+from edge_node.personalization.protocol import ProtocolError, read_report, write_report
+from edge_node.personalization.run import AdaptResult
 from vfer import weights as wio
-from vfer.heads_spec import trainable_names, vfer_spec
 
 log = logging.getLogger(__name__)
 CHILD_TIMEOUT_S = 3600.0
@@ -88,26 +92,37 @@ def _wait(
 
 
 def adapt_in_child(
-    db: Path, bundle: Path, params: AdaptParams, *, stop: threading.Event | None = None
+    db: Path,
+    bundle: Path,
+    params: AdaptParams,
+    *,
+    stop: threading.Event | None = None,
+    night: str | None = None,
 ) -> tuple[AdaptResult, ChildRun]:
-    """One personalization in a child process; the result carries v's trainable weights."""
-    run = run_child(
-        ["adapt", "--db", str(db), "--bundle", str(bundle), *params.cli_args(), "--json"],
-        stop=stop,
-    )
-    if run.returncode != 0:
-        raise ChildError(f"adaptation child exited with {run.returncode} (see the log above)")
-    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise ChildError(f"adaptation child printed no result: {run.stdout[-300:]!r}")
-    data = json.loads(lines[-1])
-    data["classes"] = tuple(data["classes"])
-    result = AdaptResult(**data)
-    if result.status == "adapted" and result.new_version:
-        home = BundleHome(bundle)
-        weights = home.open(home.versions / result.new_version).vfer_weights()
-        result.trainable = {n: weights[n] for n in trainable_names(vfer_spec(len(result.classes)))}
-    return result, run
+    """One personalization in a child process; the result carries v's trainable weights.
+    ``night``: the child marks it done (with the switch to the new head when it adapts)."""
+    with tempfile.TemporaryDirectory(prefix="fedvfer-adapt-") as tmp:
+        out = Path(tmp) / "result.json"
+        args = ["adapt", "--db", str(db), "--bundle", str(bundle), *params.cli_args()]
+        args += ["--night", night] if night is not None else []
+        run = run_child([*args, "--result", str(out)], stop=stop)
+        if run.returncode != 0:
+            raise ChildError(f"adaptation child exited with {run.returncode} (see the log above)")
+        try:
+            report = read_report(out)
+            weights = wio.load(Path(tmp) / report.weights_file) if report.weights_file else {}
+        except (ProtocolError, OSError, wio.WeightsError) as exc:
+            raise ChildError(f"adaptation child: {exc}") from None
+    return AdaptResult.from_report(report, weights), run
+
+
+def write_child_result(path: Path, result: AdaptResult) -> None:
+    """The child's side of :func:`adapt_in_child`: the weights once, then the report."""
+    weights_file = None
+    if result.trainable:
+        weights_file = f"{path.stem}.trainable.safetensors"
+        wio.save(path.with_name(weights_file), result.trainable)
+    write_report(path, result.report(weights_file))
 
 
 def install_central_in_child(
