@@ -276,7 +276,8 @@ def test_within_over_seeds_pools_the_change_per_subject_for_each_rule(
 ) -> None:
     out = tiny["root"] / "out-seeds"
     rep = run_experiment(
-        "within", options(tiny, out, seeds=2, variants=("paper", "balanced", "l2sp"))
+        "within",
+        options(tiny, out, seeds=2, variants=("paper", "balanced", "l2sp"), gate_signals=True),
     )
     assert rep["meta"]["seeds"] == [0, 1] and rep["meta"]["data_seed"] == 0
     on_disk = json.loads((out / "report.json").read_text())
@@ -312,6 +313,29 @@ def test_within_over_seeds_pools_the_change_per_subject_for_each_rule(
 
     lines = summary_lines(rep)
     assert len(lines) == 3 and lines[0].startswith("within [paper], 2 seeds: mean")
+    check_gate_signals(out)
+
+
+def check_gate_signals(out: Path) -> None:
+    """--gate-signals: every head's signals recorded, and gate-eval scores them on a held-out
+    seed, from the pooled report or from the folder (the seeds finished so far)."""
+    from click.testing import CliRunner
+
+    from training.cli import cli
+    from vfer.gate_signals import SIGNALS
+
+    rows = json.loads((out / "report.json").read_text())["within"]["variants"]["paper"]["subjects"]
+    assert rows and all(set(r["signals"]) == set(SIGNALS) for r in rows if r["personalized"])
+    for target in (out, out / "report.json"):
+        result = CliRunner().invoke(
+            cli, ["gate-eval", str(target), "--dev-seeds", "1", "--out", str(out / "gate.json")]
+        )
+        assert result.exit_code == 0, result.output
+        assert "| combined |" in result.output and "held-out seeds [1]" in result.output
+    scored = json.loads((out / "gate.json").read_text())
+    assert scored["dev_seeds"] == [0] and set(scored["signals"]) == set(SIGNALS)
+    refused = CliRunner().invoke(cli, ["gate-eval", str(out), "--dev-seeds", "2"])
+    assert refused.exit_code != 0 and "leaves no held-out seed" in str(refused.exception)
 
 
 @pytest.mark.slow
