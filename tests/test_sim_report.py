@@ -10,7 +10,7 @@ import pytest
 
 from training.experiments.stats import summarize_gains
 from training.sim.node import ADAPTATIONS, keep_results, read_adaptations
-from training.sim.report import fleet_summary, gate_summary, gate_text, markdown, node_gate
+from training.sim.report import fleet_summary, gate_summary, gate_text, kept, markdown, node_gate
 
 
 def gate(passed: bool, *reasons: str, notes: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -192,3 +192,17 @@ def test_the_sim_node_keeps_every_adaptation_result(tmp_path: Path) -> None:
     assert [a["new_version"] for a in read_adaptations(tmp_path)] == ["local-1", "local-2"]
     (tmp_path / ADAPTATIONS).write_text("{half")  # torn by hand: read as nothing, never raised
     assert read_adaptations(tmp_path) == []
+
+
+def test_both_numbers_per_node_the_head_without_the_gate_and_the_one_kept() -> None:
+    nodes = [row("n1", 1 / 36, g=gate(True)), row("n2", -2 / 36, g=gate(False, "collapse"))]
+    nodes.append(row("n3", -1 / 36))  # gate off: the node keeps what it made
+    for n in nodes:
+        n.update(kept(n))
+    assert [n["micro_f1_change_kept"] for n in nodes] == pytest.approx([1 / 36, 0.0, -1 / 36])
+    assert nodes[1]["micro_f1_kept"] == nodes[1]["micro_f1_before"]
+    md = markdown(report(nodes))
+    assert "| micro-F1 of the head kept with the gate |" in md
+    assert "| would block: collapse | 0.400 |" in md
+    with_gate = summarize_gains(np.array([1 / 36, 0.0, -1 / 36])).line("micro-F1 change")
+    assert f"the heads each node keeps with the gate enforced: {with_gate}" in md

@@ -69,7 +69,19 @@ def fleet_summary(nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
         "macro_f1_change": summarize_gains(
             np.array([n["macro_f1_change"] for n in nodes])
         ).as_dict(),
+        "micro_f1_change_kept": summarize_gains(
+            np.array([n.get("micro_f1_change_kept", n["micro_f1_change"]) for n in nodes])
+        ).as_dict(),
     }
+
+
+def kept(row: dict[str, Any]) -> dict[str, float]:
+    """The head the node keeps with its gate enforced: the personalized one when the gate passed it
+    (or judged nothing), else the central (its change is then 0). The sims run the gate in report
+    mode, so both heads exist and both numbers are measured on the same clips."""
+    blocked = row.get("gate") is not None and not row["gate"]["passed"]
+    micro = row["micro_f1_before"] if blocked else row["micro_f1_after"]
+    return {"micro_f1_kept": micro, "micro_f1_change_kept": micro - row["micro_f1_before"]}
 
 
 def gate_summary(nodes: list[dict[str, Any]]) -> dict[str, int]:
@@ -172,6 +184,7 @@ def evaluate(sim: Path, plan: Plan, seen: Seen) -> dict[str, Any]:
                 - before["macro_present"]["f1"],
             }
         )
+        node_rows[-1].update(kept(node_rows[-1]))
         all_clips += clips
         all_true.append(y)
     y_all = np.concatenate(all_true) if all_true else np.zeros(0, np.int64)
@@ -242,15 +255,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(
         "| node | subject | clips recorded | clips selected | clips scored | micro-F1 before | after | change "
         "| macro-F1 before | after | change | macro-F1, present classes: before | after "
-        "| safety gate (the node's verdict) |"
+        "| safety gate (the node's verdict) | micro-F1 of the head kept with the gate |"
     )
-    lines.append("|---" * 14 + "|")
+    lines.append("|---" * 15 + "|")
     for n in report["nodes"]:
         lines.append(
             f"| {n['node']} | {n['subject']} | {n['recorded_clips']} | {n['selected_clips']} | {n['eval_clips']} | "
             f"{f(n['micro_f1_before'])} | {f(n['micro_f1_after'])} | {n['micro_f1_change']:+.3f} | "
             f"{f(n['macro_f1_before'])} | {f(n['macro_f1_after'])} | {n['macro_f1_change']:+.3f} | "
-            f"{f(n.get('macro_f1_present_before'))} | {f(n.get('macro_f1_present_after'))} | {gate_text(n.get('gate'))} |"
+            f"{f(n.get('macro_f1_present_before'))} | {f(n.get('macro_f1_present_after'))} | {gate_text(n.get('gate'))} | "
+            f"{f(n.get('micro_f1_kept'))} |"
         )  # fmt: skip
     notes = [f"{n['node']}: {'; '.join(n['gate']['notes'])}" for n in report["nodes"]
              if n.get("gate") and n["gate"]["notes"]]  # fmt: skip
@@ -286,6 +300,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- safety gate (report mode: recorded, never applied): {gate_line(s['gate'])}"
         )
+        if fleet and fleet.get("micro_f1_change_kept"):
+            lines.append(
+                "- the heads each node keeps with the gate enforced: "
+                + GainSummary(**fleet["micro_f1_change_kept"]).line("micro-F1 change")
+            )
     lines += ["", report["note"], ""]
     return "\n".join(lines)
 
