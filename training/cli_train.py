@@ -209,6 +209,13 @@ def train_cmd(
     "1,3,8,off (off: the rule without DP); docs/privacy.md",
 )
 @click.option(
+    "--data-seed",
+    type=int,
+    default=None,
+    help="the seed the corpora are rendered with (default: --seed), so that --seed 5 --seeds 5 "
+    "--data-seed 0 continues a --seeds 5 run on the same people",
+)
+@click.option(
     "--gate-signals",
     is_flag=True,
     help="measure the gate's candidate signals on every head (slower; docs/personalization.md)",
@@ -230,6 +237,7 @@ def experiment_cmd(
     seeds: int,
     variants: str,
     privacy: str | None,
+    data_seed: int | None,
     gate_signals: bool,
     ifer_corpus: str | None,
     ifer_root: Path | None,
@@ -283,6 +291,7 @@ def experiment_cmd(
         seeds=seeds,
         variants=rules,
         gate_signals=gate_signals,
+        data_seed=data_seed,
     )
     report = run_experiment(name, options)
     click.echo(

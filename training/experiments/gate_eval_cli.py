@@ -12,7 +12,7 @@ from vfer.cli import UserError
 
 
 @click.command("gate-eval")
-@click.argument("report", type=click.Path(exists=True, path_type=Path))
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--dev-seeds",
     type=click.IntRange(1, 99),
@@ -23,15 +23,17 @@ from vfer.cli import UserError
 @click.option("--variant", default=None, help="the rule to judge (default: the reference)")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 def gate_eval_cmd(
-    report: Path, dev_seeds: int, section: str, variant: str | None, out: Path | None
+    reports: tuple[Path, ...], dev_seeds: int, section: str, variant: str | None, out: Path | None
 ) -> None:
     """Score the gate's signals of a ``--seeds N --gate-signals`` report on held-out seeds.
 
-    REPORT is the pooled report.json, or the experiment's folder: then the seeds finished so far
-    (its seed-N/report.json) are pooled, so a long run can be read while it goes on."""
+    Each REPORT is an experiment's folder or its report.json: the seeds finished so far (its
+    seed-N/report.json) are pooled, so a long run can be read while it goes on, and runs that
+    continue one another (--seed 5 --seeds 5 --data-seed 0) are read together."""
     from training.experiments.signals import evaluate
 
-    data = _load(report)
+    report = reports[0]
+    data = _load(reports)
     sec = data.get(section)
     if not sec or "variants" not in sec:
         raise UserError(f"{report}: no pooled {section!r} section (run with --seeds N)")
@@ -45,7 +47,7 @@ def gate_eval_cmd(
     if dev_seeds >= len(seeds):
         raise UserError(f"--dev-seeds {dev_seeds} leaves no held-out seed of {seeds}")
     result = {
-        "report": str(report),
+        "reports": [str(r) for r in reports],
         "section": section,
         "variant": name,
         "dev_seeds": seeds[:dev_seeds],
@@ -58,17 +60,21 @@ def gate_eval_cmd(
         click.echo(line)
 
 
-def _load(report: Path) -> dict[str, Any]:
+def _load(reports: tuple[Path, ...]) -> dict[str, Any]:
     from training.experiments.seeds import pool
 
-    if report.is_file():
-        return dict(json.loads(report.read_text(encoding="utf-8")))
-    runs = [
-        json.loads(f.read_text(encoding="utf-8")) for f in sorted(report.glob("seed-*/report.json"))
-    ]
-    if not runs:
-        raise UserError(f"{report}: no report.json and no seed-N/report.json in it")
-    return pool(runs)
+    runs: dict[int, dict[str, Any]] = {}
+    for report in reports:
+        folder = report.parent if report.is_file() else report
+        found = sorted(folder.glob("seed-*/report.json"))
+        if not found and report.is_file():
+            found = [report]  # a single-seed report
+        if not found:
+            raise UserError(f"{report}: no report.json and no seed-N/report.json in it")
+        for f in found:
+            run = json.loads(f.read_text(encoding="utf-8"))
+            runs[int(run["meta"]["seed"])] = run
+    return pool([runs[k] for k in sorted(runs)])
 
 
 def table(result: dict[str, Any]) -> list[str]:
