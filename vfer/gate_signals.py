@@ -4,9 +4,10 @@ A node has no labels, so the gate (:mod:`vfer.gate`) must judge a new head from 
 the stored clips the fine-tune did not use (held back). Every signal here compares the new head
 with the current one (the central, or the previous personalized head) on the same held-back clips
 and is oriented the same way: **higher means "the new head looks worse"**, and 0 means "no
-difference". Each is a pure function of predicted probabilities (arrays in, a float out); the
-predictions themselves come from whoever holds v (the node's personalization child, the lab's
-``within`` experiment), so the same numbers are computed in both.
+difference". Each is a pure function of predicted probabilities (arrays in, a float out);
+:func:`measure` runs v on the held-back clips (and on perturbed copies of them) and computes them
+all, and both the node's personalization child and the lab's ``within`` experiment call it, so
+the same numbers are computed in both.
 
 * ``teacher_disagreement``: how much less the new head agrees with the teacher's Eq. 1 labels than
   the current head does (the gate's original check).
@@ -31,7 +32,7 @@ docs/personalization.md ("Which head will hurt a person") measures each one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -189,3 +190,47 @@ def combined(values: Mapping[str, float]) -> float:
     """The equal-weight mean of :data:`COMBINED_OF` (NaN parts left out; NaN if none is known)."""
     parts = [values[k] for k in COMBINED_OF if k in values and np.isfinite(values[k])]
     return float(np.mean(parts)) if parts else float("nan")
+
+
+def measure(
+    tuned: Mapping[str, np.ndarray],
+    start: Mapping[str, np.ndarray],
+    held: Sequence[np.ndarray],
+    held_teacher: np.ndarray,
+    selected: Sequence[np.ndarray],
+    selected_labels: np.ndarray,
+    seed: int,
+) -> dict[str, float]:
+    """Every signal of :data:`vfer.gate_signals.SIGNALS` for ``tuned`` against ``start``.
+
+    ``held``: the held-back clips (frames x 1280), ``held_teacher`` their Eq. 1 labels;
+    ``selected``/``selected_labels``: the fine-tune's own clips and pseudo labels (reverse
+    validation scores back on those). NaN where there are no held-back clips."""
+    from vfer.personalize import predict_v
+
+    if not held:
+        return {name: float("nan") for name in SIGNALS}
+    rng = np.random.default_rng(seed)
+    n = len(held)
+    inputs = [*held, *(drop_frames(c, rng) for c in held), *(first_half(c) for c in held)]
+    new_all, cur_all = predict_v(tuned, inputs), predict_v(start, inputs)  # one call per head
+    new, new_drop, new_half = new_all[:n], new_all[n : 2 * n], new_all[2 * n :]
+    cur, cur_drop, cur_half = cur_all[:n], cur_all[n : 2 * n], cur_all[2 * n :]
+    held_means = np.stack([np.mean(c, axis=0) for c in held])
+    chosen_means = (
+        np.stack([np.mean(c, axis=0) for c in selected]) if len(selected) else held_means[:0]
+    )
+    k = new.shape[1]
+    out = {
+        "teacher_disagreement": teacher_disagreement(new, cur, held_teacher),
+        "entropy_drop": entropy_drop(new, cur),
+        "class_shift": class_shift(new, cur),
+        "dropout_instability": instability(new, new_drop, cur, cur_drop),
+        "temporal_instability": instability(new, new_half, cur, cur_half),
+        "reverse_disagreement": reverse_disagreement(
+            carried_back(held_means, new.argmax(axis=1), chosen_means, selected_labels, k),
+            carried_back(held_means, cur.argmax(axis=1), chosen_means, selected_labels, k),
+        ),
+    }
+    out["combined"] = combined(out)
+    return out

@@ -15,53 +15,12 @@ from typing import Any
 import numpy as np
 
 from vfer import gate_signals as gs
+from vfer.gate_signals import measure
+
+__all__ = ["auc", "best_threshold", "evaluate", "gate_outcome", "measure"]
 
 #: A head "lowers" or "raises" F1 when its change is beyond this (the issue's goals).
 MARGIN = 0.02
-
-
-def measure(
-    tuned: Mapping[str, np.ndarray],
-    start: Mapping[str, np.ndarray],
-    held: Sequence[np.ndarray],
-    held_teacher: np.ndarray,
-    selected: Sequence[np.ndarray],
-    selected_labels: np.ndarray,
-    seed: int,
-) -> dict[str, float]:
-    """Every signal of :data:`vfer.gate_signals.SIGNALS` for ``tuned`` against ``start``.
-
-    ``held``: the held-back clips (frames x 1280), ``held_teacher`` their Eq. 1 labels;
-    ``selected``/``selected_labels``: the fine-tune's own clips and pseudo labels (reverse
-    validation scores back on those). NaN where there are no held-back clips."""
-    from vfer.personalize import predict_v
-
-    if not held:
-        return {name: float("nan") for name in gs.SIGNALS}
-    rng = np.random.default_rng(seed)
-    n = len(held)
-    inputs = [*held, *(gs.drop_frames(c, rng) for c in held), *(gs.first_half(c) for c in held)]
-    new_all, cur_all = predict_v(tuned, inputs), predict_v(start, inputs)  # one call per head
-    new, new_drop, new_half = new_all[:n], new_all[n : 2 * n], new_all[2 * n :]
-    cur, cur_drop, cur_half = cur_all[:n], cur_all[n : 2 * n], cur_all[2 * n :]
-    held_means = np.stack([np.mean(c, axis=0) for c in held])
-    chosen_means = (
-        np.stack([np.mean(c, axis=0) for c in selected]) if len(selected) else held_means[:0]
-    )
-    k = new.shape[1]
-    out = {
-        "teacher_disagreement": gs.teacher_disagreement(new, cur, held_teacher),
-        "entropy_drop": gs.entropy_drop(new, cur),
-        "class_shift": gs.class_shift(new, cur),
-        "dropout_instability": gs.instability(new, new_drop, cur, cur_drop),
-        "temporal_instability": gs.instability(new, new_half, cur, cur_half),
-        "reverse_disagreement": gs.reverse_disagreement(
-            gs.carried_back(held_means, new.argmax(axis=1), chosen_means, selected_labels, k),
-            gs.carried_back(held_means, cur.argmax(axis=1), chosen_means, selected_labels, k),
-        ),
-    }
-    out["combined"] = gs.combined(out)
-    return out
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
