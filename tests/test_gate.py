@@ -104,3 +104,21 @@ def test_identical_heads_never_fail_agreement_or_collapse(
     v = decide(sel, probs, probs, np.array(labels))
     assert "collapsed" not in v.reasons and "less_teacher_agreement" not in v.reasons
     assert v.passed == (sum(s > 0 for s in sel) >= 2)
+
+
+def test_signals_are_recorded_and_the_chosen_one_blocks_above_its_bound() -> None:
+    sel, new, central, teacher = [3, 2, 0, 1], onehot(SPREAD), onehot(SPREAD), np.array(SPREAD)
+    signals = {"combined": 0.2, "class_shift": 0.1, "entropy_drop": float("nan")}
+    recorded = decide(sel, new, central, teacher, GateOptions(), signals)
+    assert recorded.passed and recorded.metrics["signal_combined"] == 0.2
+    assert "signal_entropy_drop" not in recorded.metrics  # unknown values are left out
+    blocked = decide(
+        sel, new, central, teacher, GateOptions(signal="combined", max_signal=0.1), signals
+    )
+    assert not blocked.passed and blocked.reasons == ("signal_combined",)
+    unknown = decide(sel, new, central, teacher, GateOptions(signal="entropy_drop"), signals)
+    assert unknown.passed  # a signal that could not be computed blocks nothing
+    with pytest.raises(GateError):
+        GateOptions(signal="vibes")
+    with pytest.raises(GateError):
+        GateOptions(signal="combined", max_signal=float("nan"))

@@ -21,7 +21,7 @@ would have raised it (docs/personalization.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,12 +38,22 @@ class GateOptions:
     agreement_tolerance: float = 0.0
     min_entropy_ratio: float = 0.5
     max_class_share: float = 0.9
+    #: block when this label-free signal (:data:`vfer.gate_signals.SIGNALS`) is above
+    #: ``max_signal`` on the held-back clips; None: the signals are only recorded
+    signal: str | None = None
+    max_signal: float = 0.0
 
     def __post_init__(self) -> None:
         if self.min_classes < 1:
             raise GateError(f"min_classes must be >= 1, got {self.min_classes}")
         if self.min_holdout < 1:
             raise GateError(f"min_holdout must be >= 1, got {self.min_holdout}")
+        from vfer.gate_signals import SIGNALS
+
+        if self.signal is not None and self.signal not in SIGNALS:
+            raise GateError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
+        if not (np.isfinite(self.max_signal) and -1.0 <= self.max_signal <= 1.0):
+            raise GateError(f"max_signal must be in [-1, 1], got {self.max_signal}")
         for name in ("agreement_tolerance", "min_entropy_ratio", "max_class_share"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 1.0):
@@ -77,12 +87,15 @@ def decide(
     central_probs: np.ndarray,
     teacher_labels: np.ndarray,
     options: GateOptions | None = None,
+    signals: Mapping[str, float] | None = None,
 ) -> GateVerdict:
     """Judge a personalized v.
 
     ``selected_per_class``: (K,) clips selected per class for the fine-tune. ``new_probs`` and
     ``central_probs``: (N, K) clip probabilities of the new and the central v on N held-back clips;
-    ``teacher_labels``: (N,) the teacher's pseudo labels of those clips.
+    ``teacher_labels``: (N,) the teacher's pseudo labels of those clips; ``signals``: the
+    label-free signals of :func:`vfer.gate_signals.measure` on the same clips (recorded as
+    ``signal_<name>``; ``options.signal`` blocks on one of them).
     """
     opt = options or GateOptions()
     sel, new, central, teacher = _checked(
@@ -109,6 +122,10 @@ def decide(
     metrics |= {"agreement_new": agree_new, "agreement_central": agree_central}
     if agree_new < agree_central - opt.agreement_tolerance:
         reasons.append("less_teacher_agreement")
+    known = {k: float(v) for k, v in (signals or {}).items() if np.isfinite(v)}
+    metrics |= {f"signal_{k}": v for k, v in known.items()}
+    if opt.signal is not None and known.get(opt.signal, -np.inf) > opt.max_signal:
+        reasons.append(f"signal_{opt.signal}")
     return GateVerdict(not reasons, tuple(reasons), tuple(notes), metrics)
 
 
