@@ -152,7 +152,6 @@ def worker(**kw: Any) -> None:
     _serve(kw, leader=False)
 
 
-@cli.command("config-reference")
 def _warn_if_toothless(cfg: AggregatorConfig) -> None:
     """Say once at start when the robust rule protects nothing at the round's minimum size."""
     from broker_aggregator.rules import toothless
@@ -162,6 +161,7 @@ def _warn_if_toothless(cfg: AggregatorConfig) -> None:
         log.warning("%s (round.min_submissions); raise it or robust_fraction", why)
 
 
+@cli.command("config-reference")
 def config_reference_cmd() -> None:
     """Print the aggregator.yaml reference (docs/aggregator-config.md's generated part)."""
     click.echo(config_reference(), nl=False)

@@ -204,3 +204,16 @@ def test_the_weight_cap_holds_across_two_workers(
             np.stack([s[name].astype(np.float64) for s in sent]), axis=0, weights=weights
         )
         np.testing.assert_allclose(arr, want.astype(np.float32), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_leader_says_when_trimmed_mean_trims_nothing(
+    broker: Broker,  # noqa: F811
+    fleet: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """0.2 x 3 nodes trims 0 each end: the plain mean, said once at start (issue 23, item 2)."""
+    sent = honest_and_one_poisoner(fleet, n=3)
+    _, _, log = run_round(
+        broker, fleet, tmp_path, "rule: trimmed_mean\n", [(w, {"anger": 3}) for w in sent]
+    )
+    assert "trims nothing at 3 submissions: it is the plain mean" in log, log[-2000:]
