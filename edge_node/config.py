@@ -18,6 +18,7 @@ from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.ops_http import MetricsConfig
 from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
+from vfer.privacy.options import PrivacyOptions
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -252,6 +253,9 @@ class AdaptationConfig(_Section):
         "window",
         description="'window': once a night in the window; 'round': as soon as a federation round opens (simulation)",
     )
+    privacy: PrivacyOptions = Field(
+        default_factory=PrivacyOptions, description="visit-level DP-SGD (docs/privacy.md)"
+    )  # type: ignore[arg-type]
 
     @field_validator("window_start", "window_end")
     @classmethod
