@@ -29,7 +29,12 @@ from edge_node.config import KioskConfig, NodeConfig, load_node_config
 from edge_node.kiosk import start_kiosk
 from edge_node.metrics import start_node_metrics
 from edge_node.personalization.child import adapt_in_child
-from edge_node.personalization.ledger import kiosk_notice, load_budget, night_number
+from edge_node.personalization.ledger import (
+    kiosk_notice,
+    load_budget,
+    night_number,
+    status_privacy,
+)
 from edge_node.personalization.loop import Personalizer, may_submit, update_metrics
 from edge_node.personalization.private import group_visits
 from edge_node.personalization.results import history
@@ -163,6 +168,8 @@ def check_shown(cfg: NodeConfig, spent: float) -> None:
     assert got["fedvfer_node_privacy_epsilon_spent"] == pytest.approx(spent)
     assert got["fedvfer_node_privacy_epsilon_left"] == pytest.approx(max(0.0, 3.0 - spent))
     assert got["fedvfer_node_privacy_epsilon_per_night"] == 3.0
+    status = status_privacy(cfg)  # what the node's status message carries to the fleet page
+    assert status is not None and status.epsilon_spent == pytest.approx(spent)
     state.update(notice=kiosk_notice(cfg))
     stop = threading.Event()
     kiosk = start_kiosk(state, KioskConfig(port=0), cfg.db, stop)

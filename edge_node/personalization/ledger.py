@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from edge_node.state import Notice
 from edge_node.store import ClipStore
+from vfer.messages import NodePrivacy
 from vfer.privacy.accountant import NightPlan, PrivacyBudget
 from vfer.privacy.options import PrivacyOptions
 
@@ -121,3 +122,18 @@ def kiosk_notice(config: NodeConfig) -> Notice:
     d, a = config.deployment, config.adaptation
     view = view_now(Path(config.db), a.privacy, a.window_start) if a.privacy.enabled else None
     return Notice(d.notice, d.operator, None if view is None else notice_text(view))
+
+
+def status_privacy(config: NodeConfig) -> NodePrivacy | None:
+    """The status message's epsilon (the fleet page shows it per node); None without DP."""
+    a = config.adaptation
+    if not a.privacy.enabled:
+        return None
+    v = view_now(Path(config.db), a.privacy, a.window_start)
+    return NodePrivacy(
+        epsilon_spent=v.spent,
+        epsilon_left=v.left,
+        epsilon_window=v.epsilon_window,
+        window_nights=v.window_nights,
+        delta=v.delta,
+    )

@@ -38,7 +38,7 @@ from edge_node.personalization.child import (
     adapt_in_child,
     install_central_in_child,
 )
-from edge_node.personalization.ledger import kiosk_notice
+from edge_node.personalization.ledger import kiosk_notice, status_privacy
 from edge_node.personalization.params import AdaptParams
 from edge_node.personalization.results import record
 from edge_node.personalization.run import AdaptResult
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_S = 10.0
+PRIVACY_RETRY_S = 3600.0  # after a night adaptation.privacy did not count (nothing to send)
 
 
 class Personalizer(threading.Thread):
@@ -155,6 +156,8 @@ class Personalizer(threading.Thread):
             cfg.node_id, cfg.federation, outbox, installed=self.home.central_version
         ) as fed:
             self.fed = fed
+            fed.privacy = lambda: status_privacy(cfg)  # the fleet page's epsilon per node
+            fed.publish_status()
             while not self.stop_event.wait(0.5):
                 central = fed.latest_central()
                 installed = self._install_newer(fed, central)
@@ -217,12 +220,13 @@ class Personalizer(threading.Thread):
         result = self.adapt_now(self.params(rnd.personalization))
         if not may_submit(result):
             log.info(
-                "round %d: not submitting (%s); retrying in %.0f s",
+                "round %d: not submitting (%s)",
                 rnd.round_id,
                 result.reason,
-                RETRY_S,
             )
-            self._next_try = time.monotonic() + RETRY_S
+            # a night the privacy budget refused stays refused until a night leaves the window
+            wait = RETRY_S if result.privacy is None else PRIVACY_RETRY_S
+            self._next_try = time.monotonic() + wait
             return
         fed.submit(
             NodeUpdate(
@@ -239,6 +243,7 @@ class Personalizer(threading.Thread):
             sum(result.selected_per_class.values()),
         )
         self.home.mark_round_done(rnd.round_id)
+        fed.publish_status()  # the epsilon this round spent, on the fleet page
         if self.config.adaptation.trigger == "window":
             self.home.mark_night_done(self._tonight())
 
