@@ -17,15 +17,20 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_node.bundles import BundleHome
-from edge_node.config import KioskConfig, NodeConfig, load_node_config
+from edge_node.config import FederationConfig, KioskConfig, NodeConfig, load_node_config
+from edge_node.federation import FederationClient
 from edge_node.kiosk import start_kiosk
 from edge_node.metrics import start_node_metrics
 from edge_node.personalization.child import adapt_in_child
@@ -43,7 +48,19 @@ from edge_node.schedule import night_of
 from edge_node.state import NodeState
 from edge_node.store import ClipStore, NewClip
 from tests.support.bundles import build_bundle
+from tests.support.mosquitto import Broker
+from vfer import signing
 from vfer.bundle import Bundle
+from vfer.envelope import unpack
+from vfer.messages import (
+    Personalization,
+    RoundMsg,
+    StatusMsg,
+    UpdateHeader,
+    from_json,
+    sign_round,
+    to_json,
+)
 from vfer.privacy.accountant import dpsgd_epsilon
 
 pytestmark = pytest.mark.slow
@@ -182,3 +199,85 @@ def check_shown(cfg: NodeConfig, spent: float) -> None:
         kiosk.stop()
     assert "epsilon = 3 about one visit" in notice and f"{spent:.2f} of 3" in notice
     assert "over 30 nights" in notice
+
+
+def test_the_update_and_the_status_carry_the_accountants_epsilon(
+    tmp_path: Path, backbone_src: Path, mosquitto: Broker
+) -> None:
+    """The node's loop through a real broker: the update's metrics and the node's status say what
+    the ledger holds; a spent window sends nothing."""
+    b = build_bundle(tmp_path / "node" / "bundle", CLASSES, seed=8).path
+    db = tmp_path / "node" / "clips.db"
+    fill_visits(db, Bundle.load(b).bundle_id, visits=10, seed=1)
+    cfg = load_node_config(node_config(tmp_path, b, db))
+    priv, key = signing.generate_keypair(tmp_path / "fleet")
+    fleet_key = signing.load_private_key(priv)
+    got: dict[str, list[bytes]] = {"update": [], "status": []}
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda _c, _u, m: got[m.topic.rsplit("/", 1)[-1]].append(m.payload)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe([(f"fedvfer/nodes/{cfg.node_id}/update", 1), ("fedvfer/nodes/+/status", 1)])
+    sub.loop_start()
+    settings = FederationConfig(broker_url=mosquitto.url, fleet_public_key=key)
+    personalizer = Personalizer(cfg, NodeState(), threading.Event())
+    try:
+        with FederationClient(cfg.node_id, settings, tmp_path / "outbox.db") as fed:
+            personalizer.attach(fed)
+            personalizer._personalize_for(fed, announce(sub, fed, open_round(1), fleet_key))
+            assert wait(lambda: got["update"]), "no update sent"
+            header, _ = unpack(got["update"][-1], UpdateHeader)
+            with ClipStore(db) as store:
+                budget = load_budget(store, cfg.adaptation.privacy)
+            (spend,) = budget.spends
+            today = night_number(night_of(datetime.now(), cfg.adaptation.window_start))
+            spent = budget.spent(today)
+            assert header.metrics["epsilon_night"] == pytest.approx(spend.epsilon)
+            assert header.metrics["epsilon_spent"] == pytest.approx(spent)
+            assert header.metrics["epsilon_left"] == pytest.approx(3.0 - spent)
+            assert wait(lambda: any(privacy_of(p) == pytest.approx(spent) for p in got["status"]))
+
+            rnd = announce(sub, fed, open_round(2), fleet_key)
+            personalizer._personalize_for(fed, rnd)  # the window (3) is spent
+            assert personalizer.results[-1].status == "skipped"
+            assert fed.pending() == 1 and 2 not in BundleHome(b).rounds_done()
+            sent = {unpack(u, UpdateHeader)[0].round_id for u in got["update"]}
+            assert sent == {1}  # round 1's update may be resent (no ack here); nothing for 2
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def open_round(round_id: int) -> RoundMsg:
+    return RoundMsg(
+        round_id=round_id,
+        base_version=1,
+        opened_at=0,
+        deadline=1e12,
+        min_submissions=1,
+        max_submissions=9,
+        classes=list(CLASSES),
+        personalization=Personalization(p_threshold=0.5),
+    )
+
+
+def announce(pub: mqtt.Client, fed: FederationClient, rnd: RoundMsg, key: Any) -> RoundMsg:
+    """Publish the signed round as the aggregator does; the node's client has it."""
+    pub.publish(
+        "fedvfer/round", to_json(sign_round(rnd, key)), qos=1, retain=True
+    ).wait_for_publish(5)
+    assert wait(lambda: (r := fed.current_round()) is not None and r.round_id == rnd.round_id)
+    return fed.current_round()  # type: ignore[return-value]
+
+
+def privacy_of(payload: bytes) -> float | None:
+    msg = from_json(payload, StatusMsg)
+    return None if msg.privacy is None else msg.privacy.epsilon_spent
+
+
+def wait(cond: Callable[[], object], timeout: float = 15.0) -> bool:
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return True
+        ev.wait(0.05)
+    return bool(cond())

@@ -155,9 +155,7 @@ class Personalizer(threading.Thread):
         with FederationClient(
             cfg.node_id, cfg.federation, outbox, installed=self.home.central_version
         ) as fed:
-            self.fed = fed
-            fed.privacy = lambda: status_privacy(cfg)  # the fleet page's epsilon per node
-            fed.publish_status()
+            self.attach(fed)
             while not self.stop_event.wait(0.5):
                 central = fed.latest_central()
                 installed = self._install_newer(fed, central)
@@ -166,6 +164,12 @@ class Personalizer(threading.Thread):
                 if self._ready_for(rnd, installed):
                     assert rnd is not None
                     self._personalize_for(fed, rnd)
+
+    def attach(self, fed: FederationClient) -> None:
+        """Submit through ``fed``; its status carries this node's epsilon (adaptation.privacy)."""
+        self.fed = fed
+        fed.privacy = lambda: status_privacy(self.config)  # the fleet page's epsilon per node
+        fed.publish_status()
 
     def _install_newer(self, fed: FederationClient, central: CentralModel | None) -> int:
         """Install a received central newer than the installed one; the version installed now."""
