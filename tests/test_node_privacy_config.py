@@ -48,3 +48,14 @@ def test_a_window_smaller_than_one_night_is_refused(tmp_path: Path) -> None:
     text = "    epsilon_per_night: 5\n    epsilon_window: 2\n"
     with pytest.raises(ConfigError, match="epsilon_window"):
         load_node_config(write(tmp_path, text))
+
+
+def test_a_window_shorter_than_the_retention_age_is_refused(tmp_path: Path) -> None:
+    """Every night that can read a stored visit must be inside the window that is composed."""
+    path = write(tmp_path, "    enabled: true\n    window_nights: 7\n")
+    with pytest.raises(ConfigError, match=r"window_nights \(7\) must be at least retention"):
+        load_node_config(path)
+    path.write_text(path.read_text() + "retention:\n  max_age_days: 7\n", encoding="utf-8")
+    assert load_node_config(path).adaptation.privacy.window_nights == 7
+    off = write(tmp_path, "    enabled: false\n    window_nights: 7\n")
+    assert load_node_config(off).adaptation.privacy.window_nights == 7  # off: nothing promised
