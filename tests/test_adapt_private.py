@@ -167,6 +167,7 @@ def test_private_night_then_a_spent_window(tmp_path: Path, backbone_src: Path) -
     assert second["status"] == "skipped" and "privacy budget spent" in second["reason"]
     assert second["privacy"]["submit"] is False and second["new_version"] is None
     assert BundleHome(b).active().bundle_id == active
+    assert BundleHome(b).night_done() == tonight  # refused for tonight: not retried all night
     with ClipStore(db) as store:
         assert len(load_budget(store, cfg.adaptation.privacy).spends) == 1
         stored = AdaptResult.from_report(history(store)[-1].report)

@@ -346,7 +346,13 @@ def run_adapt(db: Path, bundle: Path, params: AdaptParams, night: str | None = N
             result = adapt_private(store, bundle, params, night)
         else:
             result = adapt(StoreClips(store, params.teacher), bundle, params, night)
-    if night is not None and result.status in ("rejected", "blocked"):
+    # a private night the budget (or delta) refused stays refused: not retried every few seconds
+    done = (
+        ("rejected", "blocked", "skipped")
+        if params.privacy is not None
+        else ("rejected", "blocked")
+    )
+    if night is not None and result.status in done:
         BundleHome(bundle).mark_night_done(night)
     return result
 
