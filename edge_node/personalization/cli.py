@@ -140,11 +140,8 @@ def adapt_cmd(
     from edge_node.personalization.run import nightly_adapt, run_adapt
 
     cfg = load_node_config(config_path, db=db, bundle=bundle)
-    privacy = flags.pop("privacy")
     flags["gap_s"] = flags["gap_s"] or cfg.clips.gap_s
     params = AdaptParams.build(cfg.adaptation, **flags)
-    if privacy is not None:
-        params = replace(params, privacy=privacy or None)
     if gate is not None:
         params = replace(params, gate=parse_gate(gate))
     if gate_report:
@@ -187,17 +184,16 @@ def check_balance(value: float | None) -> float | None:
     return value
 
 
-def parse_privacy(text: str | None) -> PrivacyOptions | bool | None:
-    """``--privacy off`` (False) or ``--privacy '{"enabled": true, ...}'``; None: not given."""
+def parse_privacy(text: str | None) -> PrivacyOptions | None:
+    """``--privacy off`` or ``--privacy '{"enabled": true, ...}'``; None: not given."""
     if text is None:
         return None
     if text.strip().lower() == "off":
-        return False
+        return PrivacyOptions(enabled=False)
     try:
-        options = PrivacyOptions.model_validate_json(text)
+        return PrivacyOptions.model_validate_json(text)
     except ValueError as exc:
         raise click.BadParameter(f"not adaptation.privacy settings: {exc}") from None
-    return options if options.enabled else False
 
 
 def parse_gate(text: str) -> GateOptions | None:

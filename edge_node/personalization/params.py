@@ -72,6 +72,8 @@ class AdaptParams:
         values["gate_enforce"] = config.gate == "enforce"
         values["privacy"] = config.privacy if config.privacy.enabled else None
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["privacy"] is not None and not values["privacy"].enabled:
+            values["privacy"] = None  # --privacy off, or settings with enabled: false
         return cls(**values)
 
     def cli_args(self) -> list[str]:
