@@ -52,6 +52,8 @@ class NodeSeen:
     central_version: int | None
     round_id: int | None
     last_seen: float  # unix time this aggregator received the status
+    epsilon_spent: float | None = None  # the node's DP window (adaptation.privacy); None: off
+    epsilon_left: float | None = None
 
 
 class StatusBook:
@@ -78,7 +80,16 @@ class StatusBook:
             with self._lock:
                 self.rejected += 1
             return False
-        seen = NodeSeen(node_id, msg.state, msg.central_version, msg.round_id, now or time.time())
+        p = msg.privacy
+        seen = NodeSeen(
+            node_id,
+            msg.state,
+            msg.central_version,
+            msg.round_id,
+            now or time.time(),
+            None if p is None else p.epsilon_spent,
+            None if p is None else p.epsilon_left,
+        )
         with self._lock:
             if node_id not in self._nodes and len(self._nodes) >= self._max:
                 self.rejected += 1

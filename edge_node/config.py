@@ -18,6 +18,7 @@ from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.ops_http import MetricsConfig
 from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
+from vfer.privacy.options import PrivacyOptions
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
 
@@ -121,9 +122,8 @@ class KioskConfig(_Section):
     allowed_hosts: list[str] | None = Field(
         None,
         max_length=64,
-        description="Host header values the kiosk answers (name or address, optionally :port); "
-        "anything else gets 421 before any route runs (DNS rebinding). null: the bind "
-        "address, localhost and 127.0.0.1, each with and without the port",
+        description="Host header values the kiosk answers (name or address, optionally :port); anything else gets 421 "
+        "before any route runs (DNS rebinding). null: the bind address, localhost and 127.0.0.1, each with and without the port",
     )
 
     @field_validator("allowed_hosts")
@@ -252,6 +252,7 @@ class AdaptationConfig(_Section):
         "window",
         description="'window': once a night in the window; 'round': as soon as a federation round opens (simulation)",
     )
+    privacy: PrivacyOptions = Field(default_factory=PrivacyOptions, description="visit-level DP")  # type: ignore[arg-type]
 
     @field_validator("window_start", "window_end")
     @classmethod
@@ -357,9 +358,14 @@ class NodeConfig(_Section):
         return None if v is None else list(validate_classes(v))
 
     @model_validator(mode="after")
-    def _clip_lengths(self) -> NodeConfig:
+    def _consistent(self) -> NodeConfig:
         if self.clips.gap_s >= self.clips.max_s:
             raise ValueError("clips.gap_s must be shorter than clips.max_s")
+        p, age = self.adaptation.privacy, self.retention.max_age_days
+        if p.enabled and p.window_nights < age:  # a visit could be read by nights no window counts
+            raise ValueError(
+                f"adaptation.privacy.window_nights ({p.window_nights}) must be at least retention.max_age_days ({age:g}): every night that can read a stored visit must be counted (docs/privacy.md)"
+            )
         return self
 
 

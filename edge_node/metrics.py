@@ -71,6 +71,23 @@ class NodeCollector(Collector):
         yield _gauge(
             "paused", "1 while recording is paused", 1.0 if self._state.recording_paused() else 0.0
         )
+        yield from self._privacy()
+
+    def _privacy(self) -> Iterator[Metric]:
+        """adaptation.privacy's window, from the ledger's newest night (docs/privacy.md)."""
+        a = self._config.adaptation
+        if not a.privacy.enabled:
+            return
+        from edge_node.personalization.ledger import view_now
+
+        v = view_now(Path(self._config.db), a.privacy, a.window_start)
+        yield _gauge("privacy_epsilon_spent", "epsilon spent over the window", v.spent)
+        yield _gauge("privacy_epsilon_left", "epsilon left in the window", v.left)
+        yield _gauge("privacy_epsilon_window", "epsilon budget of the window", v.epsilon_window)
+        yield _gauge(
+            "privacy_epsilon_per_night", "epsilon one night may spend", v.epsilon_per_night
+        )
+        yield _gauge("privacy_delta", "delta of every epsilon above", v.delta)
 
     def _central(self) -> int:
         try:

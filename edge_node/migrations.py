@@ -74,6 +74,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX adaptations_finished_at ON adaptations(finished_at);
     """,
+    # 5: the privacy ledger: one row per DP fine-tune (adaptation.privacy), what the accountant
+    # composes over the window (edge_node.personalization.ledger). No face data.
+    """
+    CREATE TABLE privacy_ledger (
+        id INTEGER PRIMARY KEY,
+        night INTEGER NOT NULL,             -- date.toordinal() of the night it counts for
+        recorded_at REAL NOT NULL,          -- epoch seconds
+        spend TEXT NOT NULL,                -- JSON: vfer.privacy.accountant.NightSpend
+        spent_after REAL NOT NULL,          -- the window's composed epsilon with this night
+        epsilon_window REAL NOT NULL        -- the window's budget then
+    );
+    CREATE INDEX privacy_ledger_night ON privacy_ledger(night);
+    """,
 )
 LATEST = len(MIGRATIONS)
 

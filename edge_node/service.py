@@ -24,12 +24,13 @@ from typing import Any
 
 from edge_node.config import NodeConfig
 from edge_node.metrics import start_node_metrics
+from edge_node.personalization.ledger import kiosk_notice
 from edge_node.pipeline import Counters, Detected, Models, Pipeline, PipelineOptions
 from edge_node.retention import DAY_S, RetentionPolicy
 from edge_node.segmenter import SegmentPolicy
 from edge_node.sources import FrameSource, open_source
 from edge_node.stages import detected_frames
-from edge_node.state import NodeState, Notice, ProcessInfo
+from edge_node.state import NodeState, ProcessInfo
 from edge_node.store import ClipStore
 from vfer.cli import UserError, log_from_signal_handler
 from vfer.faces import MODEL_URL, FaceCropper
@@ -179,7 +180,7 @@ def run_node(
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
         state.update(
             process=process_info(),
-            notice=Notice(config.deployment.notice, config.deployment.operator),
+            notice=kiosk_notice(config),
         )
         handle = None
         try:

@@ -60,6 +60,7 @@ class Notice:
 
     text: str | None = None
     operator: str | None = None
+    privacy: str | None = None  # adaptation.privacy's epsilon in plain words (ledger.notice_text)
 
 
 @dataclass(frozen=True)

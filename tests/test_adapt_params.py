@@ -65,6 +65,35 @@ def test_cli_args_round_trip_through_the_adapt_command(
     assert seen == [params]
 
 
+def test_privacy_and_the_visit_gap_reach_the_child() -> None:
+    """adaptation.privacy and clips.gap_s travel to the child exactly; 'off' turns DP off."""
+    from click.testing import CliRunner
+
+    from edge_node.personalization import cli as cli_adapt
+    from vfer.privacy.options import PrivacyOptions
+
+    private = PrivacyOptions(enabled=True, epsilon_per_night=2.5, clip=0.3, window_nights=40)
+    sent = [AdaptParams(privacy=private, gap_s=2.5), AdaptParams(gap_s=0.5)]
+    seen: list[AdaptParams] = []
+    original = cli_adapt.AdaptParams.build
+
+    def spy(*args: object, **kw: object) -> AdaptParams:
+        seen.append(original(*args, **kw))  # type: ignore[arg-type]
+        raise SystemExit(0)
+
+    cli_adapt.AdaptParams.build = spy  # type: ignore[method-assign]
+    try:
+        for params in sent:
+            args = ["--db", "x.db", "--bundle", "b", *params.cli_args()]
+            CliRunner().invoke(cli_adapt.adapt_cmd, args)
+        CliRunner().invoke(cli_adapt.adapt_cmd, ["--db", "x.db", "--privacy", "off"])
+    finally:
+        cli_adapt.AdaptParams.build = original  # type: ignore[method-assign]
+    assert seen[:2] == sent and seen[2].privacy is None
+    bad = CliRunner().invoke(cli_adapt.adapt_cmd, ["--db", "x.db", "--privacy", '{"clip": 0}'])
+    assert bad.exit_code != 0 and "clip" in bad.output
+
+
 def test_the_adapt_cli_and_the_personalizer_do_not_import_each_other() -> None:
     code = (
         "import sys, edge_node.personalization.cli;"

@@ -148,7 +148,7 @@ def test_an_older_schema_migrates_after_a_backup(tmp_path: Path) -> None:
     assert schema_version(v1) == 1 and "thumbnails" not in v1.table_names()
     conn.close()
     with ClipStore(db) as store:
-        assert schema_version(store.db) == LATEST == 4
+        assert schema_version(store.db) == LATEST == 5
         assert "thumbnails" in store.db.table_names() and store.count() == 1
     backup = backup_path(db, 1)
     with sqlite3.connect(backup) as b:
@@ -163,7 +163,7 @@ def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(
-        SchemaError, match=r"schema version 99, newer than this software understands \(4\)"
+        SchemaError, match=r"schema version 99, newer than this software understands \(5\)"
     ):
         ClipStore(db)
     with sqlite3.connect(db) as conn:

@@ -10,14 +10,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker_aggregator.fleet_view import StatusBook, fleet_routes, read_state
+from broker_aggregator.fleet_view import StatusBook, fleet_json, fleet_routes, read_state
 from broker_aggregator.store import State
 from tests.support.browser import launch_browser, open_page, skip_reason
-from vfer.messages import StatusMsg, to_json
+from vfer.messages import NodePrivacy, StatusMsg, to_json
 from vfer.ops_http import OpsServer, start_ops_server
 from vfer.topics import Topics
 
@@ -41,9 +42,32 @@ def _fill(db: Path) -> None:
     s.close()
 
 
-def _status(book: StatusBook, node: str, state: str, version: int | None) -> bool:
-    msg = StatusMsg(node_id=node, state=state, central_version=version, round_id=2, ts=1.0)
+def _status(
+    book: StatusBook, node: str, state: str, version: int | None, privacy: Any = None
+) -> bool:
+    msg = StatusMsg(
+        node_id=node, state=state, central_version=version, round_id=2, ts=1.0, privacy=privacy
+    )
     return book.on_message(T.node_status(node), to_json(msg))
+
+
+#: a node with adaptation.privacy on: its status carries its window's epsilon
+PRIVATE = NodePrivacy(
+    epsilon_spent=4.25, epsilon_left=10.75, epsilon_window=15, window_nights=30, delta=1e-5
+)
+
+
+def test_a_nodes_epsilon_reaches_the_fleet_json_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    book = StatusBook(T)
+    assert _status(book, "pi-1", "online", 2, PRIVATE) and _status(book, "pi-2", "online", 2)
+    nodes = {n["node_id"]: n for n in fleet_json(tmp_path / "none.db", book)["nodes"]}
+    assert (nodes["pi-1"]["epsilon_spent"], nodes["pi-1"]["epsilon_left"]) == (4.25, 10.75)
+    assert nodes["pi-2"]["epsilon_spent"] is None  # personalizes without DP
+    bad = to_json(StatusMsg(node_id="pi-1", state="online", privacy=PRIVATE))
+    for forged in (b'"epsilon_spent":-1.0', b'"epsilon_spent":NaN', b'"delta":1.0'):
+        payload = bad.replace(b'"epsilon_spent":4.25', forged).replace(b'"delta":1e-05', forged)
+        assert not book.on_message(T.node_status("pi-1"), payload)
+    assert book.rejected == 3
 
 
 @pytest.fixture
@@ -53,6 +77,7 @@ def served(tmp_path: Path) -> Iterator[tuple[OpsServer, StatusBook, Path]]:
     book = StatusBook(T)
     assert _status(book, "pi-1", "online", 2)
     assert _status(book, "pi-2", "offline", 1)
+    assert _status(book, "pi-3", "offline", 2, PRIVATE)  # its epsilon, on the page
     server = start_ops_server(fleet_routes(db, book, page=True), password=PASSWORD)
     try:
         yield server, book, db
@@ -160,6 +185,7 @@ def test_fleet_page_in_chromium(served: tuple[OpsServer, StatusBook, Path], tmp_
         rows = page.locator("#nodes tr").all_inner_texts()
         assert any("pi-1" in r and "online" in r and "v2" in r for r in rows), rows
         assert any("pi-2" in r and "offline" in r for r in rows), rows
+        assert any("pi-3" in r and "4.25 / 10.75 left" in r for r in rows), rows
         rounds = page.locator("#rounds tr").all_inner_texts()
         assert rounds[0].split("\t")[:2] == ["2", "open"], rounds
         assert "finished" in rounds[1] and "v2" in rounds[1], rounds
@@ -170,4 +196,4 @@ def test_fleet_page_in_chromium(served: tuple[OpsServer, StatusBook, Path], tmp_
         assert shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
     data = json.loads(_get(server.url + "/api/fleet")[1])
-    assert {n["node_id"] for n in data["nodes"]} == {"pi-1", "pi-2"}
+    assert {n["node_id"] for n in data["nodes"]} == {"pi-1", "pi-2", "pi-3"}

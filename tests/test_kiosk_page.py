@@ -340,3 +340,20 @@ def test_the_operators_notice_replaces_the_built_in_one_as_text(browser: Any, se
     page.wait_for_function("document.getElementById('consent').textContent.startsWith('Emotion')")
     assert page.inner_text("#consent") == "Emotion recognition in use. Ask staff for details."
     page.context.close()
+
+
+def test_the_privacy_sentence_states_epsilon_in_plain_words(browser: Any, setup: Setup) -> None:
+    """adaptation.privacy: the notice adds epsilon per night, over the window, and spent (text)."""
+    from edge_node.personalization.ledger import LedgerView, notice_text
+    from edge_node.state import Notice
+
+    view = LedgerView(3.0, 15.0, 30, 1e-5, spent=4.256, last_night=1)
+    page = open_page(browser, setup.handle.url, SIZES["pi"])
+    page.wait_for_selector("#consent")
+    setup.state.update(notice=Notice(None, "City Museum", notice_text(view)))
+    page.wait_for_function("document.getElementById('consent').textContent.includes('epsilon')")
+    text = page.inner_text("#consent")
+    assert "Kept here" in text and "Run by City Museum." in text  # the rest stays
+    assert "at most epsilon = 3 about one visit" in text and "at most 15 over 30 nights" in text
+    assert "Spent so far: 4.26 of 15" in text
+    page.context.close()

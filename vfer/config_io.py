@@ -160,18 +160,20 @@ def model_reference(model: type[BaseModel]) -> str:
     (docs/config.md, docs/aggregator-config.md) embed this text and their tests check it is current.
     """
     parts = ["## top level", "", *_reference_rows(model, ""), ""]
+    parts += _sections(model, "")
+    return "\n".join(parts)
+
+
+def _sections(model: type[BaseModel], prefix: str) -> list[str]:
+    """One section per nested model, then its own nested models (``## adaptation.privacy``)."""
+    parts: list[str] = []
     for name, f in model.model_fields.items():
         sub = section_model(f.annotation)
         if sub is not None:
-            parts += [
-                f"## {name}",
-                "",
-                f.description or "",
-                "",
-                *_reference_rows(sub, f"{name}."),
-                "",
-            ]
-    return "\n".join(parts)
+            key = f"{prefix}{name}"
+            parts += [f"## {key}", "", f.description or "", "", *_reference_rows(sub, f"{key}.")]
+            parts += ["", *_sections(sub, f"{key}.")]
+    return parts
 
 
 def _is_model(annotation: Any) -> bool:

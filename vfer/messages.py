@@ -183,6 +183,17 @@ class AckMsg(NodeMessage, Signed):
     reason: str | None = Field(None, max_length=MAX_TEXT)
 
 
+class NodePrivacy(BaseModel):
+    """A node's visit-level DP window (``adaptation.privacy``), as its accountant composed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    epsilon_spent: float = Field(ge=0, le=1e6)
+    epsilon_left: float = Field(ge=0, le=1e6)
+    epsilon_window: float = Field(gt=0, le=1e6)
+    window_nights: int = Field(ge=1, le=10_000)
+    delta: float = Field(gt=0, lt=1)
+
+
 class StatusMsg(NodeMessage):
     """``<prefix>/nodes/<id>/status`` (retained; the last will says offline)."""
 
@@ -191,6 +202,7 @@ class StatusMsg(NodeMessage):
     central_version: Id | None = None
     round_id: Id | None = None
     ts: float | None = None
+    privacy: NodePrivacy | None = None  # None: the node personalizes without DP
 
 
 class ProgressMsg(NodeMessage, Signed):

@@ -79,6 +79,8 @@ function render(data) {
     cell(tr, n.central_version === null ? "–" : "v" + n.central_version);
     cell(tr, n.round_id === null ? "–" : n.round_id);
     cell(tr, ago(n.last_seen, now));
+    // the node's visit-level DP window: epsilon spent and left (– when it personalizes without DP)
+    cell(tr, n.epsilon_spent == null ? "–" : n.epsilon_spent.toFixed(2) + " / " + n.epsilon_left.toFixed(2) + " left");
     nodes.appendChild(tr);
   }
 

@@ -50,6 +50,7 @@ from vfer.heads_spec import vfer_spec
 from vfer.messages import (
     AckMsg,
     MessageError,
+    NodePrivacy,
     RoundMsg,
     StatusMsg,
     UpdateHeader,
@@ -100,8 +101,7 @@ class FederationClient:
         resend_s: float = 30.0,
         installed: Callable[[], int] | None = None,
     ) -> None:
-        """``installed``: the central version the node runs (the status topic's); without it,
-        receiving a verified central counts as installing it (a client on its own)."""
+        """``installed``: the central version the node runs (default: the newest verified)."""
         self.node_id = check_node_id(node_id)
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
@@ -113,6 +113,7 @@ class FederationClient:
         self.allow_unsigned = allow_unsigned
         self.resend_s = resend_s
         self._installed = installed
+        self.privacy: Callable[[], NodePrivacy | None] = lambda: None  # the status's epsilon
         self.outbox = Outbox(outbox_db)
         self.received = ReceivedCentral(outbox_db)
         self._cond = threading.Condition()
@@ -269,12 +270,8 @@ class FederationClient:
                 if kind == "ack":
                     assert isinstance(data, AckMsg)
                     if self.outbox.mark_done(data.update_id, data.status, data.reason):
-                        log.info(
-                            "update %s %s%s",
-                            data.update_id,
-                            data.status,
-                            f" ({data.reason})" if data.reason else "",
-                        )
+                        why = f" ({data.reason})" if data.reason else ""
+                        log.info("update %s %s%s", data.update_id, data.status, why)
                 elif kind == "central":
                     assert isinstance(data, tuple)
                     self.received.save(*data)
@@ -308,6 +305,7 @@ class FederationClient:
             central_version=version or None,
             round_id=r.round_id if r else None,
             ts=time.time(),
+            privacy=self.privacy(),
         )
         self.link.publish(self.topics.node_status(self.node_id), to_json(msg), 1, True)
 

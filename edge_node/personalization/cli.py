@@ -15,6 +15,7 @@ from edge_node.personalization.run import AdaptResult
 from vfer import personalization_defaults as d
 from vfer.cli import UserError
 from vfer.gate import GateOptions
+from vfer.privacy.options import PrivacyOptions
 
 
 def print_result(r: AdaptResult) -> None:
@@ -30,6 +31,12 @@ def print_result(r: AdaptResult) -> None:
     if r.new_version:
         click.echo(
             f"new bundle {r.new_version} (from {r.base_version}) is active; step model changed: {r.step_changed}"
+        )
+    if r.privacy is not None:
+        p = r.privacy
+        click.echo(
+            f"privacy: epsilon {p['epsilon_night']:.3g} tonight, {p['epsilon_spent']:.3g} of "
+            f"{p['epsilon_window']:g} spent over {p['window_nights']} nights (delta {p['delta']:g})"
         )
     click.echo(f"took {r.seconds:.1f} s")
 
@@ -87,6 +94,18 @@ def print_result(r: AdaptResult) -> None:
 @click.option(
     "--gate-report", is_flag=True, help="record the gate's verdict but never block (simulations)"
 )
+@click.option(
+    "--privacy",
+    callback=lambda _ctx, _param, value: parse_privacy(value),
+    hidden=True,
+    help="the node's loop: adaptation.privacy as JSON, or 'off' (default: node.yaml's)",
+)
+@click.option(
+    "--gap-s",
+    type=click.FloatRange(min=0, min_open=True),
+    hidden=True,
+    help="the node's loop: clips closer than this are one visit (default: node.yaml's clips.gap_s)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option(
     "--night",
@@ -121,6 +140,7 @@ def adapt_cmd(
     from edge_node.personalization.run import nightly_adapt, run_adapt
 
     cfg = load_node_config(config_path, db=db, bundle=bundle)
+    flags["gap_s"] = flags["gap_s"] or cfg.clips.gap_s
     params = AdaptParams.build(cfg.adaptation, **flags)
     if gate is not None:
         params = replace(params, gate=parse_gate(gate))
@@ -162,6 +182,18 @@ def check_balance(value: float | None) -> float | None:
     if value is not None and value != 0 and not 1.0 <= value <= 100.0:
         raise click.BadParameter(f"must be 0 (off) or in 1..100, got {value}")
     return value
+
+
+def parse_privacy(text: str | None) -> PrivacyOptions | None:
+    """``--privacy off`` or ``--privacy '{"enabled": true, ...}'``; None: not given."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return PrivacyOptions(enabled=False)
+    try:
+        return PrivacyOptions.model_validate_json(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not adaptation.privacy settings: {exc}") from None
 
 
 def parse_gate(text: str) -> GateOptions | None:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edge_node.bundles import BundleHome
 from edge_node.config import NodeConfig
 from edge_node.personalization.child import (
@@ -36,6 +38,7 @@ from edge_node.personalization.child import (
     adapt_in_child,
     install_central_in_child,
 )
+from edge_node.personalization.ledger import kiosk_notice, status_privacy
 from edge_node.personalization.params import AdaptParams
 from edge_node.personalization.results import record
 from edge_node.personalization.run import AdaptResult
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_S = 10.0
+PRIVACY_RETRY_S = 3600.0  # after a night adaptation.privacy did not count (nothing to send)
 
 
 class Personalizer(threading.Thread):
@@ -113,6 +117,7 @@ class Personalizer(threading.Thread):
                 )
             with ClipStore(self.config.db) as store:
                 record(store, result.report())
+        self.state.update(notice=kiosk_notice(self.config))  # the epsilon spent, when private
         self.children.append(run)
         self.results.append(result)
         reasons = result.gate.get("reasons", []) if result.status == "blocked" else []
@@ -120,6 +125,10 @@ class Personalizer(threading.Thread):
         if result.status == "adapted":
             self.state.update(last_adaptation=datetime.now().isoformat(timespec="seconds"))
         return result
+
+    def params(self, round_settings: Any = None) -> AdaptParams:
+        gap_s = self.config.clips.gap_s  # what makes clips one visit (adaptation.privacy)
+        return AdaptParams.build(self.config.adaptation, round_settings, gap_s=gap_s)
 
     def _window_open(self) -> bool:
         a = self.config.adaptation
@@ -134,7 +143,7 @@ class Personalizer(threading.Thread):
             if self._window_open() and self.home.night_done() != self._tonight():
                 # the child marks the night done, with the switch when it adapts: a stop
                 # right after the new head shows cannot leave the night undone
-                self.adapt_now(AdaptParams.build(self.config.adaptation), self._tonight())
+                self.adapt_now(self.params(), self._tonight())
 
     # federation ----------------------------------------------------------------------------
     def _run_federated(self) -> None:
@@ -146,7 +155,7 @@ class Personalizer(threading.Thread):
         with FederationClient(
             cfg.node_id, cfg.federation, outbox, installed=self.home.central_version
         ) as fed:
-            self.fed = fed
+            self.attach(fed)
             while not self.stop_event.wait(0.5):
                 central = fed.latest_central()
                 installed = self._install_newer(fed, central)
@@ -155,6 +164,12 @@ class Personalizer(threading.Thread):
                 if self._ready_for(rnd, installed):
                     assert rnd is not None
                     self._personalize_for(fed, rnd)
+
+    def attach(self, fed: FederationClient) -> None:
+        """Submit through ``fed``; its status carries this node's epsilon (adaptation.privacy)."""
+        self.fed = fed
+        fed.privacy = lambda: status_privacy(self.config)  # the fleet page's epsilon per node
+        fed.publish_status()
 
     def _install_newer(self, fed: FederationClient, central: CentralModel | None) -> int:
         """Install a received central newer than the installed one; the version installed now."""
@@ -206,15 +221,16 @@ class Personalizer(threading.Thread):
     def _personalize_for(self, fed: FederationClient, rnd: RoundMsg) -> None:
         from edge_node.federation import NodeUpdate
 
-        result = self.adapt_now(AdaptParams.build(self.config.adaptation, rnd.personalization))
-        if result.status != "adapted":
+        result = self.adapt_now(self.params(rnd.personalization))
+        if not may_submit(result):
             log.info(
-                "round %d: not submitting (%s); retrying in %.0f s",
+                "round %d: not submitting (%s)",
                 rnd.round_id,
                 result.reason,
-                RETRY_S,
             )
-            self._next_try = time.monotonic() + RETRY_S
+            # a night the privacy budget refused stays refused until a night leaves the window
+            wait = RETRY_S if result.privacy is None else PRIVACY_RETRY_S
+            self._next_try = time.monotonic() + wait
             return
         fed.submit(
             NodeUpdate(
@@ -222,11 +238,7 @@ class Personalizer(threading.Thread):
                 base_version=rnd.base_version,
                 weights=result.trainable,
                 clips_per_class=result.selected_per_class,
-                metrics={
-                    "loss_before": float(result.loss_before or 0.0),
-                    "loss_after": float(result.loss_after or 0.0),
-                    "clips_total": float(result.clips_total),
-                },
+                metrics=update_metrics(result),
             )
         )
         log.info(
@@ -235,5 +247,31 @@ class Personalizer(threading.Thread):
             sum(result.selected_per_class.values()),
         )
         self.home.mark_round_done(rnd.round_id)
+        fed.publish_status()  # the epsilon this round spent, on the fleet page
         if self.config.adaptation.trigger == "window":
             self.home.mark_night_done(self._tonight())
+
+
+def may_submit(result: AdaptResult) -> bool:
+    """Whether a personalization's head may be sent: an adapted one; with adaptation.privacy, one
+    the budget counted tonight (the guard's and the gate's verdicts, which read clips outside the
+    accounting, decide only what the kiosk displays: docs/privacy.md)."""
+    if result.privacy is None:
+        return result.status == "adapted"
+    finite = all(np.isfinite(a).all() for a in result.trainable.values())
+    return bool(result.privacy.get("submit")) and bool(result.trainable) and finite
+
+
+def update_metrics(result: AdaptResult) -> dict[str, float]:
+    """The update's metrics: the fit, and with adaptation.privacy the node's epsilon (this
+    round's night, and the window's spent and left, as the accountant composed them)."""
+    metrics = {
+        "loss_before": float(result.loss_before or 0.0),
+        "loss_after": float(result.loss_after or 0.0),
+        "clips_total": float(result.clips_total),
+    }
+    p = result.privacy or {}
+    for key in ("epsilon_night", "epsilon_spent", "epsilon_left", "epsilon_window", "delta"):
+        if key in p:
+            metrics[key] = float(p[key])  # type: ignore[arg-type]
+    return metrics

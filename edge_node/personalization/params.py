@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from vfer import personalization_defaults as d
 from vfer.gate import GateOptions
+from vfer.privacy.options import PrivacyOptions
 
 if TYPE_CHECKING:
     from edge_node.config import AdaptationConfig
@@ -32,6 +33,10 @@ class AdaptParams:
     gate: GateOptions | None = field(default_factory=GateOptions)
     #: False: the gate's verdict is only recorded (``adaptation.gate: report``)
     gate_enforce: bool = True
+    #: DP-SGD with one visit as the example (``adaptation.privacy``); None: off
+    privacy: PrivacyOptions | None = None
+    #: clips closer than this (clips.gap_s) are one visit: one face track cut at clips.max_s
+    gap_s: float = 1.0
 
     @classmethod
     def build(
@@ -65,7 +70,10 @@ class AdaptParams:
             else None
         )
         values["gate_enforce"] = config.gate == "enforce"
+        values["privacy"] = config.privacy if config.privacy.enabled else None
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["privacy"] is not None and not values["privacy"].enabled:
+            values["privacy"] = None  # --privacy off, or settings with enabled: false
         return cls(**values)
 
     def cli_args(self) -> list[str]:
@@ -78,4 +86,6 @@ class AdaptParams:
             "--l2sp", repr(self.l2sp),
             "--gate", json.dumps(asdict(self.gate)) if self.gate is not None else "off",
             *([] if self.gate_enforce else ["--gate-report"]),
+            *([] if self.privacy is None else ["--privacy", self.privacy.model_dump_json()]),
+            "--gap-s", repr(self.gap_s),
         ]  # fmt: skip

@@ -39,6 +39,31 @@ class GateRecord(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class PrivacyRecord(BaseModel):
+    """A night under ``adaptation.privacy``: what the accountant counted and what DP-SGD did."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+    night: int  # the accountant's night number (edge_node.personalization.ledger)
+    epsilon_night: float = 0.0  # what tonight's fine-tune spent at delta (0: none ran)
+    epsilon_spent: float  # composed over the window, tonight included
+    epsilon_left: float
+    epsilon_window: float
+    window_nights: int
+    delta: float
+    clip: float
+    visits: int = 0  # the DP examples: visits that kept a clip
+    steps: int = 0
+    sampling_rate: float = 0.0
+    noise_multiplier: float = 0.0  # z
+    noise_std: float = 0.0  # z * clip, the plan's
+    gradients: int = 0  # per-visit gradients over all steps
+    max_norm_before: float = 0.0  # the largest per-visit gradient norm before clipping
+    max_norm_after: float = 0.0  # and after (at most clip)
+    step_noise_std: list[float] = Field(default_factory=list, max_length=2)  # min, max over steps
+    noise_drawn_std: float = 0.0  # mean over steps of the std of the noise actually drawn
+    submit: bool = False  # the budget counted tonight: the head may be sent
+
+
 class AdaptReport(BaseModel):
     """One personalization's outcome, as the child reports it and the node stores it."""
 
@@ -60,6 +85,7 @@ class AdaptReport(BaseModel):
     train_seconds: float = 0.0
     seconds: float = 0.0
     gate: GateRecord | None = None  # None: the gate did not run
+    privacy: PrivacyRecord | None = None  # None: adaptation.privacy is off
     #: v's trainable weights (safetensors), written once by the child beside the report
     weights_file: str | None = None
 

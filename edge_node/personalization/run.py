@@ -29,7 +29,7 @@ import numpy as np
 from edge_node.bundles import BundleHome
 from edge_node.personalization.heads import write_head
 from edge_node.personalization.params import AdaptParams
-from edge_node.personalization.protocol import AdaptReport, GateRecord, Status
+from edge_node.personalization.protocol import AdaptReport, GateRecord, PrivacyRecord, Status
 from edge_node.schedule import night_of
 from edge_node.store import ClipStore
 from vfer.bundle import VFER_STEP, Bundle, now_iso
@@ -98,6 +98,7 @@ class AdaptResult:
     train_seconds: float = 0.0  # the fine-tuning epochs alone
     seconds: float = 0.0
     gate: dict[str, object] = field(default_factory=dict)  # the safety gate's verdict
+    privacy: dict[str, object] | None = None  # adaptation.privacy's night (PrivacyRecord)
     trainable: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, object]:
@@ -109,6 +110,7 @@ class AdaptResult:
         """This result as the child's typed report (the weights travel in ``weights_file``)."""
         data = self.summary()
         data["gate"] = GateRecord.model_validate(self.gate) if self.gate else None
+        data["privacy"] = PrivacyRecord.model_validate(self.privacy) if self.privacy else None
         return AdaptReport.model_validate({**data, "weights_file": weights_file})
 
     @classmethod
@@ -143,11 +145,34 @@ def adapt(
         return _done(result, t0)
     start = central.vfer_weights()
     tuned = _finetune(source, ids, sel, start, params, result)
+    night_run = Tuned(home, central, source, ids, probs, sel, start, tuned)
+    return finish(night_run, result, params, night, t0, f"fine-tuned on {sel.count} clips")
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A fine-tune that ran, and what the guard and the gate need to judge it."""
+
+    home: BundleHome
+    central: Bundle
+    source: ClipSource
+    ids: list[int]
+    probs: np.ndarray
+    sel: Selection  # the clips it trained on (indices into ``ids``)
+    start: dict[str, np.ndarray]  # the central v
+    weights: dict[str, np.ndarray]  # the tuned v
+
+
+def finish(
+    t: Tuned, result: AdaptResult, params: AdaptParams, night: str | None, t0: float, done: str
+) -> AdaptResult:
+    """The guard, then the safety gate; a head that passes becomes the active one."""
+    home, central, tuned = t.home, t.central, t.weights
     why = _guard(tuned, result)
     if why is not None:
         return _keep_central(result, home, central, "rejected", why, t0)
     if params.gate is not None:
-        verdict = _gate(source, ids, probs, sel, start, tuned, params.gate)
+        verdict = _gate(t.source, t.ids, t.probs, t.sel, t.start, tuned, params.gate)
         result.gate = GateRecord(
             passed=verdict.passed,
             reasons=list(verdict.reasons),
@@ -163,7 +188,7 @@ def adapt(
             )
     result.trainable = {n: tuned[n] for n in trainable_names(vfer_spec(central.num_classes))}
     _switch_to_personalized(home, central, tuned, result, night)
-    result.reason = f"fine-tuned on {sel.count} clips"
+    result.reason = done
     return _done(result, t0)
 
 
@@ -315,8 +340,19 @@ def run_adapt(db: Path, bundle: Path, params: AdaptParams, night: str | None = N
             f"{db}: no such database (record clips with `python -m edge_node run` or `ingest` first)"
         )
     with ClipStore(db) as store:
-        result = adapt(StoreClips(store, params.teacher), bundle, params, night)
-    if night is not None and result.status in ("rejected", "blocked"):
+        if params.privacy is not None:
+            from edge_node.personalization.private import adapt_private
+
+            result = adapt_private(store, bundle, params, night)
+        else:
+            result = adapt(StoreClips(store, params.teacher), bundle, params, night)
+    # a private night the budget (or delta) refused stays refused: not retried every few seconds
+    done = (
+        ("rejected", "blocked", "skipped")
+        if params.privacy is not None
+        else ("rejected", "blocked")
+    )
+    if night is not None and result.status in done:
         BundleHome(bundle).mark_night_done(night)
     return result
 

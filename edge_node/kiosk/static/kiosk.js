@@ -132,7 +132,7 @@ function renderNotice(state) {
   const n = state.notice || {};
   const el = $("consent");
   if (builtInNotice === null) builtInNotice = el.innerHTML;
-  if (!n.text && !n.operator) return;
+  if (!n.text && !n.operator && !n.privacy) return;
   const key = JSON.stringify(n);
   if (el.dataset.notice === key) return;
   el.dataset.notice = key;
@@ -142,6 +142,13 @@ function renderNotice(state) {
     who.className = "operator";
     who.textContent = ` Run by ${n.operator}.`;
     el.appendChild(who);
+  }
+  if (n.privacy) {
+    // adaptation.privacy: epsilon per night and over the window, in plain words (server-made)
+    const dp = document.createElement("span");
+    dp.className = "privacy";
+    dp.textContent = ` ${n.privacy}`;
+    el.appendChild(dp);
   }
 }
 
