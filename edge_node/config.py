@@ -17,6 +17,7 @@ from edge_node.display import TeacherConfig
 from edge_node.forget import ForgetConfig
 from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
+from vfer.gate_signals import SIGNALS
 from vfer.ops_http import MetricsConfig
 from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
 from vfer.privacy.options import PrivacyOptions
@@ -245,6 +246,12 @@ class AdaptationConfig(_Section):
     gate_max_class_share: float = Field(
         0.9, ge=0, le=1, description="gate: no class may take more of the new head's predictions"
     )
+    gate_signal: Literal[SIGNALS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="gate: also block when this label-free signal on the held-back clips is above "
+        "gate_signal_max (null: the signals are recorded only; docs/personalization.md)",
+    )
+    gate_signal_max: float = Field(0.0, ge=-1, le=1, description="gate: gate_signal's bound")
     teacher: Literal["g", "external", "ensemble"] = Field(
         "g",
         description="pseudo labels from g, the bundle's external teacher, or their mean (frames recorded without a teacher use g)",

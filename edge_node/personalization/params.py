@@ -65,6 +65,8 @@ class AdaptParams:
                 agreement_tolerance=config.gate_agreement_tolerance,
                 min_entropy_ratio=config.gate_min_entropy_ratio,
                 max_class_share=config.gate_max_class_share,
+                signal=config.gate_signal,
+                max_signal=config.gate_signal_max,
             )
             if config.gate != "off"
             else None

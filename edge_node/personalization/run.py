@@ -266,7 +266,9 @@ def _gate(
     tuned: dict[str, np.ndarray],
     options: GateOptions,
 ) -> GateVerdict:
-    """The safety gate on the clips the fine-tune did not use (at most MAX_HOLDOUT, newest)."""
+    """The safety gate on the clips the fine-tune did not use (at most MAX_HOLDOUT, newest),
+    with the label-free signals of :func:`vfer.gate_signals.measure` recorded beside it."""
+    from vfer.gate_signals import measure
     from vfer.personalize import predict_v
 
     used = {int(i) for i in sel.indices}
@@ -276,7 +278,9 @@ def _gate(
     k = probs.shape[1]
     new = predict_v(tuned, clips) if clips else np.zeros((0, k))
     old = predict_v(central, clips) if clips else np.zeros((0, k))
-    return decide(sel.per_class, new, old, teacher, options)
+    chosen = [source.frame_embeddings(ids[int(i)]) for i in sel.indices]
+    signals = measure(tuned, central, clips, teacher, chosen, np.asarray(sel.labels), seed=0)
+    return decide(sel.per_class, new, old, teacher, options, signals)
 
 
 def _switch_to_personalized(
