@@ -30,9 +30,19 @@ def central(tmp_path_factory: pytest.TempPathFactory, backbone_src: Path) -> Pat
 
 
 def fill_store(
-    db: Path, bundle_id: str, confident: dict[int, int], unsure: int, seed: int = 0
+    db: Path,
+    bundle_id: str,
+    confident: dict[int, int],
+    unsure: int,
+    seed: int = 0,
+    pseudo: dict[int, int] | None = None,
+    conf: float = 0.7,
 ) -> None:
-    """Clips whose IFER frames favour a class (confident) or nothing (unsure); embeddings differ per class."""
+    """Clips whose IFER frames favour a class (confident) or nothing (unsure); embeddings differ per class.
+
+    ``pseudo`` maps a clip's true class (its embeddings) to the class its IFER favours (scrambled
+    pseudo labels); ``conf`` is that class's probability. The same seed gives the same classes'
+    embedding centres, so two calls add to one world."""
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
     centers = np.abs(rng.normal(0, 1, (k, 1280))).astype(np.float32)
@@ -42,9 +52,9 @@ def fill_store(
         for i, (c, sure) in enumerate(plan):
             t = int(rng.integers(40, 90))
             emb = np.abs(centers[c] + rng.normal(0, 0.3, (t, 1280))).astype(np.float32)
-            ifer = np.full((t, k), 0.1 if sure else 1 / k, np.float32)
+            ifer = np.full((t, k), (1 - conf) / (k - 1) if sure else 1 / k, np.float32)
             if sure:
-                ifer[:, c] = 0.7
+                ifer[:, (pseudo or {}).get(c, c)] = conf
                 ifer += rng.uniform(0, 0.05, ifer.shape).astype(np.float32)
                 ifer /= ifer.sum(axis=1, keepdims=True)
             store.add_clip(

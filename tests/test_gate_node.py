@@ -57,6 +57,40 @@ def test_a_head_from_several_classes_passes_the_gate(
     assert BundleHome(b).active().manifest.personalized
 
 
+def test_a_head_fine_tuned_on_scrambled_pseudo_labels_is_blocked_with_its_signals_recorded(
+    central: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Issue 27: the 4 most confident clips of each class carry a shifted label (the face of class
+    c called c + 1), so they are the ones fine-tuned on; the 3 right ones per class are held back.
+    The head learns the shift, the gate sees it on the held-back clips and keeps the central."""
+    from vfer.gate_signals import SIGNALS
+
+    b = node_copy(central, tmp_path)
+    db = tmp_path / "node.db"
+    bid = Bundle.load(b).bundle_id
+    fill_store(db, bid, confident={c: 4 for c in range(4)}, unsure=0, pseudo={c: (c + 1) % 4 for c in range(4)}, conf=0.8)  # fmt: skip
+    fill_store(db, bid, confident={c: 3 for c in range(4)}, unsure=0)
+    r = adapt_json(db, b, "--p", "4", "--epochs", "4")
+    gate = r["gate"]
+    assert r["status"] == "blocked", r
+    assert "less_teacher_agreement" in gate["reasons"]  # type: ignore[index,operator]
+    metrics = gate["metrics"]  # type: ignore[index]
+    assert metrics["holdout"] == 12 and metrics["agreement_new"] < 0.5  # type: ignore[index]
+    recorded = {k.removeprefix("signal_") for k in metrics if k.startswith("signal_")}  # type: ignore[union-attr]
+    assert recorded == set(SIGNALS), recorded
+    assert metrics["signal_teacher_disagreement"] > 0  # type: ignore[index]
+    assert not BundleHome(b).active().manifest.personalized
+    # the verdict and the signals are kept with the adaptation result in the clip db
+    from edge_node.personalization.results import history
+    from edge_node.store import ClipStore
+
+    with ClipStore(db) as store:
+        kept = history(store, 1)
+    assert kept and kept[0].report.gate is not None
+    assert kept[0].report.gate.metrics["signal_class_shift"] == metrics["signal_class_shift"]  # type: ignore[index]
+
+
 def test_gate_options_are_bounded_with_the_field_named(tmp_path: Path) -> None:
     from edge_node.config import load_node_config
     from vfer.config_io import ConfigError
