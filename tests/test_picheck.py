@@ -1,0 +1,67 @@
+"""`make pi-check`'s pure parts: the packages come from the Pi installer's own list (with what
+opencv-contrib needs), the installer carries the face detector, and the table it prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning import cloudinit as ci
+from provisioning import picheck, picheck_inputs
+from provisioning.installer import FACE_MODEL_URL, install_sh
+
+
+def test_the_installer_installs_what_import_cv2_needs() -> None:
+    # opencv-contrib-python's wheel loads libxcb.so.1, libGL.so.1 and glib (issue 25)
+    assert {"libxcb1", "libgl1", "libglib2.0-0"} <= set(ci.DEFAULT_PACKAGES)
+    script = install_sh(ci.ImageSpec(node="pi-1", hostname="pi-1", instance_id="x"))
+    apt = next(line for line in script.splitlines() if line.startswith("apt-get install"))
+    assert apt.split()[4:] == list(ci.DEFAULT_PACKAGES)
+
+
+def test_pi_check_installs_the_installer_list_less_the_pi_archive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = picheck_inputs.installer_spec("pi-bookworm", "fedvfer-0.1.0-py3-none-any.whl")
+    assert spec.packages == tuple(p for p in ci.DEFAULT_PACKAGES if p != "python3-picamera2")
+    assert not spec.kiosk and spec.package_file == "fedvfer-0.1.0-py3-none-any.whl"
+    # taken from the installer's tuple when it runs, not a copy of it
+    monkeypatch.setattr(ci, "DEFAULT_PACKAGES", (*ci.DEFAULT_PACKAGES, "libfoo1"))
+    assert picheck_inputs.installer_spec("n", "w.whl").packages[-1] == "libfoo1"
+    assert ci.debian_packages(("python3-picamera2", "curl")) == ("curl",)
+
+
+def test_the_installer_puts_the_face_detector_beside_the_bundle() -> None:
+    from vfer.faces import MODEL_URL
+
+    assert FACE_MODEL_URL == MODEL_URL
+    script = install_sh(ci.ImageSpec(node="pi-1", hostname="pi-1", instance_id="x"))
+    assert '"$SRC/models/face_detection_short_range.tflite"' in script
+    assert "/var/lib/fedvfer/models/face_detection_short_range.tflite" in script
+    assert script.index("models/face_detection") < script.index("touch /var/lib/fedvfer/.installed")
+
+
+def test_the_table_shows_versions_each_step_and_the_verdict() -> None:
+    report = picheck.Report(
+        "bookworm", "aarch64", "3.11.2", {"numpy": "2.3.5", "tensorflow": "2.21.0"}
+    )
+    report.steps += [
+        picheck.Step("install (the Pi installer)", True, 812.4, "ok"),
+        picheck.Step("run: CREMA-D clip", False, 12.0, "exit 1: no | bundle\nhere"),
+    ]
+    text = picheck.render(report)
+    assert text.startswith("### bookworm (Raspberry Pi OS 12), arm64 under qemu")
+    assert "Python 3.11.2; aarch64" in text and "numpy 2.3.5; tensorflow 2.21.0" in text
+    assert "| install (the Pi installer) | ok | 812 | ok |" in text
+    assert "| run: CREMA-D clip | FAILED | 12 | exit 1: no / bundle here |" in text
+    assert text.rstrip().endswith("bookworm: FAILED") and not report.ok
+    report.steps.pop()
+    assert report.ok and picheck.render(report).rstrip().endswith("all steps passed")
+    assert not picheck.Report("trixie").ok  # no steps run is no pass
+
+
+def test_step_notes_read_the_node_output() -> None:
+    assert picheck.last_line("a\n\n2 clips saved\n") == "2 clips saved"
+    assert picheck._adapt_note('{"status": "adapted", "selected_per_class": {"a": 1, "b": 2}}') == (
+        "status adapted, selected 3"
+    )
+    assert picheck._adapt_note("not json\nlast") == "last"
