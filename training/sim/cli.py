@@ -180,6 +180,20 @@ def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path
     print_report(report, out)
 
 
+@click.command("docker-demo")
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
+@click.option("--base", default="python:3.11-slim-bookworm", show_default=True, help="base image")
+@click.option("--build/--no-build", default=True, show_default=True, help="build the images first")
+def docker_demo_cmd(nodes: int, rounds: int, out: Path, base: str, build: bool) -> None:
+    """`make docker-demo`: the demo's fleet in containers (broker, aggregator, a node each)."""
+    from training.sim.docker import run_docker_demo
+
+    setup_logging("WARNING")
+    print_report(run_docker_demo(nodes, rounds, out, base, build), out)
+
+
 @click.command("sim-setup")
 @click.option("--sim-dir", required=True, type=_DIR)
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
