@@ -77,6 +77,7 @@ docker-demo: venv
 	@bash deploy/heavy-deps.sh docker
 	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt deploy/docker/ca/host.crt; fi
 	$(PY) -m training docker-demo --base "$$(bash deploy/docker/base.sh)" $(DOCKER_DEMO_ARGS)
+	$(PY) -m training docker-faults
 
 clean:
 	rm -rf $(VENV) $(VENV313) .mypy_cache .ruff_cache .pytest_cache demo-output benchmarks/results

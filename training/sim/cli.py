@@ -194,6 +194,22 @@ def docker_demo_cmd(nodes: int, rounds: int, out: Path, base: str, build: bool) 
     print_report(run_docker_demo(nodes, rounds, out, base, build), out)
 
 
+@click.command("docker-faults")
+@click.option("--out", type=_DIR, default=Path("demo-output/faults"), show_default=True)
+@click.option("--case", "cases", multiple=True, type=click.Choice(["restart", "kill"]))
+def docker_faults_cmd(out: Path, cases: tuple[str, ...]) -> None:
+    """The fleet's fault cases in containers: aggregator restarted, a node killed, mid-round."""
+    from training.sim.docker_faults import run_case
+
+    setup_logging("WARNING")
+    results = [run_case(out.resolve() / c, c) for c in cases or ("restart", "kill")]
+    (out / "faults.json").write_text(json.dumps(results, indent=2))
+    for r in results:
+        click.echo(f"{r['case']}: {'passed' if r['ok'] else 'FAILED'} {json.dumps(r)}")
+    if not all(r["ok"] for r in results):
+        raise SystemExit(1)
+
+
 @click.command("sim-setup")
 @click.option("--sim-dir", required=True, type=_DIR)
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
