@@ -116,13 +116,16 @@ def prepare(path: Path) -> None:
 
 @contextlib.contextmanager
 def mounted(root: Root) -> Iterator[None]:
-    """/proc, /sys, /dev and pip's cache inside the root, unmounted again whatever happens."""
+    """/proc, /dev and pip's cache inside the root, unmounted again whatever happens.
+
+    Not /sys: under qemu user emulation it describes the host's x86 CPUs, and XNNPACK's cpuinfo
+    (LiteRT's default delegate) crashes the process on it (SIGSEGV, qemu 7.2). Without /sys it
+    says "Error in cpuinfo" and LiteRT runs its builtin kernels; a real Pi has its own /sys."""
     root.pip_cache.mkdir(parents=True, exist_ok=True)
     pip_dir = root.path / "root/.cache/pip"
     pip_dir.mkdir(parents=True, exist_ok=True)
     mounts = [
         (["-t", "proc", "proc"], root.path / "proc"),
-        (["-t", "sysfs", "sysfs"], root.path / "sys"),
         (["--bind", "/dev"], root.path / "dev"),
         (["--bind", "/dev/pts"], root.path / "dev/pts"),
         (["--bind", str(root.pip_cache)], pip_dir),
