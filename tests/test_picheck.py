@@ -3,6 +3,8 @@ opencv-contrib needs), the installer carries the face detector, and the table it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from provisioning import cloudinit as ci
@@ -65,3 +67,24 @@ def test_step_notes_read_the_node_output() -> None:
         "status adapted, selected 3"
     )
     assert picheck._adapt_note("not json\nlast") == "last"
+
+
+def test_a_root_gets_the_ca_for_pip_localhost_and_a_logged_systemctl(tmp_path: Path) -> None:
+    from provisioning import piroot
+
+    (tmp_path / "etc").mkdir()
+    piroot.prepare(tmp_path)
+    assert (tmp_path / "etc/pip.conf").read_text() == f"[global]\ncert = {piroot.CA_IN_ROOT}\n"
+    assert (tmp_path / piroot.CA_IN_ROOT.lstrip("/")).stat().st_size > 0
+    assert "127.0.0.1\tlocalhost" in (tmp_path / "etc/hosts").read_text()
+    shim = tmp_path / "usr/local/bin/systemctl"
+    assert shim.stat().st_mode & 0o111 and "pi-check-systemctl.log" in shim.read_text()
+    cmd = piroot.chroot_cmd(piroot.Root("trixie", tmp_path), "true")
+    assert cmd[:5] == [
+        "chroot",
+        str(tmp_path / "roots/trixie-arm64"),
+        "/usr/bin/env",
+        "-i",
+        f"PATH={piroot.CHROOT_PATH}",
+    ]
+    assert cmd[-3:] == ["bash", "-c", "true"]
