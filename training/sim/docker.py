@@ -53,7 +53,9 @@ class DockerChildren:
         image = IMAGES["aggregator"] if "broker_aggregator" in argv else IMAGES["node"]
         cid = container(name)
         docker("rm", "-f", cid, check=False)
-        args = ["run", "-d", "--name", cid, "--network", "host", "--entrypoint", "python"]
+        # the images' healthchecks watch the compose layout (/data, /state), not this one
+        args = ["run", "-d", "--name", cid, "--network", "host", "--no-healthcheck"]
+        args += ["--entrypoint", "python"]
         for m in self.mounts:
             args += ["-v", f"{m}:{m}"]
         for k, v in {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **self.env}.items():

@@ -76,7 +76,7 @@ def start_aggregator(root: Path, fleet: Path, round_cfg: dict[str, float]) -> st
     (root / "aggregator-run.yaml").write_text(yaml.safe_dump(cfg))
     cid = container("fault-aggregator")
     docker("rm", "-f", cid, check=False)
-    docker("run", "-d", "--name", cid, "--network", "host", "-v", f"{root}:{root}",
+    docker("run", "-d", "--name", cid, "--network", "host", "--no-healthcheck", "-v", f"{root}:{root}",
            "--entrypoint", "python", IMAGES["aggregator"],
            "-m", "broker_aggregator", "run", "--config", str(root / "aggregator-run.yaml"))  # fmt: skip
     return cid
@@ -85,7 +85,7 @@ def start_aggregator(root: Path, fleet: Path, round_cfg: dict[str, float]) -> st
 def start_node(root: Path, fleet: Path, node: str, seed: int, delay: float) -> str:
     cid = container(f"fault-{node}")
     docker("rm", "-f", cid, check=False)
-    docker("run", "-d", "--name", cid, "--network", "host", "-v", f"{root}:{root}",
+    docker("run", "-d", "--name", cid, "--network", "host", "--no-healthcheck", "-v", f"{root}:{root}",
            "--entrypoint", "python", IMAGES["node"], "-m", "provisioning.picheck_node",
            "--config", str(fleet / "nodes" / node / "node.yaml"), "--seed", str(seed),
            "--delay", str(delay), "--timeout", "300", "--save", str(root / "out" / node))  # fmt: skip
