@@ -366,18 +366,22 @@ def flash_cmd(image_path: Path, device: Path, yes: bool, progress: bool) -> None
 @click.option("--cache", type=click.Path(path_type=Path), help="default: /var/cache/fedvfer")
 @click.option("--shared", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--fresh", is_flag=True, help="install into a new root (debootstrap stays cached)")
+@click.option("--video-seconds", type=click.FloatRange(min=1), help="run on the video's start only")
 def pi_check(
-    releases: tuple[str, ...], cache: Path | None, shared: Path | None, fresh: bool
+    releases: tuple[str, ...],
+    cache: Path | None,
+    shared: Path | None,
+    fresh: bool,
+    video_seconds: float | None,
 ) -> None:
     """The node in arm64 Debian roots under qemu (root only); see docs/deployment.md."""
     from provisioning.picheck import run_pi_check
     from provisioning.piroot import default_cache
 
     data = shared or Path(__file__).resolve().parents[2] / "shared"
-    ok = run_pi_check(
-        list(releases or ("bookworm", "trixie")), cache or default_cache(), data, fresh=fresh
-    )
-    if not ok:
+    chosen = list(releases or ("bookworm", "trixie"))
+    cache = cache or default_cache()
+    if not run_pi_check(chosen, cache, data, fresh=fresh, video_seconds=video_seconds):
         raise SystemExit(1)
 
 

@@ -225,7 +225,9 @@ def federation_round(report: Report, session: Session, work: Path, agg_port: int
         side.stop()
 
 
-def check_release(release: str, cache: Path, shared: inputs.Shared, fresh: bool) -> Report:
+def check_release(
+    release: str, cache: Path, shared: inputs.Shared, fresh: bool, video_seconds: float | None
+) -> Report:
     report = Report(release)
     root = piroot.Root(release, cache)
     logs = cache / "logs"
@@ -237,7 +239,7 @@ def check_release(release: str, cache: Path, shared: inputs.Shared, fresh: bool)
     agg_port = prepare_host(report, work, node, shared)
     if agg_port is None:
         return report
-    inputs.stage(root.path, work, node, shared)
+    inputs.stage(root.path, work, node, shared, video_seconds)
     session = Session(root, logs)
     with piroot.mounted(root):
         if not session.timed(report, "install (the Pi installer)", install_script(), last_line):
@@ -262,12 +264,19 @@ def read_versions(report: Report, session: Session) -> None:
     report.steps.append(Step(name, ok, time.monotonic() - t0, note))
 
 
-def run_pi_check(releases: list[str], cache: Path, shared: Path, *, fresh: bool = False) -> bool:
+def run_pi_check(
+    releases: list[str],
+    cache: Path,
+    shared: Path,
+    *,
+    fresh: bool = False,
+    video_seconds: float | None = None,
+) -> bool:
     """Every release's check and table; True when all passed."""
     piroot.ensure_emulation()
     reports = []
     for release in releases:
         print(f"pi-check {release} (host {platform.machine()}; logs in {cache / 'logs'})")
-        reports.append(check_release(release, cache, inputs.Shared(shared), fresh))
+        reports.append(check_release(release, cache, inputs.Shared(shared), fresh, video_seconds))
         print(render(reports[-1]))
     return all(r.ok for r in reports)

@@ -127,7 +127,9 @@ def london_manifest(shared: Shared, photos_dir: Path, media_dir: str) -> list[tu
     return lines
 
 
-def stage(root: Path, work: Path, node: str, shared: Shared) -> Path:
+def stage(
+    root: Path, work: Path, node: str, shared: Shared, video_seconds: float | None = None
+) -> Path:
     """The boot partition's fedvfer/ folder inside the root, as ``provisioning image`` writes it
     (credentials, units, wheel, bundle, face model, install.sh), and the media under /srv."""
     src = root / BOOT_SRC.lstrip("/")
@@ -146,7 +148,7 @@ def stage(root: Path, work: Path, node: str, shared: Shared) -> Path:
     shutil.copyfile(shared.face_model, src / "models" / FACE_MODEL)
     spec = installer_spec(node, wheel.name)
     (src / "install.sh").write_text(install_sh(spec))
-    _stage_media(root, shared)
+    _stage_media(root, shared, video_seconds)
     return src
 
 
@@ -163,13 +165,39 @@ def installer_spec(node: str, wheel: str) -> ci.ImageSpec:
     )
 
 
-def _stage_media(root: Path, shared: Shared) -> None:
+def trim_video(src: Path, dst: Path, seconds: float) -> int:
+    """The first ``seconds`` of ``src`` as an mp4 at ``dst`` (same size and rate); frames written."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    n = 0
+    try:
+        while n < round(seconds * fps):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            out.write(frame)
+            n += 1
+    finally:
+        cap.release()
+        out.release()
+    return n
+
+
+def _stage_media(root: Path, shared: Shared, video_seconds: float | None) -> None:
     media = root / MEDIA.lstrip("/")
     shutil.rmtree(media, ignore_errors=True)
     (media / "crema").mkdir(parents=True)
     shutil.copyfile(shared.root / "data" / CREMA_CLIP, media / "crema" / Path(CREMA_CLIP).name)
     (media / "wolfgang").mkdir()
-    shutil.copyfile(shared.root / "data" / WOLFGANG, media / "wolfgang" / Path(WOLFGANG).name)
+    video = shared.root / "data" / WOLFGANG
+    if video_seconds is None:
+        shutil.copyfile(video, media / "wolfgang" / video.name)
+    else:  # a quicker check: emulation runs the node at well under 1 frame per second
+        trim_video(video, media / "wolfgang" / video.name, video_seconds)
     rows = london_manifest(shared, media / "london", f"{MEDIA}/london")
     body = "path,subject,label\n" + "".join(f"{p},{rest}\n" for p, rest in rows)
     (media / "london.csv").write_text(body)
