@@ -48,9 +48,10 @@ bench: venv system-deps
 # The node on a Raspberry Pi's CPU: arm64 Debian roots under qemu, the Pi installer, the node's
 # commands and a federation round (root; caches in /var/cache/fedvfer; docs/deployment.md).
 PI_RELEASES ?= bookworm trixie
+PI_CHECK_ARGS ?=
 pi-check: venv system-deps
 	@bash deploy/heavy-deps.sh pi-check
-	$(PY) -m provisioning pi-check $(foreach r,$(PI_RELEASES),--release $(r))
+	$(PY) -m provisioning pi-check $(foreach r,$(PI_RELEASES),--release $(r)) $(PI_CHECK_ARGS)
 
 # The suite on Python 3.13 (Raspberry Pi OS 13, Trixie) in its own venv; PYTHON313 names the
 # interpreter (pyenv's 3.13 when there, else python3.13 on PATH).
