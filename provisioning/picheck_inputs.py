@@ -111,13 +111,13 @@ def make_fleet(fleet: Path, node: str, port: int, agg_port: int) -> None:
 
 
 def london_manifest(shared: Shared, photos_dir: Path, media_dir: str) -> list[tuple[str, str]]:
-    """The first 10 neutral and 10 smiling photos, copied to ``photos_dir``; manifest rows."""
+    """The first 10 neutral and 10 happy (smiling) photos, copied to ``photos_dir``; rows."""
     rows: list[tuple[str, str, str]] = []
     with (shared.london / "faces.csv").open() as fh:
         for rec in csv.DictReader(fh):
             rows.append((rec["image"], rec["subject_id"], rec["expression"]))
     picked = [r for r in rows if r[2] == "neutral"][: LONDON_PHOTOS // 2]
-    picked += [r for r in rows if r[2] == "smiling"][: LONDON_PHOTOS // 2]
+    picked += [r for r in rows if r[2] == "happiness"][: LONDON_PHOTOS // 2]
     photos_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     for image, subject, label in picked:

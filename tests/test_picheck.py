@@ -88,3 +88,16 @@ def test_a_root_gets_the_ca_for_pip_localhost_and_a_logged_systemctl(tmp_path: P
         f"PATH={piroot.CHROOT_PATH}",
     ]
     assert cmd[-3:] == ["bash", "-c", "true"]
+
+
+def test_the_london_manifest_has_20_photos_of_both_expressions(tmp_path: Path) -> None:
+    from tests.support import paths
+
+    shared = picheck_inputs.Shared(paths.SHARED)
+    if not (shared.london / "faces.csv").is_file():
+        pytest.skip(f"{shared.london} absent")
+    rows = picheck_inputs.london_manifest(shared, tmp_path / "photos", "/srv/picheck/london")
+    assert len(rows) == picheck_inputs.LONDON_PHOTOS == 20
+    labels = [rest.split(",")[1] for _, rest in rows]
+    assert labels.count("neutral") == labels.count("happiness") == 10
+    assert len(list((tmp_path / "photos").iterdir())) == 20
