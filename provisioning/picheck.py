@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -43,6 +45,8 @@ PY = f"{VENV}/bin/python"
 BUNDLE = f"{STATE}/bundle"
 DB = f"{STATE}/pi-check.db"
 STEP_TIMEOUT_S = 3600
+#: pip unpacking TensorFlow and the rest under emulation: over an hour on a loaded machine
+INSTALL_TIMEOUT_S = 4 * 3600
 
 
 @dataclass
@@ -126,26 +130,38 @@ class Session:
         self.log = logs / f"pi-check-{root.release}.log"
 
     def sh(self, script: str, timeout: float = STEP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            piroot.chroot_cmd(self.root, script),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """``script`` in the root; on a timeout its whole process group is killed (no orphans)."""
+        cmd = piroot.chroot_cmd(self.root, script)
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        ) as p:
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                raise
+        proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
         with self.log.open("a") as fh:
             fh.write(f"\n$ {script}\n[exit {proc.returncode}]\n{proc.stdout}\n{proc.stderr}\n")
         return proc
 
-    def timed(self, report: Report, name: str, script: str, note: Callable[[str], str]) -> bool:
+    def timed(
+        self,
+        report: Report,
+        name: str,
+        script: str,
+        note: Callable[[str], str],
+        timeout: float = STEP_TIMEOUT_S,
+    ) -> bool:
         t0 = time.monotonic()
         try:
-            proc = self.sh(script)
+            proc = self.sh(script, timeout)
             ok, text = proc.returncode == 0, note(proc.stdout) if proc.returncode == 0 else ""
             if not ok:
                 text = f"exit {proc.returncode}: {last_line(proc.stderr or proc.stdout)}"
         except subprocess.TimeoutExpired:
-            ok, text = False, f"timed out after {STEP_TIMEOUT_S} s"
+            ok, text = False, f"timed out after {timeout:.0f} s"
         report.steps.append(Step(name, ok, time.monotonic() - t0, text))
         print(f"  {name}: {'ok' if ok else 'FAILED'} ({time.monotonic() - t0:.0f} s) {text}")
         return ok
@@ -242,7 +258,10 @@ def check_release(
     inputs.stage(root.path, work, node, shared, video_seconds)
     session = Session(root, logs)
     with piroot.mounted(root):
-        if not session.timed(report, "install (the Pi installer)", install_script(), last_line):
+        install = install_script()
+        if not session.timed(
+            report, "install (the Pi installer)", install, last_line, INSTALL_TIMEOUT_S
+        ):
             return report
         read_versions(report, session)
         for name, script, note in step_commands():

@@ -101,3 +101,29 @@ def test_the_london_manifest_has_20_photos_of_both_expressions(tmp_path: Path) -
     labels = [rest.split(",")[1] for _, rest in rows]
     assert labels.count("neutral") == labels.count("happiness") == 10
     assert len(list((tmp_path / "photos").iterdir())) == 20
+
+
+def test_a_step_past_its_time_leaves_no_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import time
+
+    from provisioning import piroot
+
+    pidfile = tmp_path / "pid"
+    monkeypatch.setattr(piroot, "chroot_cmd", lambda _root, script: ["bash", "-c", script])
+    session = picheck.Session(piroot.Root("bookworm", tmp_path), tmp_path)
+    with pytest.raises(subprocess.TimeoutExpired):
+        session.sh(f"sleep 60 & echo $! > {pidfile}; wait", timeout=1.5)
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # the grandchild (what pip is under install.sh) went with its group
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the step's grandchild outlived the timeout")
