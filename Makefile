@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv system-deps demo test lint unit bench fuzz clean
+.PHONY: venv system-deps demo test lint unit bench fuzz clean pi-check test-py313 docker-demo
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,40 @@ demo: venv
 bench: venv system-deps
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
+# The node on a Raspberry Pi's CPU: arm64 Debian roots under qemu, the Pi installer, the node's
+# commands and a federation round (root; caches in /var/cache/fedvfer; docs/deployment.md).
+PI_RELEASES ?= bookworm trixie
+PI_CHECK_ARGS ?=
+pi-check: venv system-deps
+	@bash deploy/heavy-deps.sh pi-check
+	$(PY) -m provisioning pi-check $(foreach r,$(PI_RELEASES),--release $(r)) $(PI_CHECK_ARGS)
+
+# The suite on Python 3.13 (Raspberry Pi OS 13, Trixie) in its own venv; PYTHON313 names the
+# interpreter (pyenv's 3.13 when there, else python3.13 on PATH).
+PYTHON313 ?= $(shell ls $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -1 || true)$(if $(wildcard $(HOME)/.pyenv/versions/3.13*),,$(shell command -v python3.13))
+VENV313 := .venv313
+STAMP313 := $(VENV313)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+$(STAMP313): pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "test-py313: no python3.13 (set PYTHON313=...)"; exit 1; }
+	@test -x $(VENV313)/bin/python || $(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -e '.[all]'
+	@rm -f $(VENV313)/.installed-*
+	@touch $@
+
+test-py313: $(STAMP313) system-deps
+	$(VENV313)/bin/python --version
+	$(VENV313)/bin/mypy --python-version 3.13
+	$(VENV313)/bin/pytest $(PYTEST_ARGS)
+
+# The demo's fleet in real containers (broker, aggregator, one per node) from deploy/docker/;
+# the same report as `make demo` in demo-output/ (root or the docker group; docs/simulation.md).
+DOCKER_DEMO_ARGS ?=
+docker-demo: venv
+	@bash deploy/heavy-deps.sh docker
+	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt deploy/docker/ca/host.crt; fi
+	$(PY) -m training docker-demo --base "$$(bash deploy/docker/base.sh)" $(DOCKER_DEMO_ARGS)
+	$(PY) -m training docker-faults
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-output benchmarks/results
+	rm -rf $(VENV) $(VENV313) .mypy_cache .ruff_cache .pytest_cache demo-output benchmarks/results

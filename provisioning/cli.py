@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -214,6 +215,16 @@ def _read_keys(files: tuple[Path, ...]) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _wifi(ssid: str | None, password_file: Path | None, country: str) -> Any:
+    from provisioning import cloudinit as ci
+
+    if not ssid:
+        return None
+    if password_file is None:
+        raise UserError("--wifi-ssid needs --wifi-password-file")
+    return ci.Wifi(ssid, ci.wpa_psk(ssid, password_file.read_text().strip()), country)
+
+
 @cli.command("image")
 @click.option(
     "--base",
@@ -269,6 +280,11 @@ def _read_keys(files: tuple[Path, ...]) -> tuple[str, ...]:
     type=click.Path(path_type=Path, exists=True, file_okay=False),
     help="model bundle folder to put on the card",
 )
+@click.option(
+    "--face-model",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="face_detection_short_range.tflite to put on the card (default: the node downloads it)",
+)
 @click.option("--kiosk/--no-kiosk", default=True, show_default=True)
 @click.option(
     "--boot-mount",
@@ -293,6 +309,7 @@ def image(
     package: Path | None,
     pip_spec: str,
     bundle: Path | None,
+    face_model: Path | None,
     kiosk: bool,
     boot_mount: str,
 ) -> None:
@@ -300,12 +317,7 @@ def image(
     from provisioning import cloudinit as ci
     from provisioning.image import customize
 
-    wifi = None
-    if wifi_ssid:
-        if wifi_password_file is None:
-            raise UserError("--wifi-ssid needs --wifi-password-file")
-        psk = ci.wpa_psk(wifi_ssid, wifi_password_file.read_text().strip())
-        wifi = ci.Wifi(wifi_ssid, psk, wifi_country)
+    wifi = _wifi(wifi_ssid, wifi_password_file, wifi_country)
     spec = ci.ImageSpec(
         node=node,
         hostname=hostname or node.replace("_", "-"),
@@ -320,7 +332,8 @@ def image(
         kiosk=kiosk,
         boot_mount=boot_mount,
     )
-    result = customize(base, out, fleet, spec, route=route, package=package, bundle=bundle)  # type: ignore[arg-type]
+    files = {"package": package, "bundle": bundle, "face_model": face_model}
+    result = customize(base, out, fleet, spec, route=route, **files)  # type: ignore[arg-type]
     click.echo(f"{out}: {result.route} route, {len(result.written)} files on the boot partition")
 
 
@@ -346,6 +359,30 @@ def flash_cmd(image_path: Path, device: Path, yes: bool, progress: bool) -> None
         click.confirm(f"Overwrite everything on {device}?", abort=True)
     digest = flash(image_path, device, facts=facts, progress=progress)
     click.echo(f"{device}: written and verified (sha256 {digest})")
+
+
+@cli.command("pi-check")
+@click.option("--release", "releases", multiple=True, type=click.Choice(["bookworm", "trixie"]))
+@click.option("--cache", type=click.Path(path_type=Path), help="default: /var/cache/fedvfer")
+@click.option("--shared", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--fresh", is_flag=True, help="install into a new root (debootstrap stays cached)")
+@click.option("--video-seconds", type=click.FloatRange(min=1), help="run on the video's start only")
+def pi_check(
+    releases: tuple[str, ...],
+    cache: Path | None,
+    shared: Path | None,
+    fresh: bool,
+    video_seconds: float | None,
+) -> None:
+    """The node in arm64 Debian roots under qemu (root only); see docs/deployment.md."""
+    from provisioning.picheck import run_pi_check
+    from provisioning.piroot import default_cache
+
+    data = shared or Path(__file__).resolve().parents[2] / "shared"
+    chosen = list(releases or ("bookworm", "trixie"))
+    cache = cache or default_cache()
+    if not run_pi_check(chosen, cache, data, fresh=fresh, video_seconds=video_seconds):
+        raise SystemExit(1)
 
 
 def main() -> None:

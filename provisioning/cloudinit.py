@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 import yaml
 
-#: Debian packages every node needs; picamera2 comes from the system (the venv sees it).
-DEFAULT_PACKAGES = ("python3-picamera2", "python3-venv", "python3-pip", "curl")
+#: From the Raspberry Pi archive (archive.raspberrypi.com): on Raspberry Pi OS, not in Debian.
+#: picamera2 comes from the system (the venv sees it).
+PI_ARCHIVE_PACKAGES = ("python3-picamera2",)
+#: What opencv-contrib-python's wheel loads and Raspberry Pi OS Lite lacks: without them
+#: ``import cv2`` fails (libxcb.so.1, libGL.so.1, libgthread-2.0.so.0). On Trixie apt installs
+#: libglib2.0-0t64 for libglib2.0-0.
+OPENCV_LIBS = ("libxcb1", "libgl1", "libglib2.0-0")
+#: Debian packages every node needs (`make pi-check` installs these, from this tuple).
+DEFAULT_PACKAGES = (*PI_ARCHIVE_PACKAGES, "python3-venv", "python3-pip", "curl", *OPENCV_LIBS)
 #: Groups of the kiosk user (as Raspberry Pi Imager gives the first user; missing ones are made).
 USER_GROUPS = "users,adm,dialout,audio,netdev,video,plugdev,input,render,gpio,sudo"
 #: Where the installer and the node's files sit on the boot partition.
@@ -21,6 +28,11 @@ BOOT_DIR = "fedvfer"
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def debian_packages(packages: tuple[str, ...] = DEFAULT_PACKAGES) -> tuple[str, ...]:
+    """``packages`` without those only the Raspberry Pi archive has (what plain Debian installs)."""
+    return tuple(p for p in packages if p not in PI_ARCHIVE_PACKAGES)
 
 
 def wpa_psk(ssid: str, passphrase: str) -> str:

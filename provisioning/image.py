@@ -17,7 +17,7 @@ from typing import Literal
 from provisioning import cloudinit as ci
 from provisioning.fatimage import FatPartition, prepare_image
 from provisioning.fleet import PUBLIC_KEY, load_fleet
-from provisioning.installer import UNITS, install_sh
+from provisioning.installer import FACE_MODEL, UNITS, install_sh
 from vfer.cli import UserError
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def customize(
     package: Path | None = None,
     bundle: Path | None = None,
     units_dir: Path = UNITS_DIR,
+    face_model: Path | None = None,
 ) -> ImageResult:
     """Write ``out``: ``base`` (``.img`` or ``.img.xz``) with the node's first boot on it."""
     files = node_files(fleet, spec.node)
@@ -75,9 +76,14 @@ def customize(
         raise UserError(f"--package {package} is not a file")
     if bundle is not None and not bundle.is_dir():
         raise UserError(f"--bundle {bundle} is not a folder")
+    if face_model is not None and not face_model.is_file():
+        raise UserError(f"--face-model {face_model} is not a file")
+    # the node looks for its face detector in <state>/models/ beside its bundle; the installer
+    # copies fedvfer/models/ there (or downloads the model when the card has none)
+    models = {FACE_MODEL: face_model.read_bytes()} if face_model is not None else {}
     prepare_image(base, out)
     try:
-        return _write(FatPartition.boot_of(out), files, units, spec, route, package, bundle)
+        return _write(FatPartition.boot_of(out), files, units, spec, route, package, bundle, models)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -91,6 +97,7 @@ def _write(
     route: Route,
     package: Path | None,
     bundle: Path | None,
+    models: dict[str, bytes],
 ) -> ImageResult:
     chosen = detect_route(fat) if route == "auto" else route
     result = ImageResult(chosen)
@@ -104,6 +111,8 @@ def _write(
         put(f"{d}/etc/{name}", data)
     for name, path in units.items():
         put(f"{d}/systemd/{name}", path.read_bytes())
+    for name, data in models.items():
+        put(f"{d}/models/{name}", data)
     put(f"{d}/install.sh", install_sh(spec).encode())
     if package is not None:
         put(f"{d}/dist/{package.name}", package.read_bytes())

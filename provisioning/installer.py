@@ -18,6 +18,13 @@ VENV = "/opt/fedvfer/.venv"
 ETC = "/etc/fedvfer"
 STATE = "/var/lib/fedvfer"
 UNITS = ("edge-node.service", "edge-node-adapt.service", "edge-node-adapt.timer")
+#: The face detector the node looks for beside its bundle (edge_node.service.resolve_face_model).
+FACE_MODEL = "face_detection_short_range.tflite"
+#: vfer.faces.MODEL_URL (not imported: that module loads OpenCV); a test keeps them equal.
+FACE_MODEL_URL = (
+    "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/"
+    "float16/latest/blaze_face_short_range.tflite"
+)
 
 
 def kiosk_command(url: str) -> str:
@@ -54,6 +61,7 @@ def install_sh(spec: ImageSpec) -> str:
         f'if [ -d "$SRC/etc" ]; then install -m 0640 -o root -g fedvfer "$SRC"/etc/* {ETC}/; fi',
         f"install -d -m 0750 -o fedvfer -g fedvfer {STATE}",
         f'if [ -d "$SRC/bundle" ]; then cp -r "$SRC/bundle" {STATE}/; chown -R fedvfer:fedvfer {STATE}/bundle; fi',
+        *_face_model_lines(),
         f"python3 -m venv --system-site-packages {VENV}",
         f"{VENV}/bin/pip install --upgrade pip",
         f"{VENV}/bin/pip install {pkg}",
@@ -74,6 +82,17 @@ def install_sh(spec: ImageSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _face_model_lines() -> list[str]:
+    """The face detector from the card (``image --face-model``), else downloaded once."""
+    model = f"{STATE}/models/{FACE_MODEL}"
+    return [
+        f"install -d -m 0755 -o fedvfer -g fedvfer {STATE}/models",
+        f'if [ -f "$SRC/models/{FACE_MODEL}" ]; then install -m 0644 "$SRC/models/{FACE_MODEL}" {model}; fi',
+        f"[ -s {model} ] || curl -fsSL --retry 3 -o {model} {shlex.quote(FACE_MODEL_URL)} \\",
+        f"  || echo 'warning: no face detector; put {FACE_MODEL} in {STATE}/models/'",
+    ]
 
 
 def _kiosk_lines(spec: ImageSpec) -> list[str]:

@@ -68,7 +68,10 @@ def test_cloud_init_image_round_trip(fleet: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     (bundle / "models").mkdir(parents=True)
     (bundle / "models" / "v.safetensors").write_bytes(b"\x00" * 1000)
-    result = customize(base, out, fleet, _spec(package_file=pkg.name), package=pkg, bundle=bundle)
+    face = tmp_path / "face_detection_short_range.tflite"
+    face.write_bytes(b"TFL3 face detector")
+    spec = _spec(package_file=pkg.name)
+    result = customize(base, out, fleet, spec, package=pkg, bundle=bundle, face_model=face)
     assert result.route == "cloud-init"
     assert base.read_bytes() == base_bytes  # the base image is never modified
     # The partition table is intact and the boot partition is still FAT32.
@@ -110,6 +113,11 @@ def test_cloud_init_image_round_trip(fleet: Path, tmp_path: Path) -> None:
     assert b"--system-site-packages" in fat.read("fedvfer/install.sh")
     assert fat.read(f"fedvfer/dist/{pkg.name}") == pkg.read_bytes()
     assert fat.read("fedvfer/bundle/models/v.safetensors") == b"\x00" * 1000
+    # the face detector rides along; the installer puts it where the node looks (bundle/../models)
+    assert fat.read("fedvfer/models/face_detection_short_range.tflite") == face.read_bytes()
+    assert b"/var/lib/fedvfer/models/face_detection_short_range.tflite" in fat.read(
+        "fedvfer/install.sh"
+    )
     cmdline = fat.read("cmdline.txt").decode()
     assert "cfg80211.ieee80211_regdom=DE" in cmdline and "systemd.run" not in cmdline
 

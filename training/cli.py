@@ -7,7 +7,14 @@ import click
 from training.cli_models import backbone_cmd, export_bundle_cmd, model_summary_cmd
 from training.cli_train import register as register_train
 from training.experiments.gate_eval_cli import gate_eval_cmd
-from training.sim.cli import demo_cmd, sim_node_cmd, sim_setup_cmd, simulate_cmd
+from training.sim.cli import (
+    demo_cmd,
+    docker_demo_cmd,
+    docker_faults_cmd,
+    sim_node_cmd,
+    sim_setup_cmd,
+    simulate_cmd,
+)
 from training.synthetic.cli import synth_cmd, synth_images_cmd
 from vfer.cli import run_cli
 
@@ -21,6 +28,8 @@ cli.add_command(model_summary_cmd)
 cli.add_command(backbone_cmd)
 cli.add_command(export_bundle_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(docker_demo_cmd)
+cli.add_command(docker_faults_cmd)
 cli.add_command(simulate_cmd)
 cli.add_command(sim_setup_cmd)
 cli.add_command(sim_node_cmd)

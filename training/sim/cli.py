@@ -180,6 +180,36 @@ def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path
     print_report(report, out)
 
 
+@click.command("docker-demo")
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
+@click.option("--base", default="python:3.11-slim-bookworm", show_default=True, help="base image")
+@click.option("--build/--no-build", default=True, show_default=True, help="build the images first")
+def docker_demo_cmd(nodes: int, rounds: int, out: Path, base: str, build: bool) -> None:
+    """`make docker-demo`: the demo's fleet in containers (broker, aggregator, a node each)."""
+    from training.sim.docker import run_docker_demo
+
+    setup_logging("WARNING")
+    print_report(run_docker_demo(nodes, rounds, out, base, build), out)
+
+
+@click.command("docker-faults")
+@click.option("--out", type=_DIR, default=Path("demo-output/faults"), show_default=True)
+@click.option("--case", "cases", multiple=True, type=click.Choice(["restart", "kill"]))
+def docker_faults_cmd(out: Path, cases: tuple[str, ...]) -> None:
+    """The fleet's fault cases in containers: aggregator restarted, a node killed, mid-round."""
+    from training.sim.docker_faults import run_case
+
+    setup_logging("WARNING")
+    results = [run_case(out.resolve() / c, c) for c in cases or ("restart", "kill")]
+    (out / "faults.json").write_text(json.dumps(results, indent=2))
+    for r in results:
+        click.echo(f"{r['case']}: {'passed' if r['ok'] else 'FAILED'} {json.dumps(r)}")
+    if not all(r["ok"] for r in results):
+        raise SystemExit(1)
+
+
 @click.command("sim-setup")
 @click.option("--sim-dir", required=True, type=_DIR)
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)

@@ -85,8 +85,11 @@ def simulate(
     live: bool = True,
     ifer_corpus: str = "synthetic-images",
     ifer_root: Path | None = None,
+    children: Any = None,
 ) -> dict[str, Any]:
-    """Run the fleet and return the report (also written to ``out``)."""
+    """Run the fleet and return the report (also written to ``out``). ``children`` runs the
+    nodes and the aggregator: processes by default, containers for `make docker-demo`
+    (training.sim.docker.DockerChildren)."""
     from training.sim.observer import FleetObserver
     from training.sim.report import evaluate, write_report
 
@@ -101,7 +104,7 @@ def simulate(
 
             shutil.rmtree(stale)
     handle: BrokerHandle | None = None
-    children = Children()
+    children = children if children is not None else Children()
     try:
         if broker is None:
             handle = start_embedded_broker(nodes, log_dir=logs)

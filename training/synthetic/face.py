@@ -80,7 +80,11 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
         ),
         lips=lips,  # type: ignore[arg-type]
         iris=tuple(
-            int(c) for c in rng.choice([[70, 45, 30], [40, 80, 120], [60, 90, 60], [35, 25, 20]])
+            # np.asarray: numpy 2.5's stubs type a choice of rows as a scalar (same draw)
+            int(c)
+            for c in np.asarray(
+                rng.choice([[70, 45, 30], [40, 80, 120], [60, 90, 60], [35, 25, 20]])
+            )
         ),  # type: ignore[arg-type]
         shirt=tuple(int(c) for c in rng.integers(20, 230, 3)),  # type: ignore[arg-type]
         face_aspect=float(rng.uniform(1.2, 1.42)),
