@@ -17,10 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge_node.federation import FederationClient
 
 TIMEOUT_S = 600.0  # emulated TLS and signature checks are slow
 
@@ -57,7 +60,7 @@ def main(config_path: Path, timeout: float, seed: int, delay: float, save: Path 
             }
             counts = {central.classes[0]: 2}
             update = client.submit(NodeUpdate(rnd.round_id, rnd.base_version, moved, counts))
-            ack = client.wait_acked(update, timeout=timeout)
+            ack = _settled(client, update, timeout)
             new = client.wait_central(timeout=timeout, newer_than=central.version)
         finally:
             client.stop()
@@ -81,3 +84,15 @@ def _fail(why: str) -> NoReturn:
 
 if __name__ == "__main__":
     main()
+
+
+def _settled(client: FederationClient, update_id: str, timeout: float) -> str | None:
+    """How the aggregator answered ``update_id`` ('stored', 'rejected', 'superseded'), read from
+    the client's outbox as its thread settles it; None if still pending after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = client.outbox.status(update_id)
+        if st is not None and st[0] != "pending":
+            return str(st[0])
+        time.sleep(0.05)
+    return None
