@@ -206,3 +206,4 @@ def test_both_numbers_per_node_the_head_without_the_gate_and_the_one_kept() -> N
     assert "| would block: collapse | 0.400 |" in md
     with_gate = summarize_gains(np.array([1 / 36, 0.0, -1 / 36])).line("micro-F1 change")
     assert f"the heads each node keeps with the gate enforced: {with_gate}" in md
+    assert "2 of 3 nodes lose micro-F1 here" in md and "Which head will hurt a person" in md

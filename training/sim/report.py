@@ -305,6 +305,13 @@ def markdown(report: dict[str, Any]) -> str:
                 "- the heads each node keeps with the gate enforced: "
                 + GainSummary(**fleet["micro_f1_change_kept"]).line("micro-F1 change")
             )
+    lost = sum(1 for n in report["nodes"] if n["micro_f1_change"] < 0)
+    if lost:
+        lines.append(
+            f"- {lost} of {len(report['nodes'])} nodes lose micro-F1 here. Personalization does not "
+            "help every person: how often a head loses over many seeds, and how well the gate's "
+            "signals see it, is measured in docs/personalization.md ('Which head will hurt a person')"
+        )
     lines += ["", report["note"], ""]
     return "\n".join(lines)
 
