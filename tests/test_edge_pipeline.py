@@ -318,4 +318,8 @@ def test_the_deployments_notice_reaches_the_live_state(
         max_frames=3,
     )
     notice = state.as_json()["notice"]
-    assert notice == {"text": "Emotion recognition in use.", "operator": "City Museum"}
+    assert notice == {
+        "text": "Emotion recognition in use.",
+        "operator": "City Museum",
+        "privacy": None,  # adaptation.privacy is off: no epsilon sentence
+    }
