@@ -9,7 +9,6 @@ import csv
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 from provisioning import cloudinit as ci
 from provisioning.image import UNITS_DIR, node_files
 from provisioning.installer import FACE_MODEL, UNITS, install_sh
+from vfer.ports import wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 #: In the root: the boot partition's fedvfer/ folder, and the media the steps run on.
@@ -229,7 +229,7 @@ def start_fleetside(work: Path, agg_port: int) -> Fleetside:
     conf.write_text("user root\n" + (fleet / "broker" / "mosquitto.conf").read_text())
     log = (work / "mosquitto.log").open("ab")
     broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
-    _wait_port(agg_port)
+    wait_port(agg_port, broker, timeout=20.0, what="mosquitto")
     agg = yaml.safe_load((fleet / "aggregator" / "aggregator.yaml").read_text())
     agg |= {
         "state_db": str(work / "aggregator.db"),
@@ -241,17 +241,3 @@ def start_fleetside(work: Path, agg_port: int) -> Fleetside:
     alog = (work / "aggregator.log").open("ab")
     cmd = [sys.executable, "-m", "broker_aggregator", "run", "--config", str(cfg)]
     return Fleetside(broker, subprocess.Popen(cmd, stdout=alog, stderr=alog, cwd=REPO))
-
-
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

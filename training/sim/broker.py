@@ -12,10 +12,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vfer.ports import wait_port
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,6 @@ class BrokerHandle:
             self._tmp = None
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the broker exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the broker did not open port {port} within {timeout:.0f} s")
-
-
 def _quiet_amqtt(log_dir: Path | None) -> None:
     """amqtt logs its own hiccups (session take-overs, tracebacks from its client loop) loudly:
     keep them in ``log_dir/amqtt.log`` instead of on the demo's console."""
@@ -115,7 +103,7 @@ def start_embedded_broker(
             f"mqtt://127.0.0.1:{port}", "mosquitto", _proc=proc, _tmp=tmp, _log=logfile
         )
         try:
-            _wait_port(port, proc)
+            wait_port(port, proc, what="the broker")
         except BaseException:
             handle.stop()
             raise
@@ -127,6 +115,6 @@ def start_embedded_broker(
 
     _quiet_amqtt(log_dir)
     inproc = start_amqtt("127.0.0.1", port)
-    _wait_port(port, None)
+    wait_port(port, what="the broker")
     log.info("broker: no mosquitto on PATH, in-process amqtt on port %d (MQTT 3.1.1)", port)
     return BrokerHandle(inproc.url, "amqtt", _inproc=inproc)

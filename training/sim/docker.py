@@ -14,9 +14,10 @@ answers, else a Debian Bookworm base made here with debootstrap and ``docker imp
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vfer.ports import wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "fedvfer-demo"
@@ -135,25 +136,11 @@ class BrokerContainer:
         docker("run", "-d", "--name", cid, "--network", "host", "-v",
                f"{self.workdir / 'mosquitto.conf'}:/mosquitto/config/mosquitto.conf:ro",
                IMAGES["broker"])  # fmt: skip
-        _wait_port(self.port)
+        wait_port(self.port, timeout=30.0, what="the broker container")
         return self
 
     def stop(self) -> None:
         docker("rm", "-f", container("broker"), check=False)
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def free_port() -> int:

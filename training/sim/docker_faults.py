@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from training.sim.docker import IMAGES, container, docker, free_port
+from vfer.ports import wait_port
 
 NODES = ("n1", "n2", "n3", "n4")
 CLASSES = ("happiness", "sadness", "anger", "neutral")
@@ -55,15 +56,13 @@ def make_fleet(root: Path) -> tuple[Path, int, int]:
 
 
 def start_broker(root: Path, fleet: Path, port: int, agg_port: int) -> None:
-    from training.sim.docker import _wait_port
-
     conf = root / "mosquitto.conf"
     conf.write_text("user root\n" + (fleet / "broker" / "mosquitto.conf").read_text())
     docker("rm", "-f", container("fault-broker"), check=False)
     docker("run", "-d", "--name", container("fault-broker"), "--network", "host",
            "-v", f"{root}:{root}:ro", IMAGES["broker"], "-c", str(conf))  # fmt: skip
-    _wait_port(port)
-    _wait_port(agg_port)
+    wait_port(port, timeout=30.0, what="the broker container")
+    wait_port(agg_port, timeout=30.0, what="the broker container")
 
 
 def start_aggregator(root: Path, fleet: Path, round_cfg: dict[str, float]) -> str:
