@@ -50,7 +50,9 @@ class Pending:
     payload: bytes
 
 
-class Outbox:
+class _OutboxFile:
+    """The federation client's SQLite file (outbox.db), opened once per owner of a table in it."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = Path(path)
         self._lock = threading.Lock()
@@ -61,6 +63,8 @@ class Outbox:
         with self._lock:
             self.db.conn.close()
 
+
+class Outbox(_OutboxFile):
     def next_seq(self) -> int:
         with self._lock:
             row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
@@ -152,22 +156,12 @@ def pending_in(path: str | os.PathLike[str]) -> int:
     return int(row[0])
 
 
-class ReceivedCentral:
+class ReceivedCentral(_OutboxFile):
     """The ``central`` table: the newest verified central frame received (one row).
 
     Only the federation client writes it, when a central verifies. What is *installed* is the
     bundle home's business (:meth:`edge_node.bundles.BundleHome.central_version`).
     """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        p = Path(path)
-        self._lock = threading.Lock()
-        self.db = open_wal(p, check_same_thread=False)
-        migrate(self.db, p, MIGRATIONS, what="outbox", newer_hint="upgrade fedvfer")
-
-    def close(self) -> None:
-        with self._lock:
-            self.db.conn.close()
 
     def save(self, version: int, frame: bytes) -> None:
         with self._lock:
