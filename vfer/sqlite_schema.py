@@ -5,7 +5,8 @@ a list of migrations, counted by ``PRAGMA user_version``:
 
 * the database runs in WAL mode with a busy timeout (``synchronous`` NORMAL, FULL on request);
 * each migration runs in its own transaction together with its version bump, so a crash leaves the
-  database at one version or the next, never between;
+  database at one version or the next, never between; the version is read again inside the write
+  lock, so two processes opening a new file at once apply each migration once;
 * before an existing database is migrated it is copied to ``<db>.bak-v<N>`` (SQLite's online
   backup);
 * a database whose version is newer than the software's is refused with :class:`SchemaError`:
@@ -88,6 +89,9 @@ def migrate(
     for number in range(current + 1, goal + 1):
         step = migrations[number - 1]
         conn.execute("BEGIN IMMEDIATE")
+        if schema_version(db) >= number:  # another opener migrated while we waited for the lock
+            conn.execute("COMMIT")
+            continue
         try:
             if isinstance(step, str):
                 for statement in _statements(step):
