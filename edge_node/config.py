@@ -19,7 +19,7 @@ from vfer.classes import validate_classes
 from vfer.config_io import ConfigError, load_yaml_model, validate_model
 from vfer.gate_signals import SIGNALS
 from vfer.ops_http import MetricsConfig
-from vfer.personalization_defaults import EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
+from vfer.personalization_defaults import BALANCE, EPOCHS, LR, MIN_CLIPS, P_THRESHOLD, P
 from vfer.privacy.options import PrivacyOptions
 from vfer.topics import DEFAULT_PREFIX, check_node_id
 
@@ -200,12 +200,13 @@ class AdaptationConfig(_Section):
         MIN_CLIPS, ge=1, description="below this many selected clips, skip adaptation"
     )
     selection: Literal["paper", "balanced"] = Field(
-        "paper",
-        description="'paper': top P per class (Eq. 1); 'balanced': then no class keeps more than "
-        "balance_ratio times the smallest kept class (docs/personalization.md)",
+        "balanced",
+        description="'balanced' (default, measured better than the paper's rule): top P per class, then no "
+        "class keeps more than balance_ratio times the smallest kept class; 'paper': top P per class "
+        "only (Eq. 1) (docs/personalization.md)",
     )
     balance_ratio: float = Field(
-        2.0,
+        BALANCE,
         ge=1,
         le=100,
         description="selection 'balanced': the most one class may keep, per clip of the smallest",

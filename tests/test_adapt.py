@@ -84,8 +84,8 @@ def test_adapt_selects_per_rule_switches_and_rolls_back(central: Path, tmp_path:
     fill_store(db, Bundle.load(b).bundle_id, confident={0: 5, 1: 3, 2: 1}, unsure=4)
     old_step = (b / VFER_STEP).read_bytes()
     with ClipStore(db) as store:
-        r = adapt(StoreClips(store), b, AdaptParams(p=4, p_threshold=0.5, min_clips=4))
-    assert r.status == "adapted", r.reason
+        r = adapt(StoreClips(store), b, AdaptParams(p=4, p_threshold=0.5, min_clips=4, balance=0))
+    assert r.status == "adapted", r.reason  # the paper's rule (balance 0): top P per class
     assert r.selected_per_class == {"happiness": 4, "sadness": 3, "anger": 1, "neutral": 0}
     assert r.candidates_per_class == {"happiness": 5, "sadness": 3, "anger": 1, "neutral": 0}
     assert r.below_threshold == 4 and r.clips_total == 13

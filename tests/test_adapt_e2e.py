@@ -19,6 +19,7 @@ from tests.support import paths
 from tests.support.bundles import build_bundle
 from vfer.bundle import VFER_STEP
 from vfer.classes import EMOTIONS_6
+from vfer.personalization_defaults import BALANCE
 from vfer.selection import select_clips
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,8 @@ def test_ingest_adapt_and_the_node_uses_the_new_bundle(tmp_path: Path) -> None:
     assert ad.returncode == 0, ad.stderr
     result = json.loads(ad.stdout)
     assert set(result["gate"]) == {"passed", "reasons", "notes", "metrics"}  # judged, not enforced
-    expected = select_clips(np.stack([r.ifer_mean for r in rows]), p=2, p_threshold=0.0)
+    # the node's default rule: the top P per class, class-balanced (vfer.personalization_defaults)
+    expected = select_clips(np.stack([r.ifer_mean for r in rows]), 2, 0.0, BALANCE)
     assert result["selected_per_class"] == dict(
         zip(EMOTIONS_6, expected.per_class.tolist(), strict=True)
     )

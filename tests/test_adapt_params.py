@@ -110,7 +110,9 @@ def test_the_options_beside_the_papers_rule_come_from_the_config_and_reach_the_c
     cfg = AdaptationConfig(selection="balanced", balance_ratio=3.0, l2sp=0.1)
     params = AdaptParams.build(cfg)
     assert (params.balance, params.l2sp) == (3.0, 0.1)
-    assert AdaptParams.build(AdaptationConfig()).balance == 0.0  # the paper's rule by default
+    assert AdaptParams.build(AdaptationConfig()).balance == 2.0  # class-balanced by default
+    # the paper's rule is one line away
+    assert AdaptParams.build(AdaptationConfig(selection="paper")).balance == 0.0
     args = params.cli_args()
     assert args[args.index("--balance") + 1] == "3.0"
     assert args[args.index("--l2sp") + 1] == "0.1"

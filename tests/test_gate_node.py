@@ -110,8 +110,10 @@ def test_the_options_beside_the_papers_rule_reach_a_real_adaptation(
     b = node_copy(central, tmp_path)
     db = tmp_path / "node.db"
     fill_store(db, Bundle.load(b).bundle_id, confident={0: 9, 1: 2, 2: 3}, unsure=0)
-    paper = adapt_json(db, b, "--p", "8", "--gate", "off")
+    default = adapt_json(db, b, "--p", "8", "--gate", "off")  # class-balanced, ratio 2
+    assert list(default["selected_per_class"].values()) == [4, 2, 3, 0]  # type: ignore[union-attr]
+    paper = adapt_json(db, b, "--p", "8", "--gate", "off", "--balance", "0")
     assert list(paper["selected_per_class"].values()) == [8, 2, 3, 0]  # type: ignore[union-attr]
-    both = adapt_json(db, b, "--p", "8", "--gate", "off", "--balance", "2", "--l2sp", "1.0")
-    assert list(both["selected_per_class"].values()) == [4, 2, 3, 0]  # type: ignore[union-attr]
+    both = adapt_json(db, b, "--p", "8", "--gate", "off", "--balance", "3", "--l2sp", "1.0")
+    assert list(both["selected_per_class"].values()) == [6, 2, 3, 0]  # type: ignore[union-attr]
     assert both["status"] == "adapted", both

@@ -26,7 +26,7 @@ class AdaptParams:
     #: whose per-frame probabilities Eq. 1 averages: g, the external teacher, or their mean
     teacher: str = "g"
     #: class-balanced selection: no class keeps more than this times the smallest (0: the paper)
-    balance: float = 0.0
+    balance: float = d.BALANCE
     #: L2 pull towards the central v while fine-tuning (0: the paper's plain cross-entropy)
     l2sp: float = 0.0
     #: the safety gate's thresholds; None turns the gate off (the paper's plain rule)
