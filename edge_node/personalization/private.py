@@ -108,8 +108,10 @@ def _flat_selection(
     idx = [np.asarray(visits[v], np.int64)[c] for v, c in zip(sel.visits, sel.clips, strict=True)]
     indices = np.concatenate(idx) if idx else np.zeros(0, np.int64)
     labels = np.concatenate(sel.labels) if sel.labels else np.zeros(0, np.int64)
-    passed = (
-        np.argmax(probs, axis=1)[probs.max(axis=1, initial=0) >= threshold] if len(probs) else []
+    passed: np.ndarray = (
+        np.argmax(probs, axis=1)[probs.max(axis=1, initial=0) >= threshold]
+        if len(probs)
+        else np.zeros(0, np.int64)
     )
     return Selection(
         indices,
