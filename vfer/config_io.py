@@ -214,7 +214,9 @@ def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:
 def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         return "one of: " + ", ".join(str(a) for a in get_args(annotation))
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    # pathlib.Path prints as pathlib._local.Path from Python 3.13 on: both read "path"
+    text = str(annotation).replace("typing.", "").replace("pathlib._local.", "")
+    text = text.replace("pathlib.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("Path", "path")
     return text.replace(" | None", " or null")
 
