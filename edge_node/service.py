@@ -160,8 +160,13 @@ def run_node(
     kiosk: bool = False,
     max_frames: int | None = None,
     duration_s: float | None = None,
+    serve_page: bool = True,
 ) -> RunSummary:
-    """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set."""
+    """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set.
+
+    ``kiosk``: the pipeline keeps preview frames and, with ``serve_page``, this call serves the
+    kiosk page for as long as it runs; ``serve_page=False`` leaves the page to the caller
+    (:func:`serve` keeps it up after a file source ends)."""
     stop = stop or threading.Event()
     state = state or NodeState()
     source = source or open_source(config.camera)
@@ -184,7 +189,7 @@ def run_node(
         )
         handle = None
         try:
-            if kiosk:
+            if kiosk and serve_page:
                 handle = _start_kiosk(state, config, stop)
             limits = _Limits(max_frames, duration_s, t_start)
             deleted = _frame_loop(config, source, pipeline, store, state, stop, limits, deleted)
@@ -193,7 +198,6 @@ def run_node(
             _publish_counts(state, pipeline.counters, deleted)
         finally:
             if handle is not None:
-                stop.set()
                 handle.stop()
 
             pipeline.close()
@@ -304,7 +308,11 @@ def serve(
     if config.adaptation.enabled or config.federation.enabled:
         personalizer = Personalizer(config, state, stop)
         personalizer.start()
+    # the kiosk page lives as long as the node, not the capture loop: with keep_running it stays
+    # up (federation indicator, privacy notice) after a file source ends
+    page = None
     try:
+        page = _start_kiosk(state, config, stop) if kiosk else None
         summary = run_node(
             config,
             face_model=face_model,
@@ -313,6 +321,7 @@ def serve(
             kiosk=kiosk,
             max_frames=max_frames,
             duration_s=duration_s,
+            serve_page=False,
         )
         if keep_running and not summary.stopped:
             log.info("source ended; staying up for personalization and federation until stopped")
@@ -321,6 +330,8 @@ def serve(
                     raise UserError(f"personalizer failed: {personalizer.error}")
     finally:
         stop.set()
+        if page is not None:
+            page.stop()
         if personalizer is not None:
             personalizer.join(timeout=60)
         if ops is not None:
