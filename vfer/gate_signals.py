@@ -33,6 +33,7 @@ docs/personalization.md ("Which head will hurt a person") measures each one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -192,6 +193,16 @@ def combined(values: Mapping[str, float]) -> float:
     return float(np.mean(parts)) if parts else float("nan")
 
 
+@dataclass(frozen=True)
+class Measured:
+    """The signals, and both heads' probabilities on the held-back clips: the gate's own checks
+    read these same predictions, so v runs once per head."""
+
+    signals: dict[str, float]
+    tuned: np.ndarray  # (held clips, K)
+    start: np.ndarray
+
+
 def measure(
     tuned: Mapping[str, np.ndarray],
     start: Mapping[str, np.ndarray],
@@ -206,10 +217,26 @@ def measure(
     ``held``: the held-back clips (frames x 1280), ``held_teacher`` their Eq. 1 labels;
     ``selected``/``selected_labels``: the fine-tune's own clips and pseudo labels (reverse
     validation scores back on those). NaN where there are no held-back clips."""
+    return measure_heads(tuned, start, held, held_teacher, selected, selected_labels, seed).signals
+
+
+def measure_heads(
+    tuned: Mapping[str, np.ndarray],
+    start: Mapping[str, np.ndarray],
+    held: Sequence[np.ndarray],
+    held_teacher: np.ndarray,
+    selected: Sequence[np.ndarray],
+    selected_labels: np.ndarray,
+    seed: int,
+    k: int = 0,
+) -> Measured:
+    """:func:`measure`, with the two heads' predictions on ``held`` kept (``k`` columns when
+    there are no held-back clips)."""
     from vfer.personalize import predict_v
 
     if not held:
-        return {name: float("nan") for name in SIGNALS}
+        empty = np.zeros((0, k))
+        return Measured({name: float("nan") for name in SIGNALS}, empty, empty)
     rng = np.random.default_rng(seed)
     n = len(held)
     inputs = [*held, *(drop_frames(c, rng) for c in held), *(first_half(c) for c in held)]
@@ -233,4 +260,4 @@ def measure(
         ),
     }
     out["combined"] = combined(out)
-    return out
+    return Measured(out, new, cur)

@@ -268,19 +268,17 @@ def _gate(
 ) -> GateVerdict:
     """The safety gate on the clips the fine-tune did not use (at most MAX_HOLDOUT, newest),
     with the label-free signals of :func:`vfer.gate_signals.measure` recorded beside it."""
-    from vfer.gate_signals import measure
-    from vfer.personalize import predict_v
+    from vfer.gate_signals import measure_heads
 
     used = {int(i) for i in sel.indices}
     held = [i for i in range(len(ids)) if i not in used][-MAX_HOLDOUT:]
     clips = [source.frame_embeddings(ids[i]) for i in held]
     teacher = np.argmax(probs[held], axis=1) if held else np.zeros(0, dtype=np.int64)
-    k = probs.shape[1]
-    new = predict_v(tuned, clips) if clips else np.zeros((0, k))
-    old = predict_v(central, clips) if clips else np.zeros((0, k))
     chosen = [source.frame_embeddings(ids[int(i)]) for i in sel.indices]
-    signals = measure(tuned, central, clips, teacher, chosen, np.asarray(sel.labels), seed=0)
-    return decide(sel.per_class, new, old, teacher, options, signals)
+    m = measure_heads(
+        tuned, central, clips, teacher, chosen, np.asarray(sel.labels), seed=0, k=probs.shape[1]
+    )
+    return decide(sel.per_class, m.tuned, m.start, teacher, options, m.signals)
 
 
 def _switch_to_personalized(
