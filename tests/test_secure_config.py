@@ -1,0 +1,111 @@
+"""Issue 23, item 1: the ``secure_aggregation`` section, the round message that carries it, and
+the node identities ``add-node`` makes and ``revoke-node`` revokes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from broker_aggregator.config import load_aggregator_config
+from provisioning.fleet import add_node, init_fleet, load_fleet, revoke_node
+from vfer.messages import Personalization, RoundMsg, from_json, to_json
+from vfer.secagg import (
+    SecAggParams,
+    commit_seed,
+    fingerprint,
+    load_identity,
+    load_voucher,
+    new_seed,
+    open_revocations,
+    verify_voucher,
+)
+from vfer.secagg.params import SecAggError
+from vfer.secagg.wire import SecAggRound
+from vfer.signing import load_public_key
+
+SECURE = {"secure_aggregation.vouching_public_key": "vouch.pem"}
+ROUND8 = {"round.min_submissions": 8, "round.max_submissions": 8}
+
+
+def _cfg(**over: object) -> object:
+    return load_aggregator_config(None, insecure_unsigned=True, **over)
+
+
+def test_off_by_default_and_its_defaults() -> None:
+    assert _cfg().secure_aggregation is None  # type: ignore[attr-defined]
+    sa = _cfg(**SECURE, **ROUND8).secure_aggregation  # type: ignore[attr-defined]
+    assert (sa.min_group_size, sa.threshold_fraction, sa.weighting) == (8, 0.5, "mean")
+    assert sa.params(208_582) == SecAggParams(vector_length=208_582)
+
+
+@pytest.mark.parametrize(
+    ("over", "words"),
+    [
+        (
+            {"central_privacy.epsilon": 1, "central_privacy.clip": 1,
+             "central_privacy.expected_nodes": 8, "round.rounds": 1},
+            ["central_privacy", "secure_aggregation"],
+        ),
+        ({"secure_aggregation.min_group_size": 4}, ["min_group_size"]),
+        ({"round.min_submissions": 5, "round.max_submissions": 8}, ["min_submissions", "8"]),
+    ],
+)  # fmt: skip
+def test_refused_combinations_name_their_keys(over: dict[str, object], words: list[str]) -> None:
+    with pytest.raises((ValidationError, ValueError)) as err:
+        _cfg(**{**SECURE, **ROUND8, **over})
+    for word in words:
+        assert word in str(err.value)
+
+
+def _round(**extra: object) -> RoundMsg:
+    return RoundMsg(
+        round_id=3, base_version=2, opened_at=1.0, deadline=2.0, min_submissions=1,
+        max_submissions=9, classes=["a", "b"], personalization=Personalization(), **extra,
+    )  # fmt: skip
+
+
+def test_a_plain_round_message_is_byte_for_byte_what_it_was() -> None:
+    msg = _round()
+    raw = to_json(msg)
+    assert b"secure_aggregation" not in raw and b"secure_aggregation" not in msg.signing_bytes()
+    fields = json.loads(raw)
+    assert list(fields) == [
+        "schema", "kind", "round_id", "base_version", "state", "opened_at", "deadline",
+        "min_submissions", "max_submissions", "classes", "weight_dtype", "personalization",
+        "signature",
+    ]  # fmt: skip
+
+
+def test_a_secure_round_carries_params_and_the_seed_commitment() -> None:
+    info = SecAggRound(
+        params=SecAggParams(vector_length=10), group_seed_commitment=commit_seed(3, new_seed())
+    )
+    msg = _round(secure_aggregation=info)
+    assert b"group_seed_commitment" in msg.signing_bytes()  # the fleet key signs it
+    assert from_json(to_json(msg), RoundMsg).secure_aggregation == info
+
+
+def test_add_node_gives_a_vouched_identity_and_revoke_node_revokes_it(tmp_path: Path) -> None:
+    d = tmp_path / "fleet"
+    init_fleet(d, broker_host="broker.lan")
+    folder = add_node(d, "pi-1")
+    vouching = load_public_key(d / "vouching_public_key.pem")
+    assert (d / "aggregator" / "vouching_public_key.pem").read_bytes() == (
+        d / "vouching_public_key.pem"
+    ).read_bytes()
+    assert not (d / "aggregator" / "vouching").exists()  # the private key stays apart
+    assert (folder / "identity_key.pem").stat().st_mode & 0o777 == 0o600
+    key = load_identity(folder / "identity_key.pem")
+    voucher = load_voucher(folder / "identity_voucher.json")
+    assert verify_voucher(voucher, vouching, node_id="pi-1")
+    assert load_fleet(d).nodes["pi-1"].identity_fingerprint == fingerprint(key)
+    revoke_node(d, "pi-1")
+    assert not (folder / "identity_key.pem").exists()
+    revoked = open_revocations((d / "aggregator" / "revocations.json").read_bytes(), vouching)
+    assert revoked.fingerprints == [fingerprint(key)]
+    with pytest.raises(SecAggError) as err:
+        verify_voucher(voucher, vouching, frozenset(revoked.fingerprints), node_id="pi-1")
+    assert err.value.reason == "revoked"
