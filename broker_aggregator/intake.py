@@ -76,6 +76,14 @@ class PartialEvent:
     sums: RunningSum
 
 
+@dataclass(frozen=True)
+class SecAggEvent:
+    """A message on ``<prefix>/nodes/<node>/secagg`` (checked by the leader's secure round)."""
+
+    node_id: str
+    payload: bytes
+
+
 class Connected:
     """The link (re)connected."""
 
@@ -116,6 +124,10 @@ class Intake:
         try:
             if topic.endswith("/update"):
                 self._on_update(topic, payload)
+            elif topic.endswith("/secagg"):
+                node = t.node_of(topic)
+                if node is not None:
+                    self.events.put(SecAggEvent(node, payload))
             elif topic == t.round:
                 key, unsigned = self.public_key, self.allow_unsigned
                 self.events.put(open_round(payload, key, allow_unsigned=unsigned))
