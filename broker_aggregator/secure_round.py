@@ -238,7 +238,7 @@ class SecureRound:
                 continue
             late = now - self._since[gid] > self.stage_s
             if agg.stage == "unmask":
-                if agg.can_finish():  # t verified shares of every secret: no need to wait
+                if agg.can_finish() and (not agg.waiting_for() or late):
                     self._finish(gid, agg)
                 elif late:
                     self._abandon(gid, agg, "too_few_reveals")
@@ -276,6 +276,7 @@ class SecureRound:
                 self._drop(gid, result.problem, "its unmasked mean fails the group checks")
                 return
             self.results[gid] = result
+            self._log_refusals(gid)
             log.info(
                 "round %d group %d: unmasked the sum of %d nodes (lost %s)",
                 self.round_id, gid, len(result.survivors), result.lost,
@@ -296,11 +297,22 @@ class SecureRound:
             self._drop(gid, exc.reason, exc.detail)
 
     def _drop(self, gid: int, reason: str, detail: str) -> None:
+        self._log_refusals(gid)
         self.results[gid] = reason
         log.warning(
             "round %d group %d dropped (%s): %s; nothing of its sum is revealed",
             self.round_id, gid, reason, detail,
         )  # fmt: skip
+
+    def _log_refusals(self, gid: int) -> None:
+        agg = self.aggs.get(gid)
+        if agg is not None and agg.refusals:
+            log.warning(
+                "round %d group %d refused: %s",
+                self.round_id,
+                gid,
+                dict(sorted(agg.refusals.items())),
+            )
 
     def _save(self, gid: int) -> None:
         agg = self.aggs.get(gid)
