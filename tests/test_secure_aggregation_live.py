@@ -37,7 +37,7 @@ LENGTH = sum(SPEC[n].size for n in trainable_names(SPEC))
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = start_fleet(tmp_path, nodes=NAMES)
+    f = start_fleet(tmp_path, nodes=(*NAMES, "mallory"))  # mallory: a login outside the round
     try:
         yield f
     finally:

@@ -9,8 +9,8 @@ masked by the session, and only the masked vector leaves the node. Stage message
 ``<prefix>/secagg/nodes/<id>/shares`` (retained, QoS 1); each is checked against the fleet key,
 answered by the session and the answer published on ``<prefix>/nodes/<id>/secagg``. A refused
 message is logged with its reason and ignored (the session keeps waiting for the real one); a
-message for a later stage waits until the earlier one was answered. The answers of the round are
-sent again after a reconnect (the aggregator takes a redelivery as no refusal). A node
+message for a later stage waits until the earlier one was answered. The latest answer is sent
+again after a reconnect (the aggregator takes a redelivery as no refusal). A node
 restarted mid-round has lost its session: it is a dropout, the group goes on without it.
 """
 
@@ -85,7 +85,7 @@ class SecureParticipant:
         self._publish = publish
         self._lock = threading.Lock()
         self.session: NodeSession | None = None
-        self._sent: list[tuple[str, bytes]] = []
+        self._sent: list[tuple[str, bytes]] = []  # this round's answers, in order
         self._waiting: dict[str, tuple[str, Any]] = {}  # method -> (what, message)
         #: Refusals of stage messages by reason (a node's count, for tests and the log).
         self.refused: dict[str, int] = {}
@@ -116,10 +116,10 @@ class SecureParticipant:
         log.info("round %d: joined the secure round", rnd.round_id)
 
     def resend(self) -> None:
-        """After a reconnect: this round's answers again."""
+        """After a reconnect: the latest answer again (earlier stages have moved on)."""
         with self._lock:
-            for topic, payload in self._sent:
-                self._publish(topic, payload)
+            if self._sent:
+                self._publish(*self._sent[-1])
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """A stage message (outbox thread); refused ones are logged and counted, never raised."""
