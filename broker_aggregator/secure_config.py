@@ -28,7 +28,7 @@ class SecureAggregationConfig(BaseModel):
     revocations_file: Path | None = Field(
         None,
         description="signed list of revoked identity keys (provisioning's "
-        "FLEET/vouching/revocations.json); read at every round's open",
+        "FLEET/aggregator/revocations.json, written by revoke-node); read at every round's open",
     )
     min_group_size: int = Field(
         8, ge=5, le=MAX_GROUP // 2, description="smallest group drawn (groups are 1-2x this)"
