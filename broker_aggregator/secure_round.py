@@ -326,7 +326,8 @@ class SecureRound:
         """After a restart or reconnect: the groups and each live group's current message."""
         if self.groups is None:
             return []
-        self._publish_groups()
+        if any(a.stage == "keys" for g, a in self.aggs.items() if g not in self.results):
+            self._publish_groups()  # past the keys stage, nodes would only answer it again
         for gid, agg in self.aggs.items():
             if gid in self.results or agg.stage not in _CURRENT:
                 continue
