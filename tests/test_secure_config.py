@@ -3,15 +3,21 @@ the node identities ``add-node`` makes and ``revoke-node`` revokes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from broker_aggregator.config import load_aggregator_config
+from broker_aggregator.validate import Expectations, inspect_update
 from provisioning.fleet import add_node, init_fleet, load_fleet, revoke_node
-from vfer.messages import Personalization, RoundMsg, from_json, to_json
+from tests.support.aggregator import random_v
+from tests.support.raw_node import update_frame
+from vfer.heads_spec import vfer_spec
+from vfer.messages import MessageError, Personalization, RoundMsg, from_json, to_json
 from vfer.secagg import (
     SecAggParams,
     commit_seed,
@@ -109,3 +115,16 @@ def test_add_node_gives_a_vouched_identity_and_revoke_node_revokes_it(tmp_path: 
     with pytest.raises(SecAggError) as err:
         verify_voucher(voucher, vouching, frozenset(revoked.fingerprints), node_id="pi-1")
     assert err.value.reason == "revoked"
+
+
+def test_a_secure_round_refuses_updates_in_the_clear() -> None:
+    w = random_v(6, np.random.default_rng(0))
+    exp = Expectations(
+        spec=vfer_spec(6), classes=("anger",), max_payload_bytes=4_000_000, max_abs_weight=1e3,
+        max_update_norm=100, round_id=1, round_open=True, base_version=1, base_weights=w,
+    )  # fmt: skip
+    frame = update_frame("pi-1", 1, 1, 1, w)
+    assert inspect_update(frame, "pi-1", exp).header.node_id == "pi-1"
+    with pytest.raises(MessageError) as err:
+        inspect_update(frame, "pi-1", dataclasses.replace(exp, secure=True))
+    assert err.value.reason == "secure_round"
