@@ -333,8 +333,10 @@ class AggregatorService:
                 self.link.publish(
                     self.control["partial"], pack_signed(header, body, self.key), 1, False
                 )
-        elif isinstance(ev, SecAggEvent) and lead is not None:
-            self._apply(lead.on_secagg(ev.node_id, ev.payload))
+        elif isinstance(ev, SecAggEvent):
+            self.intake.secagg_slots.release()
+            if lead is not None:
+                self._apply(lead.on_secagg(ev.node_id, ev.payload))
         elif isinstance(ev, PartialEvent) and lead is not None:
             self._apply(lead.on_partial(ev.header, ev.sums))
         elif isinstance(ev, RoundMsg) and lead is None:
