@@ -9,6 +9,7 @@ to an update, and no update's bytes appear in what was received or stored.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,45 @@ def assert_nothing_holds_an_update(
         decoded = total[:-1].view(np.int32).astype(np.float64) / scale(params)
         for node, move in moves.items():
             assert np.abs(decoded - move).max() > 1e3 * error_bound(params, 8, 8), node
+
+
+@pytest.fixture
+def fleet15(tmp_path: Path) -> Iterator[Fleet]:
+    f = start_fleet(tmp_path, nodes=tuple(f"pi-{i}" for i in range(15)))
+    try:
+        yield f
+    finally:
+        f.broker.stop()
+
+
+def test_a_robust_rule_runs_over_the_group_means(fleet15: Fleet, tmp_path: Path) -> None:
+    """15 nodes in 3 groups of 5, ``rule: median``, one node shifting an output bias by 5
+    (inside the clip): the central is base + the coordinate-wise median of the 3 group means."""
+    agg = start_aggregator(fleet15, tmp_path, 15, min_group_size=5, rule="median")
+    nodes = [node_client(fleet15, f"pi-{i}", tmp_path) for i in range(15)]
+    try:
+        moves, base = {}, None
+        for i, node in enumerate(nodes):
+            weights, base = submit(node, seed=i, shift={"v_out.bias": 5.0} if i == 0 else None)
+            moves[node.node_id] = flatten(weights, SPEC) - flatten(base, SPEC)
+        new = nodes[0].wait_central(timeout=TIMEOUT, newer_than=1)
+        assert new is not None and new.version == 2, agg.log()[-3000:]
+        log = agg.log()
+    finally:
+        for node in nodes:
+            node.stop()
+        agg.stop()
+    assert "median over group means: {'rule': 'median'" in log, log[-3000:]
+    state = State(tmp_path / "agg.db")
+    try:
+        groups = json.loads(state.db.execute("SELECT groups FROM secagg_rounds").fetchone()[0])
+    finally:
+        state.close()
+    assert sorted(len(g) for g in groups) == [5, 5, 5]
+    means = [np.mean([moves[n] for n in g], axis=0) for g in groups]
+    assert base is not None
+    want = flatten(base, SPEC) + np.median(means, axis=0)
+    params = SecAggParams(min_group_size=5, vector_length=LENGTH)
+    bound = error_bound(params, 5, 5) + np.spacing(np.abs(want).astype(np.float32))
+    err = np.abs(central_of(tmp_path) - want)
+    assert np.all(err <= bound), f"max error {err.max():.3g}"

@@ -36,7 +36,7 @@ SPEC = vfer_spec(6)
 
 
 def start_aggregator(
-    fleet: Fleet, tmp: Path, n: int, *, stage_s: float = 600, **secure: Any
+    fleet: Fleet, tmp: Path, n: int, *, stage_s: float = 600, rule: str = "mean", **secure: Any
 ) -> AggregatorProcess:
     """The real aggregator with the generated aggregator.yaml, secure aggregation on."""
     initial = tmp / "vfer_head.safetensors"
@@ -46,6 +46,7 @@ def start_aggregator(
     vouching = fleet.dir / "aggregator" / "vouching_public_key.pem"
     data |= {
         "state_db": str(tmp / "agg.db"),
+        "rule": rule,
         "initial_weights": str(initial),
         "round": {"min_submissions": n, "max_submissions": n, "rounds": 1, "deadline_s": 600},
         "secure_aggregation": {"vouching_public_key": str(vouching), "stage_s": stage_s, **secure},
@@ -61,14 +62,17 @@ def node_client(fleet: Fleet, name: str, tmp: Path) -> FederationClient:
 
 
 def submit(
-    node: FederationClient, seed: int
+    node: FederationClient, seed: int, shift: dict[str, float] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Personalize from the node's central and submit; returns (what it sent, its base)."""
+    """Personalize from the node's central (``shift`` adds to whole arrays) and submit;
+    returns (what it sent, its base)."""
     rnd = node.wait_round(timeout=TIMEOUT)
     central = node.wait_central(timeout=TIMEOUT)
     assert rnd is not None and central is not None, f"{node.node_id} saw no round or central"
     assert rnd.secure_aggregation is not None, "the round is not secure"
     weights = personalized(central.weights, np.random.default_rng(seed))
+    for name, by in (shift or {}).items():
+        weights[name] = (weights[name] + by).astype(np.float32)
     node.submit(NodeUpdate(rnd.round_id, rnd.base_version, weights, {"anger": 2}))
     return weights, central.weights
 
