@@ -13,11 +13,21 @@ from pydantic import ValidationError
 
 from broker_aggregator.config import load_aggregator_config
 from broker_aggregator.validate import Expectations, inspect_update
+from edge_node.config import FederationConfig
+from edge_node.federation import FederationClient, NodeUpdate
 from provisioning.fleet import add_node, init_fleet, load_fleet, revoke_node
 from tests.support.aggregator import random_v
 from tests.support.raw_node import update_frame
+from vfer import signing
 from vfer.heads_spec import vfer_spec
-from vfer.messages import MessageError, Personalization, RoundMsg, from_json, to_json
+from vfer.messages import (
+    MessageError,
+    Personalization,
+    RoundMsg,
+    from_json,
+    sign_round,
+    to_json,
+)
 from vfer.secagg import (
     SecAggParams,
     commit_seed,
@@ -128,3 +138,23 @@ def test_a_secure_round_refuses_updates_in_the_clear() -> None:
     with pytest.raises(MessageError) as err:
         inspect_update(frame, "pi-1", dataclasses.replace(exp, secure=True))
     assert err.value.reason == "secure_round"
+
+
+def test_a_node_without_an_identity_sits_a_secure_round_out(tmp_path: Path) -> None:
+    priv, pub = signing.generate_keypair(tmp_path / "fleet")
+    info = SecAggRound(
+        params=SecAggParams(vector_length=10), group_seed_commitment=commit_seed(3, new_seed())
+    )
+    rnd = sign_round(_round(secure_aggregation=info), signing.load_private_key(priv))
+    settings = FederationConfig(enabled=True, fleet_public_key=pub)
+    client = FederationClient("pi-1", settings, tmp_path / "outbox.db")
+    try:
+        assert client.secure is None
+        client._on_round(to_json(rnd))
+        assert client.current_round() == rnd
+        w = random_v(2, np.random.default_rng(0))
+        assert client.submit(NodeUpdate(3, 2, w, {"a": 1})) == ""  # nothing queued, nothing sent
+        assert client.pending() == 0
+    finally:
+        client.outbox.close()
+        client.received.close()

@@ -237,9 +237,11 @@ class FederationClient:
         return update_id
 
     def _submit_secure(self, update: NodeUpdate, r: RoundMsg, spec: dict[str, WeightSpec]) -> str:
+        """Join the secure round; "" (and nothing sent) without an identity or the base."""
         base = self.latest_central()
         if self.secure is None or base is None or base.version != update.base_version:
-            raise ValueError(f"round {r.round_id} is secure: needs identity keys and its base")
+            log.warning("round %d is secure: no identity key or base central; sat out", r.round_id)
+            return ""
         clips = sum(update.clips_per_class.values())
         self.secure.start(r, update.weights, base.weights, spec, clips)
         return f"secagg-{r.round_id}"
