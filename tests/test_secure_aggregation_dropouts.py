@@ -7,6 +7,8 @@ lost: the group is dropped, nothing of it is revealed, and the log says why.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,21 @@ def test_one_lost_node_and_the_round_completes(
     assert_central_right(central_of(tmp_path), sent)
 
 
+def rejoined(db: Path) -> list[str]:
+    """The joins of the reopened round 1, once it has some (polled: the aggregator writes)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        state = State(db)
+        try:
+            row = state.db.execute("SELECT joined FROM secagg_rounds WHERE round_id=1").fetchone()
+        finally:
+            state.close()
+        if row is not None and len(json.loads(row[0])) >= 4:
+            return sorted(json.loads(row[0]))
+        time.sleep(0.1)
+    return []
+
+
 def test_too_few_left_drops_the_group_and_says_why(fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
     agg = start_aggregator(fleet, tmp_path, len(NAMES), stage_s=STAGE_S)
     nodes = [node_client(fleet, n, tmp_path) for n in NAMES]
@@ -79,6 +96,8 @@ def test_too_few_left_drops_the_group_and_says_why(fleet: Fleet, tmp_path: Path)
             submit(node, seed=i)
         assert agg.wait_for_log("dropped (too_few_shares)", TIMEOUT), agg.log()[-3000:]
         assert agg.wait_for_log("no usable submissions; reopening it", TIMEOUT), agg.log()[-3000:]
+        # the 4 that answered join the reopened round again, with a new seed (the lost stay lost)
+        assert rejoined(tmp_path / "agg.db") == [n.node_id for n in nodes[:4]], agg.log()[-3000:]
         log = agg.log()
     finally:
         for node in nodes:

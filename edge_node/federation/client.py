@@ -275,6 +275,8 @@ class FederationClient:
                     self.received.save(*data)
                 elif kind == "secagg" and self.secure:
                     self.secure.on_message(*data)  # type: ignore[misc]
+                elif kind == "secagg_round" and self.secure:
+                    self.secure.on_round(data)  # type: ignore[arg-type]
                 elif kind in ("connected", "link_up"):
                     self._publish_status()
                     self._send_due(0.0)
@@ -353,6 +355,8 @@ class FederationClient:
             self._floor = max(self._floor, msg.base_version)
             installed = self._central
             self._cond.notify_all()
+        if self.secure is not None:
+            self._events.put(("secagg_round", msg))
         if installed is not None and installed.version < msg.base_version:
             log.warning(
                 "held central v%d is older than round %d's base v%d; waiting for it",

@@ -85,6 +85,7 @@ class SecureParticipant:
         self._publish = publish
         self._lock = threading.Lock()
         self.session: NodeSession | None = None
+        self._update: tuple[np.ndarray, int] | None = None  # this round's move and clip count
         self._sent: list[tuple[str, bytes]] = []  # this round's answers, in order
         self._waiting: dict[str, tuple[str, Any]] = {}  # method -> (what, message)
         #: Refusals of stage messages by reason (a node's count, for tests and the log).
@@ -103,17 +104,31 @@ class SecureParticipant:
         clips: int,
     ) -> None:
         """Join ``rnd`` with the move from ``base`` (a new session replaces an older one)."""
-        assert rnd.secure_aggregation is not None
-        update = flatten(weights, spec) - flatten(base, spec)
+        self._update = (flatten(weights, spec) - flatten(base, spec), max(1, clips))
+        self._join(rnd)
+
+    def _join(self, rnd: RoundMsg) -> None:
+        assert rnd.secure_aggregation is not None and self._update is not None
+        update, clips = self._update
         session = NodeSession(
             node_id=self.node_id, round_id=rnd.round_id, round_info=rnd.secure_aggregation,
             identity=self.identity.key, voucher=self.identity.voucher,
-            vouching_public=self.identity.vouching, update=update, clips=max(1, clips),
+            vouching_public=self.identity.vouching, update=update, clips=clips,
         )  # fmt: skip
         with self._lock:
             self.session, self._sent, self._waiting = session, [], {}
             self._answer(to_json(session.join()))
         log.info("round %d: joined the secure round", rnd.round_id)
+
+    def on_round(self, rnd: RoundMsg) -> None:
+        """A verified round message: the same round reopened with a new seed commitment (every
+        group was dropped, nothing revealed) is joined again with the same update."""
+        s = self.session
+        if s is None or rnd.round_id != s.round_id or rnd.state != "open":
+            return
+        if rnd.secure_aggregation is not None and rnd.secure_aggregation != s.info:
+            log.info("round %d reopened with new groups: joining again", rnd.round_id)
+            self._join(rnd)
 
     def resend(self) -> None:
         """After a reconnect: the latest answer again (earlier stages have moved on)."""
