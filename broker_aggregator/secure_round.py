@@ -36,6 +36,7 @@ from broker_aggregator.rules import Combined
 from broker_aggregator.secure_config import SecureAggregationConfig
 from broker_aggregator.secure_gather import combine_groups
 from broker_aggregator.secure_store import SecureStore
+from vfer.config_io import ConfigError
 from vfer.envelope import MessageError, from_json, sign_message, to_json
 from vfer.heads_spec import WeightSpec, trainable_names
 from vfer.secagg import (
@@ -71,24 +72,45 @@ _CURRENT: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Keys:
-    """The keys a secure round needs: the fleet key that signs, the key that vouches."""
+    """The keys a secure round needs: the fleet key that signs, the key that vouches, and the
+    revocation list (checked at start: an unreadable one is a config error)."""
 
     fleet: Ed25519PrivateKey | None
     vouching: Ed25519PublicKey
     revocations_file: Path | None = None
+    _revoked: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, cfg: SecureAggregationConfig, fleet: Ed25519PrivateKey | None) -> Keys:
-        return cls(fleet, load_public_key(cfg.vouching_public_key), cfg.revocations_file)
+        keys = cls(fleet, load_public_key(cfg.vouching_public_key), cfg.revocations_file)
+        try:
+            keys._revoked = keys._read()
+        except (OSError, MessageError) as exc:
+            raise ConfigError(
+                f"secure_aggregation.revocations_file {cfg.revocations_file}: {exc}"
+            ) from None
+        return keys
 
-    def revoked(self) -> frozenset[str]:
-        """Fingerprints of revoked identity keys (read at each round's open)."""
+    def _read(self) -> frozenset[str]:
         if self.revocations_file is None:
             return frozenset()
         payload = Path(self.revocations_file).read_bytes()
         return frozenset(open_revocations(payload, self.vouching).fingerprints)
+
+    def revoked(self) -> frozenset[str]:
+        """Fingerprints of revoked identity keys, read again at each round's open (a list that
+        became unreadable keeps the last good one, logged: revocations never get lost)."""
+        try:
+            self._revoked = self._read() | self._revoked
+        except (OSError, MessageError) as exc:
+            log.error(
+                "revocations_file %s unreadable (%s); keeping the last list",
+                self.revocations_file,
+                exc,
+            )
+        return self._revoked
 
 
 @dataclass

@@ -6,6 +6,7 @@ rule as the oracle says."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from broker_aggregator.secure_gather import group_contributions
 from broker_aggregator.secure_round import Keys, SecureRound
 from broker_aggregator.secure_store import SecureStore
 from broker_aggregator.store import State
+from vfer import signing
+from vfer.config_io import ConfigError
 from vfer.envelope import MAGIC, from_json, pack, to_json
 from vfer.heads_spec import WeightSpec
-from vfer.secagg import NodeSession, make_identity, vouch
+from vfer.secagg import NodeSession, fingerprint, make_identity, revoke, vouch
 from vfer.secagg.unmask import GroupResult
 from vfer.secagg.wire import GroupsMsg, KeysBroadcast, SharesForYou, SurvivorsMsg, UnmaskRequest
 from vfer.topics import Topics
@@ -162,3 +165,20 @@ def test_group_means_reach_the_rule_as_the_oracle_says() -> None:
     with cols.open() as read:
         block = read("a", 0, 6)
     assert np.allclose(block, np.stack([flat_base[:6] + m[:6] for m in means]))
+
+
+def test_revocations_are_checked_at_start_and_never_lost(tmp_path: Path) -> None:
+    vouching_key = make_identity()
+    pub = tmp_path / "vouching_public_key.pem"
+    pub.write_bytes(signing.public_pem(vouching_key.public_key()))
+    listed = tmp_path / "revocations.json"
+    cfg = SecureAggregationConfig(vouching_public_key=pub, revocations_file=listed)
+    listed.write_text("{not json")
+    with pytest.raises(ConfigError, match="revocations_file"):
+        Keys.load(cfg, None)
+    victim = vouch(vouching_key, "pi-1", make_identity().public_key())
+    listed.write_bytes(to_json(revoke(vouching_key, None, victim)))
+    keys = Keys.load(cfg, None)
+    assert keys.revoked() == {fingerprint(base64.b64decode(victim.identity_key))}
+    listed.write_text("garbage")  # unreadable later: the last good list stays
+    assert len(keys.revoked()) == 1
