@@ -7,7 +7,9 @@ All methods run on the service loop's thread and return typed effects
 (:mod:`broker_aggregator.effects`) instead of acting. Its rooms: :mod:`~broker_aggregator.policy`
 decides when a round closes, :mod:`~broker_aggregator.answers` what a node hears,
 :mod:`~broker_aggregator.closing` gathers the counted updates' contributions, and
-:func:`broker_aggregator.rules.combine` applies the rule to them.
+:func:`broker_aggregator.rules.combine` applies the rule to them. With ``secure_aggregation``
+on, :mod:`~broker_aggregator.secure_round` takes the place of the close: joins count as
+submissions, groups run SecAgg+, and the rule applies to the group means.
 """
 
 from __future__ import annotations
