@@ -158,3 +158,19 @@ def test_a_node_without_an_identity_sits_a_secure_round_out(tmp_path: Path) -> N
     finally:
         client.outbox.close()
         client.received.close()
+
+
+def test_the_start_warns_when_a_robust_rule_trims_nothing_over_groups(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from broker_aggregator.cli import _warn_if_toothless
+
+    over = {**SECURE, "round.min_submissions": 24, "round.max_submissions": 24}
+    cfg = _cfg(**over, rule="trimmed_mean", robust_fraction=0.2)
+    with caplog.at_level("WARNING"):
+        _warn_if_toothless(cfg)  # type: ignore[arg-type]
+    assert "makes 3 groups" in caplog.text and "trims nothing at 3 groups" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _warn_if_toothless(_cfg(**over, rule="trimmed_mean", robust_fraction=0.4))  # type: ignore[arg-type]
+    assert caplog.text == ""  # floor(0.4 x 3) = 1 trimmed at each end
