@@ -181,6 +181,10 @@ class SecureParticipant:
                     del self._waiting[method]
                     self._refused(topic, exc)
                     continue
+                except (ValueError, KeyError) as exc:  # hostile input the checks missed
+                    del self._waiting[method]
+                    self._refused(topic, MessageError("malformed", f"{type(exc).__name__}: {exc}"))
+                    continue
                 del self._waiting[method]
                 self._answer(pack(*out) if isinstance(out, tuple) else to_json(out))
                 progress = True
