@@ -23,21 +23,26 @@ from collections import Counter
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_aggregator.effects import Publish
 from broker_aggregator.robust import Rule
 from broker_aggregator.rules import Combined
 from broker_aggregator.secure_config import SecureAggregationConfig
 from broker_aggregator.secure_gather import combine_groups
+from broker_aggregator.secure_keys import Keys
+from broker_aggregator.secure_redelivery import redelivered
 from broker_aggregator.secure_store import SecureStore
-from vfer.config_io import ConfigError
-from vfer.envelope import MessageError, from_json, sign_message, to_json
+from vfer.envelope import (
+    MessageError,
+    from_json,
+    sign_message,
+    to_json,
+)
 from vfer.heads_spec import WeightSpec, trainable_names
 from vfer.secagg import (
     GroupAggregator,
@@ -47,10 +52,13 @@ from vfer.secagg import (
     commit_seed,
     draw_groups,
     new_seed,
-    open_revocations,
 )
-from vfer.secagg.wire import GroupsMsg, Join, SecAggRound, check_join
-from vfer.signing import load_public_key
+from vfer.secagg.wire import (
+    GroupsMsg,
+    Join,
+    SecAggRound,
+    check_join,
+)
 from vfer.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -70,47 +78,6 @@ _CURRENT: dict[str, str] = {
     "consistency": "masked",
     "unmask": "consistency",
 }
-
-
-@dataclass
-class Keys:
-    """The keys a secure round needs: the fleet key that signs, the key that vouches, and the
-    revocation list (checked at start: an unreadable one is a config error)."""
-
-    fleet: Ed25519PrivateKey | None
-    vouching: Ed25519PublicKey
-    revocations_file: Path | None = None
-    _revoked: frozenset[str] = frozenset()
-
-    @classmethod
-    def load(cls, cfg: SecureAggregationConfig, fleet: Ed25519PrivateKey | None) -> Keys:
-        keys = cls(fleet, load_public_key(cfg.vouching_public_key), cfg.revocations_file)
-        try:
-            keys._revoked = keys._read()
-        except (OSError, MessageError) as exc:
-            raise ConfigError(
-                f"secure_aggregation.revocations_file {cfg.revocations_file}: {exc}"
-            ) from None
-        return keys
-
-    def _read(self) -> frozenset[str]:
-        if self.revocations_file is None:
-            return frozenset()
-        payload = Path(self.revocations_file).read_bytes()
-        return frozenset(open_revocations(payload, self.vouching).fingerprints)
-
-    def revoked(self) -> frozenset[str]:
-        """Fingerprints of revoked identity keys, read again at each round's open (a list that
-        became unreadable keeps the last good one, logged: revocations never get lost)."""
-        try:
-            self._revoked = self._read() | self._revoked
-        except (OSError, MessageError) as exc:
-            log.error(
-                "revocations_file %s unreadable (%s); keeping the last list",
-                self.revocations_file,
-                exc,
-            )
-        return self._revoked
 
 
 @dataclass
@@ -220,7 +187,8 @@ class SecureRound:
         agg = self.aggs.get(gid)
         if agg is None or gid in self.results:
             raise SecAggError("abandoned", f"group {gid} is finished or dropped")
-        agg.receive(payload, node)
+        if not redelivered(agg, node, payload):
+            agg.receive(payload, node)
 
     # -- the draw and the stages --------------------------------------------------------------
     def draw(self) -> list[Publish]:

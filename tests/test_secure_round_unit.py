@@ -17,7 +17,8 @@ import pytest
 from broker_aggregator.closing import Columns, Summed
 from broker_aggregator.secure_config import SecureAggregationConfig
 from broker_aggregator.secure_gather import group_contributions
-from broker_aggregator.secure_round import Keys, SecureRound
+from broker_aggregator.secure_keys import Keys
+from broker_aggregator.secure_round import SecureRound
 from broker_aggregator.secure_store import SecureStore
 from broker_aggregator.store import State
 from vfer import signing
@@ -131,6 +132,8 @@ def test_a_loop_read_back_after_any_stage_finishes_the_round(
     f = Fleet(tmp_path)
     rnd = f.run(restart_after=restart_after)
     assert rnd.done and [r.survivors for r in rnd.finished_groups()] == [f.ids]
+    # the answers nodes sent again to the republished stage message are no refusals
+    assert not rnd.refusals and all(not a.refusals for a in rnd.aggs.values())
 
 
 def test_the_deadline_closes_a_stage_without_the_silent(tmp_path: Path) -> None:
