@@ -186,7 +186,8 @@ class SecureRound:
             raise SecAggError("not_in_group", f"{node} is in no group of round {self.round_id}")
         agg = self.aggs.get(gid)
         if agg is None or gid in self.results:
-            raise SecAggError("abandoned", f"group {gid} is finished or dropped")
+            done = isinstance(self.results.get(gid), GroupResult)
+            raise SecAggError("finished" if done else "abandoned", f"group {gid} takes no more")
         if not redelivered(agg, node, payload):
             agg.receive(payload, node)
 
