@@ -159,6 +159,17 @@ def _warn_if_toothless(cfg: AggregatorConfig) -> None:
     why = toothless(cfg.rule, cfg.robust_fraction, cfg.round.min_submissions)
     if why is not None:
         log.warning("%s (round.min_submissions); raise it or robust_fraction", why)
+    sa = cfg.secure_aggregation
+    if sa is not None and cfg.rule != "mean":
+        groups = cfg.round.min_submissions // sa.min_group_size
+        why = toothless(cfg.rule, cfg.robust_fraction, groups)
+        if why is not None:
+            log.warning(
+                "secure aggregation: the rule sees group means, and round.min_submissions "
+                "%d makes %d groups of secure_aggregation.min_group_size %d: %s",
+                cfg.round.min_submissions, groups, sa.min_group_size,
+                why.replace("submissions", "groups"),
+            )  # fmt: skip
 
 
 @cli.command("config-reference")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from broker_aggregator.central_dp import CentralPrivacyConfig
 from broker_aggregator.robust import Rule
+from broker_aggregator.secure_config import SecureAggregationConfig
 from vfer.classes import EMOTIONS_6, validate_classes
 from vfer.config_io import apply_overrides, load_yaml_model, validate_model
 from vfer.messages import MAX_CLIPS, Personalization
@@ -141,6 +142,12 @@ class AggregatorConfig(_Section):
         description="central DP-FedAvg: clip each update, add Gaussian noise to the mean with a "
         "fixed denominator, epsilon in the signed central (docs/privacy.md); absent: off",
     )
+    secure_aggregation: SecureAggregationConfig | None = Field(
+        None,
+        description="SecAgg+ over MQTT: nodes send masked updates, the aggregator learns only "
+        "group sums and applies 'rule' to the group means (docs/secure-aggregation.md); "
+        "absent: off, updates travel in the clear",
+    )
     float16_transport: bool = Field(
         False, description="ask nodes to send float16 (half the bytes); float32 is always accepted"
     )
@@ -189,6 +196,25 @@ class AggregatorConfig(_Section):
         if self.signing_key_file is None and not self.insecure_unsigned:
             raise ValueError(
                 "signing_key_file is required (or set insecure_unsigned: true for a dev setup)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _secure_fits(self) -> AggregatorConfig:
+        sa = self.secure_aggregation
+        if sa is None:
+            return self
+        if self.central_privacy is not None:
+            raise ValueError(
+                "central_privacy and secure_aggregation cannot both be on: central DP clips "
+                "each plaintext update, which secure aggregation never shows the aggregator; "
+                "remove one of the two sections"
+            )
+        if self.round.min_submissions < sa.min_group_size:
+            raise ValueError(
+                f"round.min_submissions ({self.round.min_submissions}) must be at least "
+                f"secure_aggregation.min_group_size ({sa.min_group_size}): a secure round "
+                "needs one full group"
             )
         return self
 

@@ -76,6 +76,14 @@ class PartialEvent:
     sums: RunningSum
 
 
+@dataclass(frozen=True)
+class SecAggEvent:
+    """A message on ``<prefix>/nodes/<node>/secagg`` (checked by the leader's secure round)."""
+
+    node_id: str
+    payload: bytes
+
+
 class Connected:
     """The link (re)connected."""
 
@@ -98,6 +106,9 @@ class Intake:
         self.expect = expect
         self.events: queue.Queue[object] = queue.Queue()
         self.slots = threading.BoundedSemaphore(MAX_WAITING_UPDATES)
+        #: The same bound for secure-aggregation messages (a masked input is as large as an
+        #: update); the loop releases one per :class:`SecAggEvent` it handled.
+        self.secagg_slots = threading.BoundedSemaphore(MAX_WAITING_UPDATES)
         self._unchecked: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self.stopping = threading.Event()
         self._checker = threading.Thread(target=self._check_loop, name="check-updates", daemon=True)
@@ -116,6 +127,8 @@ class Intake:
         try:
             if topic.endswith("/update"):
                 self._on_update(topic, payload)
+            elif topic.endswith("/secagg"):
+                self._on_secagg(topic, payload)
             elif topic == t.round:
                 key, unsigned = self.public_key, self.allow_unsigned
                 self.events.put(open_round(payload, key, allow_unsigned=unsigned))
@@ -141,6 +154,16 @@ class Intake:
             if self.stopping.is_set():
                 return  # never acked, so the node's outbox sends it again
         self._unchecked.put((topic, payload))
+
+    def _on_secagg(self, topic: str, payload: bytes) -> None:
+        """Hand a secure-aggregation message to the loop; block while 32 wait (as updates)."""
+        node = self.topics.node_of(topic)
+        if node is None:
+            return
+        while not self.secagg_slots.acquire(timeout=0.5):
+            if self.stopping.is_set():
+                return
+        self.events.put(SecAggEvent(node, payload))
 
     def _verified(self, msg: M, what: str) -> M:
         """An aggregator-internal message signed with the fleet key (as every aggregator process

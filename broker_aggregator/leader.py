@@ -7,7 +7,9 @@ All methods run on the service loop's thread and return typed effects
 (:mod:`broker_aggregator.effects`) instead of acting. Its rooms: :mod:`~broker_aggregator.policy`
 decides when a round closes, :mod:`~broker_aggregator.answers` what a node hears,
 :mod:`~broker_aggregator.closing` gathers the counted updates' contributions, and
-:func:`broker_aggregator.rules.combine` applies the rule to them.
+:func:`broker_aggregator.rules.combine` applies the rule to them. With ``secure_aggregation``
+on, :mod:`~broker_aggregator.secure_round` takes the place of the close: joins count as
+submissions, groups run SecAgg+, and the rule applies to the group means.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from broker_aggregator.rules import (
     combine_private,
     gather_for,
 )
+from broker_aggregator.secure_round import SecureRound, SecureRounds
 from broker_aggregator.store import RoundRow, State
 from vfer import weights as wcodec
 from vfer.fedavg import AggregationError, RunningSum, central_problem
@@ -85,7 +88,7 @@ class Leader:
         self._out: list[Effect] = []
         r = cfg.round
         self.policy = RoundPolicy(r.min_submissions, r.max_submissions, r.deadline_s)
-        spec = vfer_spec(len(cfg.classes))
+        self.spec = spec = vfer_spec(len(cfg.classes))
         shapes = {n: spec[n].shape for n in trainable_names(spec)}
         #: How the counted updates reach the rule when a round closes (the seam before it).
         self.gather: Gather = gather_for(
@@ -93,6 +96,8 @@ class Leader:
         )
         self._closing: Closing | None = None
         self.done = False
+        sa = cfg.secure_aggregation
+        self.secure = SecureRounds(sa, state.db, topics, key, spec) if sa is not None else None
 
     def _drain(self) -> list[Effect]:
         out, self._out = self._out, []
@@ -126,6 +131,9 @@ class Leader:
         row = self.state.current_round()
         if row is not None:
             self._publish(self.topics.round, to_json(self._round_msg(row)), retain=True)
+            secure = self._secure_for(row)
+            if secure is not None and row.state == "closing":
+                self._out += secure.republish()
         if self._closing is not None:
             self._publish(self._control["close"], to_json(self._closing.close))
         for ack in self.counted_acks():
@@ -142,6 +150,21 @@ class Leader:
         """``stored`` for every update counted in a round that is closing (sent after a restart)."""
         return counted_acks(self.state)
 
+    def on_secagg(self, node: str, payload: bytes) -> list[Effect]:
+        """A message on ``<prefix>/nodes/<node>/secagg`` (refused and counted when no secure
+        round is open or closing); the stages advance on :meth:`tick`."""
+        row = self.state.current_round()
+        secure = self._secure_for(row) if row is not None and row.state != "finished" else None
+        if secure is None:
+            log.warning("ignored a secure-aggregation message from %s: no secure round", node)
+            return []
+        secure.on_message(node, payload)
+        return []
+
+    def _secure_for(self, row: RoundRow) -> SecureRound | None:
+        """The secure state of ``row``'s round (read back after a restart), or None when off."""
+        return self.secure.for_round(row.round_id) if self.secure is not None else None
+
     def on_partial(self, header: PartialHeader, sums: RunningSum) -> list[Effect]:
         if self._closing is None or not self._closing.take(header, sums):
             return []
@@ -156,7 +179,8 @@ class Leader:
         if row is None or self.done:
             return
         if row.state == "open":
-            n = self.state.accepted_count(row.round_id)
+            secure = self._secure_for(row)
+            n = len(secure.joined) if secure else self.state.accepted_count(row.round_id)
             decision = self.policy.decide(n, now, row.deadline)
             if decision is Decision.EXTEND:
                 deadline = self.policy.next_deadline(now)
@@ -179,6 +203,10 @@ class Leader:
     # closing -------------------------------------------------------------------------------
     def _start_closing(self, row: RoundRow) -> None:
         self._announce_round(row)
+        secure = self._secure_for(row)
+        if secure is not None:
+            self._out += secure.draw()
+            return
         cfg = self.cfg
         factors = close_factors(
             cfg.weighting, cfg.max_weight_share, self.state.accepted_factors(row.round_id)
@@ -189,6 +217,19 @@ class Leader:
         self._out += self._closing.send(self._control["close"], cfg.worker_id, time.monotonic())
 
     def _try_finish(self, row: RoundRow, now: float) -> None:
+        secure = self._secure_for(row)
+        if secure is not None:
+            self._out += secure.step(time.monotonic())
+            if secure.done:
+                combined = secure.combine(
+                    self._base(row), self.spec, self.cfg.rule, self.cfg.robust_fraction
+                )
+                log.info("round %d: %s over group means: %s", row.round_id, self.cfg.rule,
+                         dict(combined.info))  # fmt: skip
+                if combined.central is None and self.secure is not None:
+                    self.secure.reset(row.round_id)  # a reopened round draws a new seed
+                self._finish(row, now, combined)
+            return
         closing = self._closing
         if closing is None:
             self._start_closing(row)
@@ -220,14 +261,20 @@ class Leader:
     def _combine_private(self, row: RoundRow, contributions: Contributions) -> Combined:
         """Central DP against the round's base central, composed with what it already spent."""
         assert self.cfg.central_privacy is not None
+        header, base = self._base_central(row)
+        return combine_private(contributions, base, self.cfg.central_privacy, header.privacy)
+
+    def _base_central(self, row: RoundRow) -> tuple[CentralHeader, dict[str, np.ndarray]]:
         frame = self.state.central_frame(row.base_version)
         if frame is None:
             raise AggregationError(
                 f"round {row.round_id}: base central v{row.base_version} is gone"
             )
         header, body = unpack(frame, CentralHeader)
-        base = wcodec.from_bytes(body)
-        return combine_private(contributions, base, self.cfg.central_privacy, header.privacy)
+        return header, wcodec.from_bytes(body)
+
+    def _base(self, row: RoundRow) -> dict[str, np.ndarray]:
+        return self._base_central(row)[1]
 
     def _finish(self, row: RoundRow, now: float, combined: Combined) -> None:
         self._closing = None
@@ -332,6 +379,9 @@ class Leader:
             weight_dtype="float16" if self.cfg.float16_transport else "float32",
             personalization=self.cfg.personalization,
         )
+        secure = self._secure_for(row)
+        if secure is not None:
+            msg = msg.model_copy(update={"secure_aggregation": secure.round_info()})
         return sign_round(msg, self._key)  # nodes refuse unsigned rounds, as centrals
 
     def _announce_round(self, row: RoundRow) -> None:

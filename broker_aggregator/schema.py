@@ -8,7 +8,8 @@ table), ``updates`` (a worker's index of stored bodies: one row per node, seq an
 bodies live in append-only files, :mod:`broker_aggregator.payloads`), ``rejections`` (counts
 per round and reason) and ``poison`` (messages whose handling raised). Schema 1 kept the bodies
 in a ``submissions`` table; migration 2 moves them into the files; migration 3 adds ``poison``
-and each counted update's FedAvg factor.
+and each counted update's FedAvg factor; migration 4 the secure rounds' ``secagg_rounds`` and
+``secagg_groups``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,20 @@ def _m3(db: sqlite_utils.Database, path: Path) -> None:
     db.conn.execute("ALTER TABLE accepted ADD COLUMN factor REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2, _m3]
+def _m4(db: sqlite_utils.Database, path: Path) -> None:
+    """Secure aggregation: each secure round's committed seed, joiners and groups; each group's
+    serialized :class:`vfer.secagg.GroupAggregator` state (masked sums, never one update)."""
+    db.conn.execute(
+        "CREATE TABLE secagg_rounds (round_id INTEGER PRIMARY KEY, seed BLOB NOT NULL, "
+        "joined TEXT NOT NULL DEFAULT '[]', groups TEXT)"
+    )
+    db.conn.execute(
+        "CREATE TABLE secagg_groups (round_id INTEGER, group_id INTEGER, stage TEXT, "
+        "state BLOB NOT NULL, PRIMARY KEY (round_id, group_id))"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database, Path], None]] = [_m1, _m2, _m3, _m4]
 
 
 def payload_dir(db_path: Path) -> Path:

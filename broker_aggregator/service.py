@@ -24,7 +24,7 @@ from broker_aggregator.confirm import FinalConfirmation
 from broker_aggregator.effects import Effect, LocalClose, NewCentral, NewRound, Publish
 from broker_aggregator.fleet_view import FleetView
 from broker_aggregator.group_commit import BATCHED, Committed, GroupCommit
-from broker_aggregator.intake import CentralEvent, Connected, Intake, PartialEvent
+from broker_aggregator.intake import CentralEvent, Connected, Intake, PartialEvent, SecAggEvent
 from broker_aggregator.leader import Leader
 from broker_aggregator.store import State
 from broker_aggregator.validate import CheckedUpdate, Expectations
@@ -185,6 +185,8 @@ class AggregatorService:
         subs = [(updates, 1), (t.round, 1), (t.central_bundle, 1), (self.control["close"], 1)]
         if self.is_leader:
             subs += [(self.control["progress"], 1), (self.control["partial"], 1)]
+            if self.cfg.secure_aggregation is not None:
+                subs.append((t.all_secagg, 1))
         if self.fleet_view is not None:
             subs += self.fleet_view.subscriptions()
         return subs
@@ -331,6 +333,10 @@ class AggregatorService:
                 self.link.publish(
                     self.control["partial"], pack_signed(header, body, self.key), 1, False
                 )
+        elif isinstance(ev, SecAggEvent):
+            self.intake.secagg_slots.release()
+            if lead is not None:
+                self._apply(lead.on_secagg(ev.node_id, ev.payload))
         elif isinstance(ev, PartialEvent) and lead is not None:
             self._apply(lead.on_partial(ev.header, ev.sums))
         elif isinstance(ev, RoundMsg) and lead is None:

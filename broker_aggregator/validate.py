@@ -33,6 +33,8 @@ class Expectations:
     round_open: bool = False
     base_version: int | None = None
     base_weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: The round is secure: nodes send masked inputs on their secagg topic, never an update.
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ def check_round(header: UpdateHeader, exp: Expectations) -> None:
         raise MessageError("wrong_round", f"round {header.round_id}, open round is {exp.round_id}")
     if not exp.round_open:
         raise MessageError("round_closed", f"round {header.round_id} no longer takes updates")
+    if exp.secure:
+        raise MessageError(
+            "secure_round", f"round {header.round_id} is secure: updates in the clear are refused"
+        )
     if header.base_version != exp.base_version:
         raise MessageError(
             "stale_base", f"base v{header.base_version}, the round starts from v{exp.base_version}"

@@ -92,6 +92,7 @@ class Worker:
             round_open=ready and r is not None and r.state == "open",
             base_version=self._central_version,
             base_weights=self._central,
+            secure=r is not None and r.secure_aggregation is not None,
         )
 
     # updates ----------------------------------------------------------------------------

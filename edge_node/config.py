@@ -172,6 +172,17 @@ class FederationConfig(_Section):
         description="install no central v older than this, even validly signed (a replayed "
         "old one); provisioning writes the fleet's version at the time the node was added",
     )
+    identity_key_file: Path | None = Field(
+        None,
+        description="the node's Ed25519 identity key (PKCS8 PEM, 0600) for secure aggregation "
+        "rounds; without it the node sits secure rounds out",
+    )
+    identity_voucher_file: Path | None = Field(
+        None, description="the fleet's voucher for the identity key (identity_voucher.json)"
+    )
+    vouching_public_key: Path | None = Field(
+        None, description="Ed25519 public key that vouches for the fleet's identity keys"
+    )
 
     @field_validator("broker_url")
     @classmethod

@@ -5,9 +5,15 @@
     FLEET/fleet.json                 settings and the node registry (password hashes, no secrets)
     FLEET/ca/                        ca.crt, ca.key (0600), crl.pem
     FLEET/fleet_public_key.pem       Ed25519 public key that verifies central bundles
+    FLEET/vouching/                  vouching_key.pem (0600; never leaves this machine),
+                                     revocations.json (signed list of revoked identity keys)
+    FLEET/vouching_public_key.pem    Ed25519 public key that vouches for node identity keys
     FLEET/broker/                    mosquitto.conf, passwd, acl, ca.crt, server.crt/.key, crl.pem
-    FLEET/aggregator/                aggregator.yaml, password, signing_key.pem, ca.crt
-    FLEET/nodes/NAME/                node.yaml, broker_password, ca.crt, fleet_public_key.pem
+    FLEET/aggregator/                aggregator.yaml, password, signing_key.pem, ca.crt,
+                                     vouching_public_key.pem (revocations.json once one exists)
+    FLEET/nodes/NAME/                node.yaml, broker_password, ca.crt, fleet_public_key.pem,
+                                     identity_key.pem (0600), identity_voucher.json,
+                                     vouching_public_key.pem
                                      (client.crt, client.key with client certificates)
 
 The broker files are regenerated from ``fleet.json`` after every change, so that revoking a node
@@ -29,6 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_node.config import NodeConfig
 from provisioning import mosquitto as mq
 from provisioning import pki
+from provisioning.identity import (
+    IDENTITY_KEY,
+    IDENTITY_VOUCHER,
+    VOUCHING_PUBLIC,
+    give_identity,
+    revoke_identity,
+    vouching_key,
+)
 from vfer import signing
 from vfer.atomic import atomic_write_text
 from vfer.classes import EMOTIONS_6, validate_classes
@@ -51,6 +65,9 @@ class NodeRecord(_Model):
     password_hash: str = Field(description="mosquitto $7$ hash of the node's broker password")
     revoked: bool = Field(False, description="revoked nodes are left out of the password file")
     cert_serial: int | None = Field(None, description="serial of the node's client certificate")
+    identity_fingerprint: str | None = Field(
+        None, description="SHA-256 of the node's identity public key (secure aggregation)"
+    )
     created: str = Field(description="UTC time the credentials were made")
 
 
@@ -159,6 +176,7 @@ def init_fleet(
     )
     save_fleet(fleet, settings)
     pki.write_public(fleet / "aggregator/ca.crt", ca.cert_pem)
+    vouching_key(fleet)
     atomic_write_text(fleet / "aggregator/aggregator.yaml", aggregator_yaml(settings))
     write_broker_files(fleet, settings)
     log.info("fleet created in %s (broker %s)", fleet, settings.broker_url)
@@ -269,6 +287,9 @@ def node_config(
         # node's own persistent session.
         "mqtt_version": "5",
         "min_central_version": s.min_central_version,
+        "identity_key_file": f"{d}/{IDENTITY_KEY}",
+        "identity_voucher_file": f"{d}/{IDENTITY_VOUCHER}",
+        "vouching_public_key": f"{d}/{VOUCHING_PUBLIC}",
     }
     if s.client_certs:
         federation |= {"cert_file": f"{d}/client.crt", "key_file": f"{d}/client.key"}
@@ -315,6 +336,7 @@ def add_node(
     pki.write_private(folder / "broker_password", (password + "\n").encode())
     pki.write_public(folder / "ca.crt", (fleet / "ca/ca.crt").read_bytes())
     pki.write_public(folder / PUBLIC_KEY, (fleet / PUBLIC_KEY).read_bytes())
+    fingerprint = give_identity(fleet, folder, name)
     serial = None
     if s.client_certs:
         leaf = pki.issue_leaf(_ca(fleet), name)
@@ -324,7 +346,10 @@ def add_node(
     header = f"# Node {name}, written by `python -m provisioning add-node`; see docs/config.md.\n"
     atomic_write_text(folder / "node.yaml", header + yaml.safe_dump(data, sort_keys=False))
     s.nodes[name] = NodeRecord(
-        password_hash=mq.hash_password(password), cert_serial=serial, created=_utc()
+        password_hash=mq.hash_password(password),
+        cert_serial=serial,
+        identity_fingerprint=fingerprint,
+        created=_utc(),
     )
     save_fleet(fleet, s)
     write_broker_files(fleet, s)
@@ -344,6 +369,7 @@ def revoke_node(fleet: Path, name: str) -> None:
     s.nodes[name] = s.nodes[name].model_copy(update={"revoked": True})
     save_fleet(fleet, s)
     write_broker_files(fleet, s)
-    for secret in ("broker_password", "client.key"):
+    revoke_identity(fleet, fleet / "nodes" / name)
+    for secret in ("broker_password", "client.key", IDENTITY_KEY):
         (fleet / "nodes" / name / secret).unlink(missing_ok=True)
     log.info("node %s revoked; reload the broker (systemctl reload mosquitto)", name)

@@ -3,9 +3,12 @@ and the broker config drop-in. Nothing here touches the disk or a broker.
 
 Who may do what (``P`` is the topic prefix, ``fedvfer`` by default)::
 
-    node X      write P/nodes/X/#            read P/round, P/central/#, P/nodes/X/ack
-    aggregator  write P/round, P/central/#, P/nodes/+/ack
-                read  P/nodes/+/update, P/nodes/+/status (also as $share/<group>/...)
+    node X      write P/nodes/X/#            read P/round, P/central/#, P/nodes/X/ack,
+                                                  P/secagg/groups, P/secagg/group/#,
+                                                  P/secagg/nodes/X/#
+    aggregator  write P/round, P/central/#, P/nodes/+/ack, P/secagg/#
+                read  P/nodes/+/update, P/nodes/+/status (also as $share/<group>/...),
+                      P/nodes/+/secagg
                 both  P/aggregator/# (worker <-> leader control topics)
 
 Identities are bound by listener (``per_listener_settings true``): nodes log in on the fleet
@@ -88,6 +91,9 @@ def acl_file(prefix: str) -> str:
         f"topic read {t.all_status}\n"
         "# Its workers and leader talk among themselves here.\n"
         f"topic readwrite {p}/aggregator/#\n"
+        "# Secure aggregation: the nodes' protocol messages in, the stage messages out.\n"
+        f"topic read {t.all_secagg}\n"
+        f"topic write {p}/secagg/#\n"
         "\n"
         "# Every authenticated client (each node's user name is its node id): its own subtree,\n"
         "# its own acks, the round and the central bundle. Patterns apply to all users.\n"
@@ -95,6 +101,10 @@ def acl_file(prefix: str) -> str:
         f"pattern read {p}/nodes/%u/ack\n"
         f"pattern read {t.round}\n"
         f"pattern read {p}/central/#\n"
+        "# Secure aggregation: the groups, every group's public stage messages, its own shares.\n"
+        f"pattern read {t.secagg_groups}\n"
+        f"pattern read {t.all_secagg_groups}\n"
+        f"pattern read {p}/secagg/nodes/%u/#\n"
     )
 
 

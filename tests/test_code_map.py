@@ -44,7 +44,7 @@ LONG_FUNCTIONS: dict[str, str] = {
 # lead: remove when secure aggregation and DP are wired ---------------------------------------
 #: Shared packages built and tested this wave whose wiring into the roles lands next (secure
 #: aggregation, differential privacy): the test names any that is wired already.
-TEMPORARY_UNWIRED = ("vfer.secagg",)
+TEMPORARY_UNWIRED: tuple[str, ...] = ()
 # lead: end of the temporary lists ------------------------------------------------------------
 
 

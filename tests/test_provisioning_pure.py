@@ -80,6 +80,8 @@ def test_acl_grants_exactly_the_contract() -> None:
         "topic read fedvfer/nodes/+/update",
         "topic read fedvfer/nodes/+/status",
         "topic readwrite fedvfer/aggregator/#",
+        "topic read fedvfer/nodes/+/secagg",
+        "topic write fedvfer/secagg/#",
     ]
     patterns = [line for line in lines if line.startswith("pattern")]
     assert patterns == [
@@ -87,7 +89,12 @@ def test_acl_grants_exactly_the_contract() -> None:
         "pattern read fedvfer/nodes/%u/ack",
         "pattern read fedvfer/round",
         "pattern read fedvfer/central/#",
+        "pattern read fedvfer/secagg/groups",
+        "pattern read fedvfer/secagg/group/#",
+        "pattern read fedvfer/secagg/nodes/%u/#",
     ]
+    # Nodes never write the secure-aggregation stage topics (only their own secagg topic).
+    assert not any(line.startswith("pattern write") and "/secagg/" in line for line in lines)
     # Nothing grants anyone else the round or central topics for writing.
     assert not any(line.startswith("pattern write") and "round" in line for line in lines)
     assert "fedvfer2/round" in mq.acl_file("fedvfer2")

@@ -14,7 +14,7 @@ what a new kind of message builds on.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,6 +42,7 @@ from vfer.envelope import (
     unpack,
     verify_message,
 )
+from vfer.secagg.wire import SecAggRound
 
 __all__ = [
     "MAGIC",
@@ -98,12 +99,24 @@ class RoundMsg(Message):
     classes: list[Text] = Field(max_length=256)
     weight_dtype: WeightDtype = Field("float32", description="dtype nodes should send")
     personalization: Personalization
+    secure_aggregation: SecAggRound | None = Field(
+        None,
+        description="present when the round is secure: nodes run SecAgg+ "
+        "(docs/secure-aggregation.md) instead of sending their update in the clear",
+    )
     signature: str = Field(
         "", max_length=128, description="base64 Ed25519 signature of the message without it"
     )
 
+    def to_json_dict(self) -> dict[str, Any]:
+        # a plain round is byte for byte what it was before the field existed
+        skip = set() if self.secure_aggregation is not None else {"secure_aggregation"}
+        return self.model_dump(mode="json", by_alias=True, exclude=skip)
+
     def signing_bytes(self) -> bytes:
-        return canonical_unsigned(self)
+        data = self.to_json_dict()
+        data.pop("signature", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class UpdateHeader(Framed, NodeMessage):

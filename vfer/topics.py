@@ -47,6 +47,31 @@ class Topics:
     def node_status(self, node_id: str) -> str:
         return f"{self.prefix}/nodes/{check_node_id(node_id)}/status"
 
+    def node_secagg(self, node_id: str) -> str:
+        """Every secure-aggregation message a node sends (docs/secure-aggregation.md)."""
+        return f"{self.prefix}/nodes/{check_node_id(node_id)}/secagg"
+
+    @property
+    def all_secagg(self) -> str:
+        return f"{self.prefix}/nodes/+/secagg"
+
+    @property
+    def secagg_groups(self) -> str:
+        """The revealed seed and the groups (retained)."""
+        return f"{self.prefix}/secagg/groups"
+
+    def secagg_group(self, group_id: int, leaf: str) -> str:
+        """A group's public stage message (retained): ``keys``, ``survivors``, ``unmask``."""
+        return f"{self.prefix}/secagg/group/{int(group_id)}/{leaf}"
+
+    @property
+    def all_secagg_groups(self) -> str:
+        return f"{self.prefix}/secagg/group/#"
+
+    def secagg_shares(self, node_id: str) -> str:
+        """The sealed shares addressed to one node (retained)."""
+        return f"{self.prefix}/secagg/nodes/{check_node_id(node_id)}/shares"
+
     @property
     def all_updates(self) -> str:
         """Wildcard the aggregator subscribes to."""

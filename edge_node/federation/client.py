@@ -34,19 +34,19 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from types import TracebackType
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_node.config import FederationConfig
+from edge_node.federation.models import CentralModel, NodeUpdate, fleet_key
 from edge_node.federation.outbox import Outbox, ReceivedCentral
-from vfer import signing
+from edge_node.federation.secure import Identity, SecureParticipant
 from vfer import weights as wcodec
 from vfer.config_io import read_secret
-from vfer.heads_spec import vfer_spec
+from vfer.heads_spec import WeightSpec, vfer_spec
 from vfer.messages import (
     AckMsg,
     MessageError,
@@ -67,28 +67,6 @@ from vfer.topics import Topics, check_node_id
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class NodeUpdate:
-    """What a node sends after personalizing: v's trainable weights and how it got them."""
-
-    round_id: int
-    base_version: int
-    weights: Mapping[str, np.ndarray]
-    clips_per_class: Mapping[str, int]
-    metrics: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CentralModel:
-    """A verified central v: trainable weights by name (float32)."""
-
-    version: int
-    round_id: int
-    classes: tuple[str, ...]
-    weights: dict[str, np.ndarray]
-    sha256: str
-
-
 class FederationClient:
     def __init__(
         self,
@@ -105,7 +83,7 @@ class FederationClient:
         self.node_id = check_node_id(node_id)
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
-        self._key = _fleet_key(public_key if public_key is not None else settings.fleet_public_key)
+        self._key = fleet_key(public_key if public_key is not None else settings.fleet_public_key)
         if self._key is None and not allow_unsigned:
             raise ValueError("a fleet public key is required (or allow_unsigned=True for dev)")
         if self._key is None:
@@ -130,6 +108,12 @@ class FederationClient:
         saved = self.received.load()
         if saved is not None:
             self._central = self._verify_central(saved[1], installed=None)
+        identity = Identity.load(settings)
+        self.secure = None if identity is None else SecureParticipant(
+            node_id, identity, self.topics, self._key,
+            lambda topic, payload: self.link.publish(topic, payload, 1, False),
+            allow_unsigned=allow_unsigned,
+        )  # fmt: skip
         self.link = self._link()
 
     def _link(self) -> MqttLink:
@@ -149,11 +133,12 @@ class FederationClient:
             mqtt_version=s.mqtt_version,
         )
         topics = [self.topics.round, self.topics.central_bundle, self.topics.node_ack(self.node_id)]
+        topics += self.secure.subscriptions() if self.secure else []
         return MqttLink(
             broker,
             [(t, 1) for t in topics],
             self._on_message,
-            lambda: self._events.put(("connected", None)),
+            lambda: self._events.put(("link_up", None)),
         )
 
     # lifecycle -------------------------------------------------------------------------------
@@ -220,10 +205,13 @@ class FederationClient:
 
     # updates --------------------------------------------------------------------------------
     def submit(self, update: NodeUpdate) -> str:
-        """Store ``update`` in the outbox (durably) and send it; returns its update id."""
+        """Store ``update`` in the outbox (durably) and send it; returns its update id. In a
+        secure round it joins with the masked update instead (:mod:`.secure`)."""
         spec = vfer_spec(len(self._classes_hint()))
         dtype = "float32"
         r = self.current_round()
+        if r is not None and r.round_id == update.round_id and r.secure_aggregation:
+            return self._submit_secure(update, r, spec)
         if r is not None and r.round_id == update.round_id and r.weight_dtype == "float16":
             dtype = "float16"
         arrays = {n: np.asarray(a, dtype=np.float32) for n, a in update.weights.items()}
@@ -247,6 +235,16 @@ class FederationClient:
             self.outbox.add(seq, update_id, update.round_id, topic, pack(header, body))
         self._events.put(("submitted", update_id))
         return update_id
+
+    def _submit_secure(self, update: NodeUpdate, r: RoundMsg, spec: dict[str, WeightSpec]) -> str:
+        """Join the secure round; "" (and nothing sent) without an identity or the base."""
+        base = self.latest_central()
+        if self.secure is None or base is None or base.version != update.base_version:
+            log.warning("round %d is secure: no identity key or base central; sat out", r.round_id)
+            return ""
+        clips = sum(update.clips_per_class.values())
+        self.secure.start(r, update.weights, base.weights, spec, clips)
+        return f"secagg-{r.round_id}"
 
     def pending(self) -> int:
         return self.outbox.pending_count()
@@ -275,9 +273,15 @@ class FederationClient:
                 elif kind == "central":
                     assert isinstance(data, tuple)
                     self.received.save(*data)
-                elif kind == "connected":
+                elif kind == "secagg" and self.secure:
+                    self.secure.on_message(*data)  # type: ignore[misc]
+                elif kind == "secagg_round" and self.secure:
+                    self.secure.on_round(data)  # type: ignore[arg-type]
+                elif kind in ("connected", "link_up"):
                     self._publish_status()
                     self._send_due(0.0)
+                    if kind == "link_up" and self.secure:
+                        self.secure.resend()
                 elif kind == "stop":
                     return
                 else:
@@ -322,6 +326,8 @@ class FederationClient:
                         self._cond.notify_all()
                     self._events.put(("central", (central.version, payload)))
                     self._events.put(("connected", None))  # refresh the status topic
+            elif topic.startswith(f"{self.topics.prefix}/secagg/"):
+                self._events.put(("secagg", (topic, payload)))
             elif topic == self.topics.node_ack(self.node_id):
                 ack = from_json(payload, AckMsg)
                 what = f"ack for update {ack.update_id}"
@@ -349,6 +355,8 @@ class FederationClient:
             self._floor = max(self._floor, msg.base_version)
             installed = self._central
             self._cond.notify_all()
+        if self.secure is not None:
+            self._events.put(("secagg_round", msg))
         if installed is not None and installed.version < msg.base_version:
             log.warning(
                 "held central v%d is older than round %d's base v%d; waiting for it",
@@ -389,9 +397,3 @@ class FederationClient:
             {n: a.astype(np.float32) for n, a in weights.items()},
             header.body_sha256,
         )
-
-
-def _fleet_key(src: Ed25519PublicKey | str | os.PathLike[str] | None) -> Ed25519PublicKey | None:
-    if src is None or isinstance(src, Ed25519PublicKey):
-        return src
-    return signing.load_public_key(src)
