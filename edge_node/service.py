@@ -162,11 +162,8 @@ def run_node(
     duration_s: float | None = None,
     serve_page: bool = True,
 ) -> RunSummary:
-    """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set.
-
-    ``kiosk``: the pipeline keeps preview frames and, with ``serve_page``, this call serves the
-    kiosk page for as long as it runs; ``serve_page=False`` leaves the page to the caller
-    (:func:`serve` keeps it up after a file source ends)."""
+    """Run the capture loop until the source ends, a limit is reached, or ``stop`` is set; with
+    ``kiosk`` (preview frames) and ``serve_page``, serve the kiosk page meanwhile."""
     stop = stop or threading.Event()
     state = state or NodeState()
     source = source or open_source(config.camera)
@@ -183,10 +180,7 @@ def run_node(
             config.db,
         )
         t_start = time.monotonic()  # after loading: fps and --duration count the loop only
-        state.update(
-            process=process_info(),
-            notice=kiosk_notice(config),
-        )
+        state.update(process=process_info(), notice=kiosk_notice(config))
         handle = None
         try:
             if kiosk and serve_page:
@@ -199,7 +193,6 @@ def run_node(
         finally:
             if handle is not None:
                 handle.stop()
-
             pipeline.close()
             cropper.close()
     _summarize(summary, pipeline.counters, source, t_start)
@@ -296,9 +289,8 @@ def serve(
     """The whole node: the capture loop plus, when configured, the personalizer thread.
 
     The personalizer adapts v in the nightly window (or per federation round) and talks to the
-    aggregator; it shares the capture loop's state and stop event. With ``keep_running`` the node
-    stays up after a file or folder source ends (kiosk, federation) until ``stop`` is set.
-    """
+    aggregator; it shares the capture loop's state and stop event. The kiosk page lives as long
+    as the node: with ``keep_running`` both stay up after a file source ends, until ``stop``."""
     from edge_node.personalization.loop import Personalizer
 
     _check_federation(config)
@@ -308,8 +300,6 @@ def serve(
     if config.adaptation.enabled or config.federation.enabled:
         personalizer = Personalizer(config, state, stop)
         personalizer.start()
-    # the kiosk page lives as long as the node, not the capture loop: with keep_running it stays
-    # up (federation indicator, privacy notice) after a file source ends
     page = None
     try:
         page = _start_kiosk(state, config, stop) if kiosk else None
@@ -324,10 +314,7 @@ def serve(
             serve_page=False,
         )
         if keep_running and not summary.stopped:
-            log.info("source ended; staying up for personalization and federation until stopped")
-            while not stop.wait(1.0):
-                if personalizer is not None and personalizer.error is not None:
-                    raise UserError(f"personalizer failed: {personalizer.error}")
+            _stay_up(stop, personalizer)
     finally:
         stop.set()
         if page is not None:
@@ -337,6 +324,14 @@ def serve(
         if ops is not None:
             ops.stop()
     return summary
+
+
+def _stay_up(stop: threading.Event, personalizer: Any) -> None:
+    """After the source ended (``--keep-running``): until ``stop``, or the personalizer fails."""
+    log.info("source ended; staying up for personalization and federation until stopped")
+    while not stop.wait(1.0):
+        if personalizer is not None and personalizer.error is not None:
+            raise UserError(f"personalizer failed: {personalizer.error}")
 
 
 def _check_federation(config: NodeConfig) -> None:
