@@ -137,10 +137,15 @@ def _ifer(f: Any) -> Any:
     help="seconds for all rounds",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option(
+    "--tls-fleet",
+    is_flag=True,
+    help="provision the fleet (init-fleet, add-node) and run mosquitto on its TLS/ACL config",
+)
 @_ifer
 def simulate_cmd(
     nodes: int, rounds: int, broker: str | None, out: Path, seed: int, profile: str, cache: Path,
-    timeout_s: float, as_json: bool, ifer_corpus: str, ifer_root: Path | None,
+    timeout_s: float, as_json: bool, tls_fleet: bool, ifer_corpus: str, ifer_root: Path | None,
 ) -> None:  # fmt: skip
     """Run N simulated nodes and the aggregator through R FedAvg rounds, then report."""
     from training.sim.simulate import simulate
@@ -149,7 +154,7 @@ def simulate_cmd(
     report = simulate(
         nodes=nodes, rounds=rounds, broker=broker, out=out, seed=seed, profile=profile,
         work=cache / f"{profile}", timeout_s=timeout_s, live=not as_json,
-        ifer_corpus=ifer_corpus, ifer_root=ifer_root,
+        ifer_corpus=ifer_corpus, ifer_root=ifer_root, tls_fleet=tls_fleet,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report))
@@ -187,7 +192,8 @@ def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path
 @click.option("--base", default="python:3.11-slim-bookworm", show_default=True, help="base image")
 @click.option("--build/--no-build", default=True, show_default=True, help="build the images first")
 def docker_demo_cmd(nodes: int, rounds: int, out: Path, base: str, build: bool) -> None:
-    """`make docker-demo`: the demo's fleet in containers (broker, aggregator, a node each)."""
+    """`make docker-demo`: the demo's fleet in containers (broker on the fleet's generated
+    TLS/ACL config, aggregator, a node each)."""
     from training.sim.docker import run_docker_demo
 
     setup_logging("WARNING")
