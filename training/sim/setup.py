@@ -4,7 +4,8 @@
 
     SIM/
       central/bundle/           g and v trained on the synthetic corpus's central subjects
-      fleet/                    signing_key.pem (aggregator), fleet_public_key.pem (nodes)
+      fleet/                    signing_key.pem (aggregator), fleet_public_key.pem (nodes); or a
+                                provisioned fleet folder (training.sim.tls_fleet, ``tls_fleet``)
       aggregator.yaml           the aggregator's config (state under SIM/aggregator/ or /state)
       nodes/slot-<i>/clips/     one held-out subject's clips, the node's "camera" (a video folder)
       nodes/slot-<i>/slot.json  the node id, its subject and its held-out evaluation clips
