@@ -136,7 +136,7 @@ def make_sim_fleet(
         "# files are 0600 (a broker started by another user ignores this line).\n"
         "user root\n" + bind_loopback(generated, (port, agg_port)) + observer_listener(sf)
     )
-    (sf.broker_conf).write_text(conf)
+    sf.broker_conf.write_text(conf)
     log.info("TLS/ACL fleet for %d nodes in %s (ports %d, %d, %d)", nodes, fleet, *sf.ports)
     return sf
 
