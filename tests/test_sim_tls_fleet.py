@@ -217,3 +217,15 @@ def test_the_plain_sim_node_stays_anonymous(tmp_path: Path) -> None:
     (sim / "plan.json").write_text(json.dumps(plan))
     data = node_config(sim, 0, tmp_path / "work", "mqtt://127.0.0.1:1883", "face.tflite")
     assert data["federation"] == anonymous
+
+
+def test_sim_setup_with_tls_fleet_refuses_a_broker_before_making_anything(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from training.sim.cli import sim_setup_cmd
+
+    sim = tmp_path / "sim"
+    args = ["--sim-dir", str(sim), "--tls-fleet", "--broker", "mqtt://127.0.0.1:1883"]
+    result = CliRunner().invoke(sim_setup_cmd, args)
+    assert result.exit_code == 2 and "leave out --broker" in result.output
+    assert not sim.exists()

@@ -13,6 +13,7 @@ from training.sim.setup import PROFILES
 from vfer.cli import setup_logging
 
 _DIR = click.Path(path_type=Path, file_okay=False)
+COMPOSE_BROKER = "mqtt://mosquitto:1883"  # the broker's name inside deploy/docker's compose network
 
 
 def _num(x: float | None) -> str:
@@ -220,35 +221,52 @@ def docker_faults_cmd(out: Path, cases: tuple[str, ...]) -> None:
 @click.option("--sim-dir", required=True, type=_DIR)
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True)
-@click.option("--broker", default="mqtt://mosquitto:1883", show_default=True)
+@click.option("--broker", help=f"broker URL the nodes use  [default: {COMPOSE_BROKER}]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
+@click.option(
+    "--tls-fleet",
+    is_flag=True,
+    help="provision SIM/fleet (init-fleet, add-node) for a broker on this machine's loopback, "
+    "run by SIM/fleet/broker/sim-mosquitto.conf",
+)
 @_ifer
 def sim_setup_cmd(
     sim_dir: Path,
     nodes: int,
     rounds: int,
-    broker: str,
+    broker: str | None,
     seed: int,
     profile: str,
+    tls_fleet: bool,
     ifer_corpus: str,
     ifer_root: Path | None,
 ) -> None:
     """Prepare a simulation folder: corpus, central model, fleet keys, node slots, aggregator.yaml."""
     from training.sim.setup import setup
+    from training.sim.tls_fleet import free_ports, make_sim_fleet
+    from vfer.classes import EMOTIONS_6
 
+    if tls_fleet and broker is not None:
+        raise click.UsageError("--tls-fleet picks its own broker (localhost, free ports): "
+                               "leave out --broker")  # fmt: skip
     setup_logging("INFO")
+    fleet = make_sim_fleet(sim_dir, nodes, EMOTIONS_6, free_ports(3)) if tls_fleet else None
     plan = setup(
         sim_dir,
         nodes=nodes,
         rounds=rounds,
-        broker=broker,
+        broker=fleet.node_url if fleet else broker or COMPOSE_BROKER,
         seed=seed,
         profile_name=profile,
         ifer_corpus=ifer_corpus,
         ifer_root=ifer_root,
+        tls_fleet=fleet is not None,
     )
-    click.echo(json.dumps(plan.to_json()))
+    done = plan.to_json()
+    if fleet is not None:
+        done["broker_conf"] = str(fleet.broker_conf)
+    click.echo(json.dumps(done))
 
 
 @click.command("sim-node")
