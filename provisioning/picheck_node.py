@@ -82,10 +82,6 @@ def _fail(why: str) -> NoReturn:
     sys.exit(1)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _settled(client: FederationClient, update_id: str, timeout: float) -> str | None:
     """How the aggregator answered ``update_id`` ('stored', 'rejected', 'superseded'), read from
     the client's outbox as its thread settles it; None if still pending after ``timeout`` s."""
@@ -96,3 +92,7 @@ def _settled(client: FederationClient, update_id: str, timeout: float) -> str | 
             return str(st[0])
         time.sleep(0.05)
     return None
+
+
+if __name__ == "__main__":
+    main()

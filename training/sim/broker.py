@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vfer.ports import wait_port
 
@@ -45,6 +45,18 @@ def mosquitto_conf(port: int, workdir: Path, nodes: int) -> str:
     if os.geteuid() == 0:
         lines.append("user root")  # keep access to our private temp folder
     return "\n".join(lines) + "\n"
+
+
+class RunningBroker(Protocol):
+    """A broker the simulation started: where nodes reach it, what it is, and how to stop it."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass

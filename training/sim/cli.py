@@ -13,6 +13,7 @@ from training.sim.setup import PROFILES
 from vfer.cli import setup_logging
 
 _DIR = click.Path(path_type=Path, file_okay=False)
+COMPOSE_BROKER = "mqtt://mosquitto:1883"  # the broker's name inside deploy/docker's compose network
 
 
 def _num(x: float | None) -> str:
@@ -137,10 +138,15 @@ def _ifer(f: Any) -> Any:
     help="seconds for all rounds",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option(
+    "--tls-fleet",
+    is_flag=True,
+    help="provision the fleet (init-fleet, add-node) and run mosquitto on its TLS/ACL config",
+)
 @_ifer
 def simulate_cmd(
     nodes: int, rounds: int, broker: str | None, out: Path, seed: int, profile: str, cache: Path,
-    timeout_s: float, as_json: bool, ifer_corpus: str, ifer_root: Path | None,
+    timeout_s: float, as_json: bool, tls_fleet: bool, ifer_corpus: str, ifer_root: Path | None,
 ) -> None:  # fmt: skip
     """Run N simulated nodes and the aggregator through R FedAvg rounds, then report."""
     from training.sim.simulate import simulate
@@ -149,7 +155,7 @@ def simulate_cmd(
     report = simulate(
         nodes=nodes, rounds=rounds, broker=broker, out=out, seed=seed, profile=profile,
         work=cache / f"{profile}", timeout_s=timeout_s, live=not as_json,
-        ifer_corpus=ifer_corpus, ifer_root=ifer_root,
+        ifer_corpus=ifer_corpus, ifer_root=ifer_root, tls_fleet=tls_fleet,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report))
@@ -187,7 +193,8 @@ def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path
 @click.option("--base", default="python:3.11-slim-bookworm", show_default=True, help="base image")
 @click.option("--build/--no-build", default=True, show_default=True, help="build the images first")
 def docker_demo_cmd(nodes: int, rounds: int, out: Path, base: str, build: bool) -> None:
-    """`make docker-demo`: the demo's fleet in containers (broker, aggregator, a node each)."""
+    """`make docker-demo`: the demo's fleet in containers (broker on the fleet's generated
+    TLS/ACL config, aggregator, a node each)."""
     from training.sim.docker import run_docker_demo
 
     setup_logging("WARNING")
@@ -214,35 +221,52 @@ def docker_faults_cmd(out: Path, cases: tuple[str, ...]) -> None:
 @click.option("--sim-dir", required=True, type=_DIR)
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True)
-@click.option("--broker", default="mqtt://mosquitto:1883", show_default=True)
+@click.option("--broker", help=f"broker URL the nodes use  [default: {COMPOSE_BROKER}]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
+@click.option(
+    "--tls-fleet",
+    is_flag=True,
+    help="provision SIM/fleet (init-fleet, add-node) for a broker on this machine's loopback, "
+    "run by SIM/fleet/broker/sim-mosquitto.conf",
+)
 @_ifer
 def sim_setup_cmd(
     sim_dir: Path,
     nodes: int,
     rounds: int,
-    broker: str,
+    broker: str | None,
     seed: int,
     profile: str,
+    tls_fleet: bool,
     ifer_corpus: str,
     ifer_root: Path | None,
 ) -> None:
     """Prepare a simulation folder: corpus, central model, fleet keys, node slots, aggregator.yaml."""
     from training.sim.setup import setup
+    from training.sim.tls_fleet import free_ports, make_sim_fleet
+    from vfer.classes import EMOTIONS_6
 
+    if tls_fleet and broker is not None:
+        raise click.UsageError("--tls-fleet picks its own broker (localhost, free ports): "
+                               "leave out --broker")  # fmt: skip
     setup_logging("INFO")
+    fleet = make_sim_fleet(sim_dir, nodes, EMOTIONS_6, free_ports(3)) if tls_fleet else None
     plan = setup(
         sim_dir,
         nodes=nodes,
         rounds=rounds,
-        broker=broker,
+        broker=fleet.node_url if fleet else broker or COMPOSE_BROKER,
         seed=seed,
         profile_name=profile,
         ifer_corpus=ifer_corpus,
         ifer_root=ifer_root,
+        tls_fleet=fleet is not None,
     )
-    click.echo(json.dumps(plan.to_json()))
+    done = plan.to_json()
+    if fleet is not None:
+        done["broker_conf"] = str(fleet.broker_conf)
+    click.echo(json.dumps(done))
 
 
 @click.command("sim-node")

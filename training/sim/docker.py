@@ -2,10 +2,13 @@
 
 The same run as ``make demo`` (:func:`training.sim.simulate.simulate`: setup, N nodes recording
 their own synthetic person's clips, the aggregator, R rounds, the report in ``demo-output/``),
-with every role in its own container from ``deploy/docker/``: the broker (Debian's mosquitto),
-the aggregator and one node container per node. Containers use the host's network and listen on
-127.0.0.1 only, and see the simulation folder at the same absolute path as the host, so the
-simulator's own commands run in them unchanged (``python -m training sim-node ...``).
+with every role in its own container from ``deploy/docker/``, on the fleet's generated TLS/ACL
+config (``simulate(tls_fleet=True)``, training.sim.tls_fleet): the broker (Debian's mosquitto)
+runs init-fleet's mosquitto config, the aggregator its fleet files (credentials, CA, signing key)
+and each node container logs in with its own add-node credentials and CA. Containers use the
+host's network and listen on 127.0.0.1 only, and see the simulation folder at the same absolute
+path as the host, so the simulator's own commands run in them unchanged (``python -m training
+sim-node ...``).
 
 Images are built with ``--build-arg BASE=...``: ``python:3.11-slim-bookworm`` where a registry
 answers, else a Debian Bookworm base made here with debootstrap and ``docker import``.
@@ -17,6 +20,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.sim.tls_fleet import SimFleet
 from vfer.ports import wait_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,33 +118,38 @@ def build_images(base: str, log: Path) -> None:
 
 
 @dataclass
-class BrokerContainer:
-    """The broker image with the simulation's plain loopback config on ``port``."""
+class FleetBrokerContainer:
+    """The broker image running the simulation's provisioned fleet config
+    (:attr:`training.sim.tls_fleet.SimFleet.broker_conf`: init-fleet's TLS listeners and ACL,
+    bound to 127.0.0.1, and the observer's listener), the fleet's broker folder mounted read-only."""
 
-    port: int
-    workdir: Path
+    fleet: SimFleet
+    log_path: Path  # the container's log, kept when it is removed
+    kind: str = "mosquitto container, TLS/ACL fleet"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return self.fleet.node_url
 
-    def start(self) -> BrokerContainer:
-        conf = (REPO / "deploy" / "docker" / "mosquitto.conf").read_text()
-        conf = conf.replace("listener 1883 0.0.0.0", f"listener {self.port} 127.0.0.1")
-        conf = conf.replace("persistence_location /mosquitto/data/", "persistence false")
-        conf = conf.replace("persistence true\n", "")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "mosquitto.conf").write_text(conf)
+    def start(self) -> FleetBrokerContainer:
         cid = container("broker")
+        folder = self.fleet.broker_dir
         docker("rm", "-f", cid, check=False)
-        docker("run", "-d", "--name", cid, "--network", "host", "-v",
-               f"{self.workdir / 'mosquitto.conf'}:/mosquitto/config/mosquitto.conf:ro",
-               IMAGES["broker"])  # fmt: skip
-        wait_port(self.port, timeout=30.0, what="the broker container")
+        docker("run", "-d", "--name", cid, "--network", "host", "-v", f"{folder}:{folder}:ro",
+               IMAGES["broker"], "-c", str(self.fleet.broker_conf))  # fmt: skip
+        try:
+            for port in self.fleet.ports:
+                wait_port(port, timeout=30.0, what="the broker container")
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; its log: {self.log_path}") from None
         return self
 
     def stop(self) -> None:
-        docker("rm", "-f", container("broker"), check=False)
+        cid = container("broker")
+        proc = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=False)
+        self.log_path.write_text(proc.stdout + proc.stderr)
+        docker("rm", "-f", cid, check=False)
 
 
 def free_port() -> int:
@@ -166,11 +175,10 @@ def run_docker_demo(
     work.mkdir(parents=True, exist_ok=True)
     models = shared_models_dir()
     mounts = [out, work, *([models.resolve()] if models else [])]
-    broker = BrokerContainer(free_port(), out / "broker").start()
     children = DockerChildren(mounts)
     try:
-        return simulate(nodes=nodes, rounds=rounds, broker=broker.url, out=out, work=work,
-                        children=children)  # fmt: skip
+        return simulate(nodes=nodes, rounds=rounds, broker=None, out=out, work=work,
+                        children=children, tls_fleet=True,
+                        fleet_broker=lambda fleet, logs: FleetBrokerContainer(fleet, logs / "broker.log").start())  # fmt: skip
     finally:
         children.remove()
-        broker.stop()

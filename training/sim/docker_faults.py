@@ -1,6 +1,6 @@
 """`make docker-demo`'s fault cases (``python -m training docker-faults``), in real containers on
 the fleet's generated TLS/ACL config: the broker container runs ``init-fleet``'s mosquitto
-drop-in, the aggregator container its ``aggregator.yaml`` (state in a host folder, so a restarted
+drop-in (its listeners bound to 127.0.0.1), the aggregator container its ``aggregator.yaml`` (state in a host folder, so a restarted
 container resumes), and each node container is ``python -m provisioning.picheck_node`` with its
 ``add-node`` files, sending its own update and keeping it and the central it gets.
 
@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from training.sim.docker import IMAGES, container, docker, free_port
+from training.sim.tls_fleet import bind_loopback
 from vfer.ports import wait_port
 
 NODES = ("n1", "n2", "n3", "n4")
@@ -56,8 +57,10 @@ def make_fleet(root: Path) -> tuple[Path, int, int]:
 
 
 def start_broker(root: Path, fleet: Path, port: int, agg_port: int) -> None:
+    """init-fleet's mosquitto config, its listeners bound to 127.0.0.1 (the host's network)."""
     conf = root / "mosquitto.conf"
-    conf.write_text("user root\n" + (fleet / "broker" / "mosquitto.conf").read_text())
+    generated = (fleet / "broker" / "mosquitto.conf").read_text()
+    conf.write_text("user root\n" + bind_loopback(generated, (port, agg_port)))
     docker("rm", "-f", container("fault-broker"), check=False)
     docker("run", "-d", "--name", container("fault-broker"), "--network", "host",
            "-v", f"{root}:{root}:ro", IMAGES["broker"], "-c", str(conf))  # fmt: skip

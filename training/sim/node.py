@@ -87,12 +87,7 @@ def node_config(sim: Path, slot: int, work: Path, broker: str, face_model: str) 
         "face": {"model": face_model, "detect_every": 1},
         "clips": {"gap_s": 0.5, "max_s": 60.0, "min_frames": min(8, p.min_frames)},
         "kiosk": {"enabled": False},
-        "federation": {
-            "enabled": True,
-            "broker_url": broker,
-            "fleet_public_key": str((sim / "fleet" / "fleet_public_key.pem").resolve()),
-            "mqtt_version": "auto",
-        },
+        "federation": _federation(sim, meta["node_id"], broker, prof.tls_fleet),
         # report: every node submits (the round must close), and the verdict is recorded so the
         # report can say how often the gate would have blocked a head that lowered F1
         "adaptation": {
@@ -101,6 +96,21 @@ def node_config(sim: Path, slot: int, work: Path, broker: str, face_model: str) 
             "min_clips": p.min_clips,
             "gate": "report",
         },
+    }
+
+
+def _federation(sim: Path, node_id: str, broker: str, tls_fleet: bool) -> dict[str, Any]:
+    """Anonymous with the fleet's public key; or, in a provisioned fleet, the node's own
+    ``add-node`` section (user, password file, CA, MQTT 5) on ``broker``."""
+    if tls_fleet:
+        from training.sim.tls_fleet import node_federation
+
+        return {**node_federation(sim, node_id), "broker_url": broker}
+    return {
+        "enabled": True,
+        "broker_url": broker,
+        "fleet_public_key": str((sim / "fleet" / "fleet_public_key.pem").resolve()),
+        "mqtt_version": "auto",
     }
 
 

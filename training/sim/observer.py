@@ -30,13 +30,31 @@ class Seen:
 class FleetObserver:
     """Subscribes to the round, central and status topics and keeps what it saw (thread-safe)."""
 
-    def __init__(self, broker: str, public_key: Path, prefix: str = "fedvfer") -> None:
+    def __init__(
+        self,
+        broker: str,
+        public_key: Path,
+        prefix: str = "fedvfer",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
+        """Anonymous by default; a provisioned fleet's observer logs in with ``username`` and
+        ``password`` over TLS (``ca_file``), see training.sim.tls_fleet."""
         self.topics = Topics(prefix)
         self.key = signing.load_public_key(public_key)
         self.seen = Seen()
         self.cond = threading.Condition()
+        settings = BrokerSettings(
+            url=broker,
+            client_id=f"fedvfer-sim-observer-{int(time.time())}",
+            username=username,
+            password=password,
+            ca_file=ca_file,
+        )
         self.link = MqttLink(
-            BrokerSettings(url=broker, client_id=f"fedvfer-sim-observer-{int(time.time())}"),
+            settings,
             [(self.topics.round, 1), (self.topics.central_bundle, 1), (self.topics.all_status, 1)],
             self._on_message,
         )

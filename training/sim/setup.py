@@ -4,7 +4,8 @@
 
     SIM/
       central/bundle/           g and v trained on the synthetic corpus's central subjects
-      fleet/                    signing_key.pem (aggregator), fleet_public_key.pem (nodes)
+      fleet/                    signing_key.pem (aggregator), fleet_public_key.pem (nodes); or a
+                                provisioned fleet folder (training.sim.tls_fleet, ``tls_fleet``)
       aggregator.yaml           the aggregator's config (state under SIM/aggregator/ or /state)
       nodes/slot-<i>/clips/     one held-out subject's clips, the node's "camera" (a video folder)
       nodes/slot-<i>/slot.json  the node id, its subject and its held-out evaluation clips
@@ -90,6 +91,9 @@ class Plan:
     seed: int
     profile: str
     broker: str
+    #: SIM/fleet is a provisioned fleet (training.sim.tls_fleet): nodes and aggregator log in
+    #: over TLS with its credentials; else anonymous, with only the fleet's signing key
+    tls_fleet: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,7 +108,8 @@ def read_plan(sim: Path) -> Plan:
             f"{sim}: not a simulation folder (run `python -m training sim-setup` first)"
         )
     d = json.loads(p.read_text())
-    return Plan(d["nodes"], d["rounds"], tuple(d["classes"]), d["seed"], d["profile"], d["broker"])
+    return Plan(d["nodes"], d["rounds"], tuple(d["classes"]), d["seed"], d["profile"], d["broker"],
+                bool(d.get("tls_fleet", False)))  # fmt: skip
 
 
 def slot_dir(sim: Path, slot: int) -> Path:
@@ -124,6 +129,7 @@ def setup(
     work: Path | None = None,
     ifer_corpus: str = "synthetic-images",
     ifer_root: Path | None = None,
+    tls_fleet: bool = False,
 ) -> Plan:
     """Generate the corpus, train the central model (cached), and lay out the fleet's folders.
 
@@ -131,6 +137,10 @@ def setup(
     central model); by default ``SIM/work``. g (the teacher) learns from ``ifer_corpus``: by
     default the synthetic image corpus (people neither v's corpus nor the nodes have), else
     ``affectnet``/``manifest`` at ``ifer_root``, or ``same`` (v's corpus).
+
+    ``tls_fleet``: ``SIM/fleet`` already holds the fleet :func:`training.sim.tls_fleet.make_sim_fleet`
+    made; the aggregator's config then starts from its ``aggregator.yaml`` (its TLS listener,
+    credentials and signing key) and the nodes log in with their ``add-node`` files.
     """
     from training.experiments.protocol import subject_splits
     from training.experiments.setup import (
@@ -141,6 +151,7 @@ def setup(
         synthetic_corpus,
     )
     from training.preprocess import EmbeddingCache, ensure, real_pipeline
+    from training.sim.tls_fleet import node_id
     from training.train import QUICK, train_central, with_epochs
     from vfer.signing import generate_keypair
 
@@ -204,6 +215,8 @@ def setup(
            real_pipeline(backbone, face_model), progress=progress,
            description="embedding the nodes' clips (lab copy, for the report)")  # fmt: skip
     fleet = sim / "fleet"
+    if tls_fleet and not (fleet / "fleet.json").is_file():
+        raise UserError(f"{fleet} holds no provisioned fleet (training.sim.tls_fleet makes one)")
     if not (fleet / "fleet_public_key.pem").is_file():
         generate_keypair(fleet)
     for i, split in enumerate(splits[:nodes]):
@@ -215,7 +228,7 @@ def setup(
             shutil.copyfile(r.path, d / "clips" / Path(r.path).name)
         slot = {
             "slot": i,
-            "node_id": f"node-{i + 1}",
+            "node_id": node_id(i),
             "subject": split.subject,
             "adapt": [{"path": Path(r.path).name, "label": r.label} for r in split.adapt],
             "evaluate": [
@@ -223,8 +236,8 @@ def setup(
             ],
         }
         (d / "slot.json").write_text(json.dumps(slot, indent=2))
-    _write_aggregator_yaml(sim, central, classes, nodes, rounds, broker, prof)
-    plan = Plan(nodes, rounds, classes, seed, profile_name, broker)
+    _write_aggregator_yaml(sim, central, classes, nodes, rounds, broker, prof, tls_fleet)
+    plan = Plan(nodes, rounds, classes, seed, profile_name, broker, tls_fleet)
     (sim / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     (sim / "models.json").write_text(
         json.dumps(
@@ -253,12 +266,24 @@ def _write_aggregator_yaml(
     rounds: int,
     broker: str,
     prof: SimProfile,
+    tls_fleet: bool = False,
 ) -> None:
+    """SIM/aggregator.yaml. With ``tls_fleet`` the broker part (URL of the aggregator's own
+    listener, user, password file, CA, signing key, share group) is init-fleet's, as written."""
+    from training.sim.tls_fleet import aggregator_config
+
     state = sim / "aggregator"
     state.mkdir(exist_ok=True)
+    login: dict[str, Any] = (
+        aggregator_config(sim)
+        if tls_fleet
+        else {
+            "broker_url": broker,
+            "signing_key_file": str((sim / "fleet" / "signing_key.pem").resolve()),
+        }
+    )
     cfg = {
-        "broker_url": broker,
-        "signing_key_file": str((sim / "fleet" / "signing_key.pem").resolve()),
+        **login,
         "state_db": str((state / "aggregator.db").resolve()),
         "initial_weights": str((bundle / "vfer_head.safetensors").resolve()),
         "classes": list(classes),

@@ -21,12 +21,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.sim.broker import BrokerHandle, start_embedded_broker
+from training.sim.broker import RunningBroker, start_embedded_broker
 from training.sim.setup import Plan, setup
+from training.sim.tls_fleet import FleetMosquitto, SimFleet, free_ports, make_sim_fleet
+from vfer.classes import EMOTIONS_6
 from vfer.cli import UserError
 
 log = logging.getLogger(__name__)
@@ -86,10 +89,16 @@ def simulate(
     ifer_corpus: str = "synthetic-images",
     ifer_root: Path | None = None,
     children: Any = None,
+    tls_fleet: bool = False,
+    fleet_broker: Callable[[SimFleet, Path], RunningBroker] | None = None,
 ) -> dict[str, Any]:
     """Run the fleet and return the report (also written to ``out``). ``children`` runs the
     nodes and the aggregator: processes by default, containers for `make docker-demo`
-    (training.sim.docker.DockerChildren)."""
+    (training.sim.docker.DockerChildren).
+
+    ``tls_fleet``: the fleet is provisioned (training.sim.tls_fleet: init-fleet, add-node per
+    node) and its broker runs the generated TLS/ACL config, started by ``fleet_broker(fleet,
+    logs)``: mosquitto on the host by default, a container for `make docker-demo`."""
     from training.sim.observer import FleetObserver
     from training.sim.report import evaluate, write_report
 
@@ -103,10 +112,19 @@ def simulate(
             import shutil
 
             shutil.rmtree(stale)
-    handle: BrokerHandle | None = None
+    handle: RunningBroker | None = None
+    fleet: SimFleet | None = None
     children = children if children is not None else Children()
     try:
-        if broker is None:
+        if tls_fleet:
+            if broker is not None:
+                raise UserError("--tls-fleet starts its own broker on the fleet's config: "
+                                "leave out --broker")  # fmt: skip
+            fleet = make_sim_fleet(sim, nodes, EMOTIONS_6, free_ports(3))
+            handle = (fleet_broker or _fleet_mosquitto)(fleet, logs)
+            broker = handle.url
+            broker_kind = handle.kind
+        elif broker is None:
             handle = start_embedded_broker(nodes, log_dir=logs)
             broker = handle.url
             broker_kind = handle.kind
@@ -127,10 +145,13 @@ def simulate(
             work=work,
             ifer_corpus=ifer_corpus,
             ifer_root=ifer_root,
+            tls_fleet=fleet is not None,
         )
         t_setup = time.monotonic() - t0
         deadline = time.monotonic() + timeout_s
-        with FleetObserver(broker, sim / "fleet" / "fleet_public_key.pem") as observer:
+        # a provisioned fleet's observer has its own read-only login (training.sim.tls_fleet)
+        watch, login = (fleet.observer_url, fleet.observer_login()) if fleet else (broker, {})
+        with FleetObserver(watch, sim / "fleet" / "fleet_public_key.pem", **login) as observer:
             for i in range(nodes):
                 children.start(
                     f"node-{i + 1}",
@@ -140,10 +161,11 @@ def simulate(
                 )  # fmt: skip
             _wait_recorded(sim, children, plan, deadline, live)
             t_recorded = time.monotonic() - t0 - t_setup
+            # in a provisioned fleet the aggregator.yaml names its own listener
             children.start(
                 "aggregator",
                 [sys.executable, "-m", "broker_aggregator", "run", "--config", str(sim / "aggregator.yaml"),
-                 "--broker", broker],
+                 *([] if fleet else ["--broker", broker])],
                 logs / "aggregator.log",
             )  # fmt: skip
             _wait_rounds(observer, children, plan, deadline, live)
@@ -169,6 +191,11 @@ def simulate(
         children.stop()
         if handle is not None:
             handle.stop()
+
+
+def _fleet_mosquitto(fleet: SimFleet, logs: Path) -> RunningBroker:
+    """`simulate --tls-fleet`'s broker: mosquitto on the host, on the fleet's config."""
+    return FleetMosquitto(fleet, logs / "mosquitto.log").start()
 
 
 def _say(live: bool, text: str) -> None:
