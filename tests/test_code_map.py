@@ -200,6 +200,26 @@ def test_basic_auth_is_parsed_in_one_module() -> None:
     assert len(parsers) == 1, parsers
 
 
+def main_guards_not_last(root: Path) -> set[str]:
+    """Modules whose ``if __name__ == "__main__":`` is followed by more code: run with ``python
+    -m`` they call main() before what follows is defined (picheck_node did, a NameError)."""
+    out = set()
+    for path in sources(root, (*ROLES, "benchmarks")):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        guards = [
+            i
+            for i, n in enumerate(body)
+            if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+        ]
+        if any(i != len(body) - 1 for i in guards):
+            out.add(path.relative_to(root).as_posix())
+    return out
+
+
+def test_a_main_guard_comes_last() -> None:
+    assert main_guards_not_last(REPO) == set()
+
+
 # the checkers, on a made-up tree ----------------------------------------------------------------
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
@@ -222,8 +242,11 @@ def test_the_checkers_find_what_they_look_for(tmp_path: Path) -> None:
             "edge_node/child.py": "",
             "edge_node/auth.py": "import base64\nH = 'Authorization'\nbase64.b64decode(H)\n",
             "provisioning/long.py": f"class A:\n    def f(self) -> None:\n{body}",
+            "provisioning/early.py": "if __name__ == '__main__':\n    main()\ndef main(): pass\n",
+            "provisioning/late.py": "def main(): pass\nif __name__ == '__main__':\n    main()\n",
         },
     )
+    assert main_guards_not_last(root) == {"provisioning/early.py"}
     assert long_files(root) == {"vfer/big.py": MAX_FILE_LINES + 1}
     assert long_functions(root) == {"provisioning/long.py::A.f": MAX_FUNCTION_LINES + 1}
     assert unreachable_modules(root) == {
@@ -231,5 +254,7 @@ def test_the_checkers_find_what_they_look_for(tmp_path: Path) -> None:
         "vfer.big",
         "edge_node.auth",
         "provisioning.long",
+        "provisioning.early",
+        "provisioning.late",
     }
     assert basic_auth_parsers(root) == {"edge_node/auth.py"}
