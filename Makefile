@@ -39,8 +39,9 @@ fuzz: venv system-deps
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=benchmarks/results/fuzz.json \
 		$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_aggregator_fuzz.py
 
+# SECURE=1: the rounds run secure aggregation on the provisioned TLS/ACL fleet (5 nodes, one group)
 demo: venv
-	$(PY) -m training demo
+	$(PY) -m training demo $(if $(filter 1,$(SECURE)),--secure)
 
 bench: venv system-deps
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)

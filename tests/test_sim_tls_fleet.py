@@ -229,3 +229,37 @@ def test_sim_setup_with_tls_fleet_refuses_a_broker_before_making_anything(tmp_pa
     result = CliRunner().invoke(sim_setup_cmd, args)
     assert result.exit_code == 2 and "leave out --broker" in result.output
     assert not sim.exists()
+
+
+def test_the_secure_demo_configures_secure_aggregation_for_every_node(tmp_path: Path) -> None:
+    """`make demo SECURE=1`: the aggregator's secure section (one group of all the nodes) and
+    every node's identity files, each accepted by its own config model."""
+    from training.sim.setup import SECURE_GROUP
+
+    sim = tmp_path / "sim"
+    fleet = make_sim_fleet(sim, SECURE_GROUP, EMOTIONS_6, free_ports(3))
+    write_sim(sim, SECURE_GROUP, fleet.node_url, tls_fleet=True)
+    _write_aggregator_yaml(sim, tmp_path / "bundle", EMOTIONS_6, SECURE_GROUP, 2, fleet.node_url,
+                           PROFILES["tiny"], tls_fleet=True, secure=True)  # fmt: skip
+    cfg = load_aggregator_config(sim / "aggregator.yaml")
+    secure = cfg.secure_aggregation
+    assert secure is not None and secure.min_group_size == SECURE_GROUP
+    assert secure.vouching_public_key.is_file()
+    assert cfg.round.min_submissions == SECURE_GROUP  # every node joins the one group
+    for slot in range(SECURE_GROUP):
+        data = node_config(sim, slot, tmp_path / f"w{slot}", fleet.node_url, "face.tflite")
+        fed = validate_model(NodeConfig, data, source="sim node.yaml").federation
+        assert fed.identity_key_file is not None and fed.identity_key_file.is_file()
+        assert fed.identity_voucher_file is not None and fed.identity_voucher_file.is_file()
+        assert fed.vouching_public_key is not None
+        assert fed.vouching_public_key.read_bytes() == secure.vouching_public_key.read_bytes()
+
+
+def test_the_secure_demo_refuses_too_few_nodes_or_a_plain_broker(tmp_path: Path) -> None:
+    from training.sim.setup import SECURE_GROUP, setup
+    from vfer.cli import UserError
+
+    for nodes, tls in ((SECURE_GROUP - 1, True), (SECURE_GROUP, False)):
+        with pytest.raises(UserError, match="secure aggregation needs"):
+            setup(tmp_path / "sim", nodes=nodes, rounds=2, broker="mqtt://127.0.0.1:1",
+                  profile_name="tiny", tls_fleet=tls, secure=True)  # fmt: skip

@@ -164,16 +164,31 @@ def simulate_cmd(
 
 
 @click.command("demo")
-@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--nodes", type=click.IntRange(1, 16), help="default: 4, or 5 with --secure")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=_DIR, default=Path("demo-output"), show_default=True)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="secure aggregation (SecAgg+) on the provisioned TLS/ACL fleet: the aggregator sees "
+    "only the group's sum (`make demo SECURE=1`)",
+)
 @_ifer
-def demo_cmd(nodes: int, seed: int, out: Path, ifer_corpus: str, ifer_root: Path | None) -> None:
+def demo_cmd(
+    nodes: int | None, seed: int, out: Path, secure: bool, ifer_corpus: str, ifer_root: Path | None
+) -> None:
     """The newcomer's first run (`make demo`): 4 nodes, 2 FedAvg rounds, embedded broker."""
+    from training.sim.setup import SECURE_GROUP
     from training.sim.simulate import simulate
 
+    nodes = nodes or (SECURE_GROUP if secure else 4)
+    if secure and nodes < SECURE_GROUP:
+        raise click.UsageError(
+            f"--secure needs --nodes {SECURE_GROUP} or more (the smallest group)"
+        )
     setup_logging("WARNING")
     report = simulate(
+        secure=secure,
         nodes=nodes,
         rounds=2,
         broker=None,

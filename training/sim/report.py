@@ -247,7 +247,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["# fedvfer fleet simulation", ""]
     run = report.get("run", {})
     lines.append(
-        f"{len(report['nodes'])} nodes, broker {run.get('broker', '?')}, seed {run.get('seed', '?')}, "
+        f"{len(report['nodes'])} nodes, broker {run.get('broker', '?')}, "
+        + (
+            "secure aggregation (SecAgg+: the aggregator saw only the group's masked sum), "
+            if run.get("secure_aggregation")
+            else ""
+        )
+        + f"seed {run.get('seed', '?')}, "
         f"{run.get('seconds_total', '?')} s in all ({run.get('seconds_setup', '?')} s setup, "
         f"{run.get('seconds_recording', '?')} s for the nodes to record their clips)."
     )

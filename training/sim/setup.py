@@ -35,6 +35,11 @@ from vfer.cli import UserError
 log = logging.getLogger(__name__)
 
 
+#: the smallest secure-aggregation group (SecAgg+ never draws one below 5): `make demo SECURE=1`
+#: runs this many nodes, one group
+SECURE_GROUP = 5
+
+
 @dataclass(frozen=True)
 class SimProfile:
     """How big the simulated world is. ``demo`` fits `make demo` in minutes on 2 cores.
@@ -94,6 +99,9 @@ class Plan:
     #: SIM/fleet is a provisioned fleet (training.sim.tls_fleet): nodes and aggregator log in
     #: over TLS with its credentials; else anonymous, with only the fleet's signing key
     tls_fleet: bool = False
+    #: rounds run SecAgg+ (``secure_aggregation`` in aggregator.yaml; needs ``tls_fleet``, whose
+    #: ``add-node`` gives every node its identity key)
+    secure: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,7 +117,7 @@ def read_plan(sim: Path) -> Plan:
         )
     d = json.loads(p.read_text())
     return Plan(d["nodes"], d["rounds"], tuple(d["classes"]), d["seed"], d["profile"], d["broker"],
-                bool(d.get("tls_fleet", False)))  # fmt: skip
+                bool(d.get("tls_fleet", False)), bool(d.get("secure", False)))  # fmt: skip
 
 
 def slot_dir(sim: Path, slot: int) -> Path:
@@ -130,6 +138,7 @@ def setup(
     ifer_corpus: str = "synthetic-images",
     ifer_root: Path | None = None,
     tls_fleet: bool = False,
+    secure: bool = False,
 ) -> Plan:
     """Generate the corpus, train the central model (cached), and lay out the fleet's folders.
 
@@ -141,6 +150,8 @@ def setup(
     ``tls_fleet``: ``SIM/fleet`` already holds the fleet :func:`training.sim.tls_fleet.make_sim_fleet`
     made; the aggregator's config then starts from its ``aggregator.yaml`` (its TLS listener,
     credentials and signing key) and the nodes log in with their ``add-node`` files.
+    ``secure`` (needs ``tls_fleet`` and at least :data:`SECURE_GROUP` nodes): the rounds run
+    secure aggregation, one group of all the nodes.
     """
     from training.experiments.protocol import subject_splits
     from training.experiments.setup import (
@@ -157,6 +168,9 @@ def setup(
 
     if nodes < 1:
         raise UserError("--nodes must be at least 1")
+    if secure and (not tls_fleet or nodes < SECURE_GROUP):
+        raise UserError(f"secure aggregation needs the TLS fleet and at least {SECURE_GROUP} "
+                        f"nodes (its smallest group), got {nodes}")  # fmt: skip
     prof = PROFILES[profile_name]
     work = work or sim / "work"
     backbone, face_model = resolve_models(None, None, work)
@@ -236,8 +250,8 @@ def setup(
             ],
         }
         (d / "slot.json").write_text(json.dumps(slot, indent=2))
-    _write_aggregator_yaml(sim, central, classes, nodes, rounds, broker, prof, tls_fleet)
-    plan = Plan(nodes, rounds, classes, seed, profile_name, broker, tls_fleet)
+    _write_aggregator_yaml(sim, central, classes, nodes, rounds, broker, prof, tls_fleet, secure)
+    plan = Plan(nodes, rounds, classes, seed, profile_name, broker, tls_fleet, secure)
     (sim / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     (sim / "models.json").write_text(
         json.dumps(
@@ -267,9 +281,12 @@ def _write_aggregator_yaml(
     broker: str,
     prof: SimProfile,
     tls_fleet: bool = False,
+    secure: bool = False,
 ) -> None:
     """SIM/aggregator.yaml. With ``tls_fleet`` the broker part (URL of the aggregator's own
-    listener, user, password file, CA, signing key, share group) is init-fleet's, as written."""
+    listener, user, password file, CA, signing key, share group) is init-fleet's, as written;
+    ``secure`` adds ``secure_aggregation`` (groups of at least :data:`SECURE_GROUP`) and waits
+    for every node's join."""
     from training.sim.tls_fleet import aggregator_config
 
     state = sim / "aggregator"
@@ -295,4 +312,12 @@ def _write_aggregator_yaml(
         },
         "personalization": {"p": prof.p, "p_threshold": prof.p_threshold, "epochs": 2, "lr": 1e-3},
     }
+    if secure:
+        from provisioning.identity import VOUCHING_PUBLIC
+
+        cfg["round"]["min_submissions"] = nodes
+        cfg["secure_aggregation"] = {
+            "vouching_public_key": str((sim / "fleet" / "aggregator" / VOUCHING_PUBLIC).resolve()),
+            "min_group_size": SECURE_GROUP,
+        }
     (sim / "aggregator.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -91,6 +91,7 @@ def simulate(
     children: Any = None,
     tls_fleet: bool = False,
     fleet_broker: Callable[[SimFleet, Path], RunningBroker] | None = None,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """Run the fleet and return the report (also written to ``out``). ``children`` runs the
     nodes and the aggregator: processes by default, containers for `make docker-demo`
@@ -98,7 +99,10 @@ def simulate(
 
     ``tls_fleet``: the fleet is provisioned (training.sim.tls_fleet: init-fleet, add-node per
     node) and its broker runs the generated TLS/ACL config, started by ``fleet_broker(fleet,
-    logs)``: mosquitto on the host by default, a container for `make docker-demo`."""
+    logs)``: mosquitto on the host by default, a container for `make docker-demo`.
+
+    ``secure``: the rounds run secure aggregation (SecAgg+, docs/secure-aggregation.md) on the
+    provisioned fleet (it implies ``tls_fleet``; at least 5 nodes, one group)."""
     from training.sim.observer import FleetObserver
     from training.sim.report import evaluate, write_report
 
@@ -115,6 +119,7 @@ def simulate(
     handle: RunningBroker | None = None
     fleet: SimFleet | None = None
     children = children if children is not None else Children()
+    tls_fleet = tls_fleet or secure
     try:
         if tls_fleet:
             if broker is not None:
@@ -146,6 +151,7 @@ def simulate(
             ifer_corpus=ifer_corpus,
             ifer_root=ifer_root,
             tls_fleet=fleet is not None,
+            secure=secure,
         )
         t_setup = time.monotonic() - t0
         deadline = time.monotonic() + timeout_s
@@ -184,6 +190,7 @@ def simulate(
             "seconds_total": round(time.monotonic() - t0, 1),
             "seed": seed,
             "profile": profile,
+            "secure_aggregation": secure,
         }
         write_report(report, out)
         return report
