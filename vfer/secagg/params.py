@@ -28,8 +28,9 @@ class GroupAbandoned(SecAggError):
     out of the round and nothing of its sum is revealed."""
 
 
-class SecAggParams(BaseModel):
-    """The round's secure-aggregation settings (also the aggregator's config section)."""
+class SecAggSettings(BaseModel):
+    """What an operator chooses for secure rounds: aggregator.yaml's ``secure_aggregation``
+    adds its deadlines and keys to these, a round's :class:`SecAggParams` the vector length."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -54,12 +55,9 @@ class SecAggParams(BaseModel):
     max_weight: int = Field(
         1000, ge=1, le=MAX_WEIGHT, description="cap on a node's clip count under samples"
     )
-    vector_length: int = Field(
-        ge=1, le=MAX_VECTOR, description="values in the flat update (v for K=6: 208,582)"
-    )
 
     @model_validator(mode="after")
-    def _headroom(self) -> SecAggParams:
+    def _headroom(self) -> SecAggSettings:
         if self.max_group_size * self.max_weight >= 2**31:
             raise ValueError("max_weight x largest group must stay below 2^31")
         return self
@@ -77,6 +75,18 @@ class SecAggParams(BaseModel):
     def threshold(self, group_size: int) -> int:
         """Answers a group of ``group_size`` needs at every stage (more than half)."""
         return min(group_size, int(self.threshold_fraction * group_size) + 1)
+
+    def settings(self) -> dict[str, object]:
+        """These fields alone (a subclass's own left out)."""
+        return self.model_dump(include=set(SecAggSettings.model_fields))
+
+
+class SecAggParams(SecAggSettings):
+    """The round's secure-aggregation settings, carried to nodes in the signed round message."""
+
+    vector_length: int = Field(
+        ge=1, le=MAX_VECTOR, description="values in the flat update (v for K=6: 208,582)"
+    )
 
     @property
     def masked_length(self) -> int:
