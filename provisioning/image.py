@@ -17,6 +17,7 @@ from typing import Literal
 from provisioning import cloudinit as ci
 from provisioning.fatimage import FatPartition, prepare_image
 from provisioning.fleet import PUBLIC_KEY, load_fleet
+from provisioning.identity import IDENTITY_KEY, IDENTITY_VOUCHER, VOUCHING_PUBLIC
 from provisioning.installer import FACE_MODEL, UNITS, install_sh
 from vfer.cli import UserError
 
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 
 Route = Literal["auto", "cloud-init", "firstrun"]
 UNITS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "systemd"
-NODE_FILES = ("node.yaml", "broker_password", "ca.crt", PUBLIC_KEY, "client.crt", "client.key")
+#: what the node gets from its fleet folder; the last five only where add-node made them (client
+#: certificates with --client-certs; the identity for secure aggregation in fleets since it)
+NODE_FILES = (
+    "node.yaml", "broker_password", "ca.crt", PUBLIC_KEY, "client.crt", "client.key",
+    IDENTITY_KEY, IDENTITY_VOUCHER, VOUCHING_PUBLIC,
+)  # fmt: skip
 
 
 @dataclass

@@ -103,11 +103,21 @@ def test_cloud_init_image_round_trip(fleet: Path, tmp_path: Path) -> None:
         "broker_password",
         "ca.crt",
         "fleet_public_key.pem",
+        "identity_key.pem",  # secure aggregation: the node's identity, vouched for by the fleet
+        "identity_voucher.json",
+        "vouching_public_key.pem",
     }
     for name in fat.listdir("fedvfer/etc"):
         assert fat.read(f"fedvfer/etc/{name}") == (node_dir / name).read_bytes()
     cfg = NodeConfig.model_validate(yaml.safe_load(fat.read("fedvfer/etc/node.yaml")))
     assert cfg.node_id == "pi-1" and cfg.federation.broker_url == "mqtts://broker.example:8883"
+    # every file node.yaml names in /etc/fedvfer is on the image (the installer copies them there)
+    named = {
+        Path(v).name
+        for v in cfg.federation.model_dump().values()
+        if isinstance(v, Path) and str(v).startswith("/etc/fedvfer/")
+    }
+    assert named and named <= set(fat.listdir("fedvfer/etc")), named
     units = fat.listdir("fedvfer/systemd")
     assert units == ["edge-node-adapt.service", "edge-node-adapt.timer", "edge-node.service"]
     assert b"--system-site-packages" in fat.read("fedvfer/install.sh")
