@@ -91,6 +91,8 @@ def test_hostile_messages_are_refused_and_the_round_completes(
             modulus_bits=32,
         )  # fmt: skip
         s.send(pack(header, bytes(4 * header.length)))  # one value short: wrong_length
+        wide = header.model_copy(update={"length": header.length + 1, "modulus_bits": 64})
+        s.send(pack(wide, bytes(4 * wide.length)))  # the right length, another modulus
         s.send(frame)
         survivors = s.survivors()
         sig = s.session.on_survivors(survivors)  # type: ignore[union-attr]
@@ -125,9 +127,19 @@ def test_hostile_messages_are_refused_and_the_round_completes(
         for c in (s, capture.client, thief, active):
             c.stop()
         agg.stop()
-    for reason in ("forged_node_id", "replayed_keys", "malformed_shares", "wrong_length"):
+    reasons = (
+        "forged_node_id",
+        "replayed_keys",
+        "malformed_shares",
+        "wrong_modulus",
+        "wrong_length",
+    )
+    for reason in reasons:
         assert f"from pi-7: reason={reason}" in log, reason
-    counted = "{'forged_node_id': 1, 'malformed_shares': 1, 'replayed_keys': 1, 'wrong_length': 1, "
+    counted = (
+        "{'forged_node_id': 1, 'malformed_shares': 1, 'replayed_keys': 1, 'wrong_length': 1, "
+        "'wrong_modulus': 1, "
+    )
     assert f"group 0 refused: {counted}'wrong_share': 1}}" in log, log[-3000:]
     assert "round 1 finished: central v2 from 8 submissions" in log
     assert_central_right(central_of(tmp_path), sent)
