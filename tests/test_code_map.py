@@ -41,12 +41,6 @@ LONG_FUNCTIONS: dict[str, str] = {
     "line; the body (checks, export, files) is under 40 lines",
 }
 
-# lead: remove when secure aggregation and DP are wired ---------------------------------------
-#: Shared packages built and tested this wave whose wiring into the roles lands next (secure
-#: aggregation, differential privacy): the test names any that is wired already.
-TEMPORARY_UNWIRED: tuple[str, ...] = ()
-# lead: end of the temporary lists ------------------------------------------------------------
-
 
 def imported_roots(path: Path) -> set[str]:
     roots = set()
@@ -189,10 +183,7 @@ def test_long_functions_are_few_and_each_has_a_reason() -> None:
 
 
 def test_every_deployed_module_is_reached_from_a_role() -> None:
-    unwired = {m for m in unreachable_modules(REPO) if m.startswith(TEMPORARY_UNWIRED)}
-    assert unreachable_modules(REPO) - unwired == set(), "only tests use these: delete or move them"
-    wired = {p for p in TEMPORARY_UNWIRED if not any(m.startswith(p) for m in unwired)}
-    assert not wired, f"reached from a role now: delete {wired} from TEMPORARY_UNWIRED"
+    assert unreachable_modules(REPO) == set(), "only tests use these: delete or move them"
 
 
 def test_basic_auth_is_parsed_in_one_module() -> None:
