@@ -17,12 +17,16 @@ from broker_aggregator.store import State
 from edge_node.federation import FederationClient
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet
-from tests.support.secure_fleet import TIMEOUT, Lossy, node_client, start_aggregator, submit
-from tests.test_secure_aggregation_live import (  # noqa: F401
+from tests.support.secure_fleet import (  # noqa: F401 - fleet is a fixture
     NAMES,
+    TIMEOUT,
+    Lossy,
     assert_central_right,
     central_of,
     fleet,
+    node_client,
+    start_aggregator,
+    submit,
 )
 
 pytestmark = [

@@ -20,9 +20,21 @@ from broker_aggregator.store import State
 from edge_node.federation import FederationClient
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet, start_fleet
-from tests.support.secure_fleet import SPEC, TIMEOUT, Capture, node_client, start_aggregator, submit
+from tests.support.secure_fleet import (  # noqa: F401 - fleet is a fixture
+    LENGTH,
+    NAMES,
+    SPEC,
+    TIMEOUT,
+    Capture,
+    assert_central_right,
+    central_of,
+    fleet,
+    node_client,
+    plain_mean,
+    start_aggregator,
+    submit,
+)
 from vfer.envelope import MAGIC, unpack
-from vfer.heads_spec import trainable_names
 from vfer.secagg import SecAggParams, error_bound, flatten
 from vfer.secagg.quantize import scale
 from vfer.secagg.state import load
@@ -32,48 +44,11 @@ pytestmark = [
     pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed"),
     pytest.mark.slow,
 ]
-NAMES = tuple(f"pi-{i}" for i in range(8))
-LENGTH = sum(SPEC[n].size for n in trainable_names(SPEC))
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = start_fleet(tmp_path, nodes=(*NAMES, "mallory"))  # mallory: a login outside the round
-    try:
-        yield f
-    finally:
-        f.broker.stop()
-
-
-def plain_mean(sent: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
-    return np.mean([flatten(w, SPEC) for w in sent.values()], axis=0)
-
-
-def central_of(tmp: Path) -> np.ndarray:
-    from vfer import weights as wcodec
-    from vfer.messages import CentralHeader
-
-    state = State(tmp / "agg.db")
-    try:
-        latest = state.latest_central()
-    finally:
-        state.close()
-    assert latest is not None and latest[0] == 2
-    _h, body = unpack(latest[1], CentralHeader)
-    return flatten(wcodec.from_bytes(body), SPEC)
-
-
-def assert_central_right(central: np.ndarray, sent: dict[str, dict[str, np.ndarray]]) -> None:
-    """|central - plain mean| <= the quantization bound + float32 rounding of the central."""
-    params = SecAggParams(vector_length=LENGTH)
-    want = plain_mean(sent)
-    bound = error_bound(params, len(sent), len(sent)) + np.spacing(np.abs(want).astype(np.float32))
-    err = np.abs(central - want)
-    assert np.all(err <= bound), f"max error {err.max():.3g}, bound {bound.max():.3g}"
 
 
 def test_secure_round_central_is_the_mean_and_nothing_recovers_an_update(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     capture = Capture.start(fleet)
     agg = start_aggregator(fleet, tmp_path, len(NAMES))

@@ -14,20 +14,18 @@ import pytest
 from tests.support.aggregator import personalized, trainable_weights
 from tests.support.mosquitto import mosquitto_binary
 from tests.support.provisioning_mqtt import Fleet
-from tests.support.secure_fleet import (
+from tests.support.secure_fleet import (  # noqa: F401 - fleet is a fixture
+    NAMES,
     SPEC,
     TIMEOUT,
     Capture,
     ScriptedNode,
-    node_client,
-    start_aggregator,
-    submit,
-)
-from tests.test_secure_aggregation_live import (  # noqa: F401
-    NAMES,
     assert_central_right,
     central_of,
     fleet,
+    node_client,
+    start_aggregator,
+    submit,
 )
 from vfer.envelope import to_json
 from vfer.secagg import flatten

@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
+from broker_aggregator.store import State
 from edge_node.config import load_node_config
 from edge_node.federation import FederationClient, NodeUpdate
 from edge_node.federation.secure import SecureParticipant
 from tests.support.aggregator import AggregatorProcess, personalized, random_v
-from tests.support.provisioning_mqtt import Client, Fleet
+from tests.support.provisioning_mqtt import Client, Fleet, start_fleet
 from vfer import weights as wcodec
-from vfer.envelope import MAGIC, from_json, pack, to_json
-from vfer.heads_spec import vfer_spec
+from vfer.envelope import MAGIC, from_json, pack, to_json, unpack
+from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import open_round
-from vfer.secagg import NodeSession, load_identity, load_voucher
+from vfer.secagg import (
+    NodeSession,
+    SecAggParams,
+    error_bound,
+    flatten,
+    load_identity,
+    load_voucher,
+)
 from vfer.secagg.wire import GroupsMsg, KeysBroadcast, SharesForYou, SurvivorsMsg, UnmaskRequest
 from vfer.signing import load_public_key
 from vfer.topics import Topics
@@ -210,3 +219,44 @@ class ScriptedNode:
 
     def stop(self) -> None:
         self.client.stop()
+
+
+# the live tests' fleet and checks (tests/test_secure_aggregation_*.py) ---------------------
+NAMES = tuple(f"pi-{i}" for i in range(8))
+LENGTH = sum(SPEC[n].size for n in trainable_names(SPEC))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = start_fleet(tmp_path, nodes=(*NAMES, "mallory"))  # mallory: a login outside the round
+    try:
+        yield f
+    finally:
+        f.broker.stop()
+
+
+def plain_mean(sent: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    return np.mean([flatten(w, SPEC) for w in sent.values()], axis=0)
+
+
+def central_of(tmp: Path) -> np.ndarray:
+    from vfer import weights as wcodec
+    from vfer.messages import CentralHeader
+
+    state = State(tmp / "agg.db")
+    try:
+        latest = state.latest_central()
+    finally:
+        state.close()
+    assert latest is not None and latest[0] == 2
+    _h, body = unpack(latest[1], CentralHeader)
+    return flatten(wcodec.from_bytes(body), SPEC)
+
+
+def assert_central_right(central: np.ndarray, sent: dict[str, dict[str, np.ndarray]]) -> None:
+    """|central - plain mean| <= the quantization bound + float32 rounding of the central."""
+    params = SecAggParams(vector_length=LENGTH)
+    want = plain_mean(sent)
+    bound = error_bound(params, len(sent), len(sent)) + np.spacing(np.abs(want).astype(np.float32))
+    err = np.abs(central - want)
+    assert np.all(err <= bound), f"max error {err.max():.3g}, bound {bound.max():.3g}"
