@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv system-deps demo test lint unit bench fuzz clean pi-check test-py313 docker-demo
+.PHONY: venv system-deps demo test lint unit bench fuzz clean pi-check test-py313 docker-images docker-demo
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,11 +74,15 @@ test-py313: $(STAMP313) system-deps
 
 # The demo's fleet in real containers (broker, aggregator, one per node) from deploy/docker/;
 # the same report as `make demo` in demo-output/ (root or the docker group; docs/simulation.md).
+# `make docker-images` builds the three images only (a rerun is the layer cache's: seconds).
 DOCKER_DEMO_ARGS ?=
-docker-demo: venv
+docker-images: venv
 	@bash deploy/heavy-deps.sh docker
 	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt deploy/docker/ca/host.crt; fi
-	$(PY) -m training docker-demo --base "$$(bash deploy/docker/base.sh)" $(DOCKER_DEMO_ARGS)
+	$(PY) -m training docker-build --base "$$(bash deploy/docker/base.sh)"
+
+docker-demo: docker-images
+	$(PY) -m training docker-demo --no-build $(DOCKER_DEMO_ARGS)
 	$(PY) -m training docker-faults
 
 clean:

@@ -9,6 +9,7 @@ from training.cli_train import register as register_train
 from training.experiments.gate_eval_cli import gate_eval_cmd
 from training.sim.cli import (
     demo_cmd,
+    docker_build_cmd,
     docker_demo_cmd,
     docker_faults_cmd,
     sim_node_cmd,
@@ -28,6 +29,7 @@ cli.add_command(model_summary_cmd)
 cli.add_command(backbone_cmd)
 cli.add_command(export_bundle_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(docker_build_cmd)
 cli.add_command(docker_demo_cmd)
 cli.add_command(docker_faults_cmd)
 cli.add_command(simulate_cmd)

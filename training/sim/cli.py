@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,27 @@ def demo_cmd(
         ifer_root=ifer_root,
     )
     print_report(report, out)
+
+
+@click.command("docker-build")
+@click.option("--base", default="python:3.11-slim-bookworm", show_default=True, help="base image")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("demo-output/logs/docker-build.log"),
+    show_default=True,
+)
+def docker_build_cmd(base: str, log_path: Path) -> None:
+    """`make docker-images`: the broker, aggregator and node images from deploy/docker/ on BASE."""
+    from training.sim.docker import IMAGES, build_images
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        build_images(base, log_path)
+    except subprocess.CalledProcessError as e:
+        raise click.ClickException(f"docker build failed (exit {e.returncode}); see {log_path}")
+    click.echo(f"images on {base}: {', '.join(IMAGES.values())} (log {log_path})")
 
 
 @click.command("docker-demo")
