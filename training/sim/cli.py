@@ -219,7 +219,9 @@ def docker_build_cmd(base: str, log_path: Path) -> None:
     try:
         build_images(base, log_path)
     except subprocess.CalledProcessError as e:
-        raise click.ClickException(f"docker build failed (exit {e.returncode}); see {log_path}")
+        raise click.ClickException(
+            f"docker build failed (exit {e.returncode}); see {log_path}"
+        ) from e
     click.echo(f"images on {base}: {', '.join(IMAGES.values())} (log {log_path})")
 
 
