@@ -5,6 +5,7 @@ Uses the "tiny" world so it fits the test suite; `make demo` runs the "demo" one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,6 +140,14 @@ def _cmdline(proc: psutil.Process) -> str:
         return ""
 
 
+def _as_a_terminal_job() -> None:
+    """A terminal's foreground job gets Ctrl-C; a child of a background job (`cmd &` in a
+    script, nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     """SIGINT in the middle of the rounds: the nodes, the aggregator and the private broker all go."""
     import signal
@@ -149,24 +158,36 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "training", "simulate", "--nodes", "2", "--rounds", "20", "--profile", "tiny",
             "--out", str(out), "--cache", str(tmp_path / "cache"), "--timeout", "600"]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "FEDVFER_MODELS": str(paths.MODELS)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_as_a_terminal_job
+        )
     me = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 600
-    started: list[psutil.Process] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        kids = me.children(recursive=True)
-        names = " ".join(_cmdline(k) for k in kids)
-        if names.count("sim-node") >= 2 and "broker_aggregator" in names:
-            started = kids
-            break
-        time.sleep(0.5)
-    assert started, "the fleet never started"
-    time.sleep(3)  # let the nodes get going
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
-    _gone, alive = psutil.wait_procs(started, timeout=30)
-    assert not alive, [_cmdline(p) for p in alive]
-    leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
-    ]
-    assert not leftovers
+    try:
+        deadline = time.monotonic() + 600
+        started: list[psutil.Process] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = me.children(recursive=True)
+            names = " ".join(_cmdline(k) for k in kids)
+            if names.count("sim-node") >= 2 and "broker_aggregator" in names:
+                started = kids
+                break
+            time.sleep(0.5)
+        assert started, f"the fleet never started: {stderr.read_text()[-2000:]}"
+        time.sleep(3)  # let the nodes get going
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+        _gone, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [_cmdline(p) for p in alive]
+        leftovers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(out) in " ".join(p.info["cmdline"] or [])
+        ]
+        assert not leftovers
+    finally:  # a failed check leaves no fleet running for the rest of the suite
+        for p in psutil.process_iter(["cmdline"]):
+            if str(out) in " ".join(p.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    p.kill()

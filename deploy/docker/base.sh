@@ -11,11 +11,15 @@ fi
 local_base=fedvfer-base:bookworm
 echo "docker-base: no registry gives $want; using $local_base (debootstrap)" >&2
 if ! docker image inspect "$local_base" >/dev/null 2>&1; then
-  root=${FEDVFER_CACHE:-/var/cache/fedvfer}/docker/base-bookworm-amd64
+  cache=${FEDVFER_CACHE:-/var/cache/fedvfer}
+  root=$cache/docker/base-bookworm-amd64
   if [ ! -d "$root" ]; then
     rm -rf "$root.tmp"
+    mkdir -p "$cache/logs"
+    echo "docker-base: debootstrap bookworm (log $cache/logs/docker-base.log)" >&2
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-      bookworm "$root.tmp" http://deb.debian.org/debian >&2
+      bookworm "$root.tmp" http://deb.debian.org/debian >"$cache/logs/docker-base.log" 2>&1 \
+      || { echo "docker-base: debootstrap failed; see $cache/logs/docker-base.log" >&2; exit 1; }
     mv "$root.tmp" "$root"
   fi
   tar -C "$root" -c . | docker import - "$local_base" >&2
