@@ -14,13 +14,12 @@ import pytest
 from scipy import stats
 
 from broker_aggregator.robust import capped_factors
-from broker_aggregator.store import State
-from tests.support.aggregator import AggregatorProcess, personalized
+from tests.support.aggregator import AggregatorProcess, personalized, stored_central
 from tests.support.mosquitto import Broker
 from tests.support.raw_node import RawNode, subscriptions, update_frame, wait_subscribed
 from tests.test_federation_e2e import broker, fleet  # noqa: F401
 from vfer import weights as wcodec
-from vfer.messages import CentralHeader, unpack
+from vfer.messages import CentralHeader
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +56,8 @@ def run_round(
         for node in nodes:
             node.stop()
         agg.stop()
-    state = State(tmp / "agg.db")
-    try:
-        latest = state.latest_central()
-    finally:
-        state.close()
-    assert latest is not None and latest[0] == 2
-    header, body = unpack(latest[1], CentralHeader)
-    return header, wcodec.from_bytes(body), agg.log()
+    header, central = stored_central(tmp / "agg.db", 2)
+    return header, central, agg.log()
 
 
 def honest_and_one_poisoner(fleet: dict[str, Path], n: int = 5) -> list[W]:  # noqa: F811
@@ -189,13 +182,7 @@ def test_the_weight_cap_holds_across_two_workers(
         worker.stop()
     log = agg.log()
     assert log.count("(via agg-1)") > 0 and log.count("(via agg-2)") > 0, log
-    state = State(tmp_path / "agg.db")
-    try:
-        latest = state.latest_central()
-    finally:
-        state.close()
-    assert latest is not None and latest[0] == 2
-    central = wcodec.from_bytes(unpack(latest[1], CentralHeader)[1])
+    central = stored_central(tmp_path / "agg.db", 2)[1]
     factors = capped_factors({f"pi-{i}": float(sum(c.values())) for i, c in enumerate(clips)}, 0.2)
     weights = np.array([factors[f"pi-{i}"] for i in range(6)])
     assert weights[0] / weights.sum() == pytest.approx(0.2)

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from broker_aggregator.store import State
+from vfer import weights as wcodec
 from vfer.heads_spec import vfer_spec
+from vfer.messages import CentralHeader, unpack
 
 
 def random_v(
@@ -128,3 +130,15 @@ def poison_rows(state: State) -> list[tuple[str, str | None, str]]:
     """(topic, update_id, reason) of every row of the aggregator's poison table, oldest first."""
     rows = state.db.execute("SELECT topic, update_id, reason FROM poison ORDER BY id")
     return [(str(r[0]), r[1], str(r[2])) for r in rows.fetchall()]
+
+
+def stored_central(db: Path, version: int) -> tuple[CentralHeader, dict[str, np.ndarray]]:
+    """The newest central the aggregator stored in its state ``db``, which must be ``version``."""
+    state = State(db)
+    try:
+        latest = state.latest_central()
+    finally:
+        state.close()
+    assert latest is not None and latest[0] == version, latest and latest[0]
+    header, body = unpack(latest[1], CentralHeader)
+    return header, wcodec.from_bytes(body)

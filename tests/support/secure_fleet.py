@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from broker_aggregator.store import State
 from edge_node.config import load_node_config
 from edge_node.federation import FederationClient, NodeUpdate
 from edge_node.federation.secure import SecureParticipant
-from tests.support.aggregator import AggregatorProcess, personalized, random_v
+from tests.support.aggregator import AggregatorProcess, personalized, random_v, stored_central
 from tests.support.provisioning_mqtt import Client, Fleet, start_fleet
 from vfer import weights as wcodec
-from vfer.envelope import MAGIC, from_json, pack, to_json, unpack
+from vfer.envelope import MAGIC, from_json, pack, to_json
 from vfer.heads_spec import trainable_names, vfer_spec
 from vfer.messages import open_round
 from vfer.secagg import (
@@ -240,17 +239,8 @@ def plain_mean(sent: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
 
 
 def central_of(tmp: Path) -> np.ndarray:
-    from vfer import weights as wcodec
-    from vfer.messages import CentralHeader
 
-    state = State(tmp / "agg.db")
-    try:
-        latest = state.latest_central()
-    finally:
-        state.close()
-    assert latest is not None and latest[0] == 2
-    _h, body = unpack(latest[1], CentralHeader)
-    return flatten(wcodec.from_bytes(body), SPEC)
+    return flatten(stored_central(tmp / "agg.db", 2)[1], SPEC)
 
 
 def assert_central_right(central: np.ndarray, sent: dict[str, dict[str, np.ndarray]]) -> None:
